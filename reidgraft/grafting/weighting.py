@@ -1,0 +1,41 @@
+"""The grafting coefficient alpha: how much of its own weights a model keeps.
+
+    W_self_new = alpha * W_self + (1 - alpha) * W_other
+
+Adaptive (paper Eq. 7, as the authors' code computes it):
+
+    alpha = 0.5 + (A / pi) * arctan(c * (H_self - H_other))
+
+The printed Eq. 7 has no `/ pi`; without it alpha leaves (0, 1) for the papers' A = 0.4. With
+it alpha stays within 0.5 +- A/2, equals 0.5 for equal information and exceeds 0.5 when the
+receiving model holds more, which are the two conditions the paper states. This is a deliberate
+choice (GRAFTING.md section 2).
+
+Defaults A = 0.4, c = 500 are the papers' runs; with them alpha is nearly a 0.3 / 0.7 switch.
+The authors later advised c around 1-10 and A in 0.2-0.4. With the `l1` criterion the score
+differences are in the hundreds, so `c` must be scaled down accordingly (e.g. c = 0.01).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def adaptive_alpha(h_self: float, h_other: float, A: float = 0.4, c: float = 500.0) -> float:
+    """Share of its own weights the receiving model keeps, from both models' information."""
+    return 0.5 + (A / math.pi) * math.atan(c * (h_self - h_other))
+
+
+def fixed_alpha(value: float = 0.5) -> float:
+    """A constant coefficient (0.5 = plain averaging, supplement Table 4), checked to lie in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"fixed_alpha must lie in [0, 1], got {value}")
+    return float(value)
+
+
+def check_adaptive_parameters(A: float, c: float) -> None:
+    """Reject coefficients that would let alpha leave [0, 1] or invert its meaning."""
+    if not 0.0 <= A <= 1.0:
+        raise ValueError(f"A must lie in [0, 1] so that alpha stays in [0, 1], got {A}")
+    if c < 0:
+        raise ValueError(f"c must be non-negative (a negative c rewards the poorer model), got {c}")

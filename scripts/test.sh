@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up ./.venv, then run the whole test suite (slow tests included). Extra arguments go to pytest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+.venv/bin/python -m pytest "$@"
+status=$?
+if [ "$status" -eq 5 ]; then
+    echo "test: pytest collected no tests; that is a failure here" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,42 @@
+"""Shared test fixtures: small networks with the layouts grafting must handle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """A BN before the first conv, a conv whose key lacks "conv", BN layers and a linear head."""
+
+    def __init__(self, width: int = 4, classes: int = 5):
+        super().__init__()
+        self.pre = nn.BatchNorm2d(3)
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.norm = nn.BatchNorm2d(width)
+        self.block = nn.Sequential(nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width))
+        self.head = nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        x = torch.relu(self.norm(self.stem(self.pre(x))))
+        x = torch.relu(self.block(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def randomised(model: nn.Module, seed: int) -> nn.Module:
+    """Give every floating entry (BN statistics included) distinct random values."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * (0.5 + seed % 3))
+            else:
+                tensor.fill_(seed)
+    return model
+
+
+@pytest.fixture
+def tiny_nets():
+    """Factory: `tiny_nets(k)` gives k TinyNets with different random weights."""
+    return lambda count, **kw: [randomised(TinyNet(**kw), seed=11 * k + 1) for k in range(count)]
