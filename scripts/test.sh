@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up ./.venv, then run the whole test suite (slow tests included). Extra arguments go to pytest.
+# Set up ./.venv, lint, then run the whole test suite (slow tests included). Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+.venv/bin/ruff check --quiet . || { echo "test: ruff found lint errors (see above)" >&2; exit 1; }
 .venv/bin/python -m pytest "$@"
 status=$?
 if [ "$status" -eq 5 ]; then

@@ -13,6 +13,8 @@ bins skipped, natural log. A constant tensor has entropy 0.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -30,30 +32,49 @@ def _check_scorable(t: Tensor, bins: int) -> Tensor:
         raise ValueError("cannot score an empty tensor")
     if not t.is_floating_point():
         raise ValueError(f"can only score floating-point tensors, got dtype {t.dtype}")
-    # histc needs float32/float64; half precision is scored in float32.
+    # Half precision is scored in float32.
     return t.detach().float() if t.dtype not in (torch.float32, torch.float64) else t.detach()
+
+
+# Values are binned in chunks of this many elements so the temporaries stay in cache.
+_CHUNK = 1 << 18
+
+
+def histogram_counts(t: Tensor, low: float, high: float, bins: int) -> Tensor:
+    """Counts of `t`'s values in `bins` equal-width bins over [low, high], high in the last bin.
+
+    Bin of x: floor((x - low) * bins / (high - low)), as torch.histc computes it; a value within
+    rounding of an inner edge may land one bin over (histc itself disagrees with numpy there).
+    This is about four times faster than torch.histc on CPU, which dominated a ring graft.
+    """
+    flat = t.reshape(-1)
+    scale = bins / (high - low)
+    if not math.isfinite(scale):  # a span so small its reciprocal overflows float32
+        flat, scale = flat.double(), bins / (float(high) - float(low))
+    counts = torch.zeros(bins, dtype=torch.int64, device=t.device)
+    for chunk in flat.split(_CHUNK):
+        position = ((chunk - low) * scale).to(torch.int32).clamp_(0, bins - 1)
+        counts += torch.bincount(position, minlength=bins)
+    return counts
 
 
 def layer_entropy(t: Tensor, bins: int = 10) -> float:
     """Entropy of the histogram of all values of `t` (paper Eq. 6), in nats, in [0, ln bins]."""
     t = _check_scorable(t, bins)
-    low, high = torch.aminmax(t)
-    low, high = float(low), float(high)
-    if not (torch.isfinite(torch.tensor([low, high])).all()):
+    low, high = (float(v) for v in torch.aminmax(t))
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("cannot score a tensor holding NaN or infinite values")
     if low == high:
         return 0.0
-    counts = torch.histc(t, bins=bins, min=low, max=high)
-    return float(_entropy_of_counts(counts, t.numel()))
+    return float(_entropy_of_counts(histogram_counts(t, low, high, bins), t.numel()))
 
 
 def filter_entropies(t: Tensor, bins: int = 10) -> Tensor:
     """Entropy of each filter `t[j]` (paper Eq. 4), each binned over its own min..max.
 
-    Vectorised: one pass over the layer instead of one histogram per filter. Bin positions use
-    torch.histc's formula, `floor((x - min) * bins / (max - min))` with the maximum moved into
-    the last bin, so each row equals `layer_entropy(t[j])` (a value lying exactly on an inner
-    bin edge may round into the neighbouring bin: a change of 1 / numel in one probability).
+    Vectorised: one pass over the layer instead of one histogram per filter, with the bins of
+    `histogram_counts`, so each row equals `layer_entropy(t[j])` up to a value within rounding
+    of an inner bin edge (a change of 1 / numel in one probability).
     """
     t = _check_scorable(t, bins)
     rows = t.reshape(t.shape[0], -1)
@@ -100,7 +121,5 @@ CRITERION_NAMES = (*CRITERIA, "fixed")
 def check_criterion(name: str) -> str:
     """Return `name` if it is a known criterion, else raise a ValueError listing the valid ones."""
     if name not in CRITERION_NAMES:
-        raise ValueError(
-            f"unknown grafting criterion {name!r}; choose one of: {', '.join(CRITERION_NAMES)}"
-        )
+        raise ValueError(f"unknown grafting criterion {name!r}; choose one of: {', '.join(CRITERION_NAMES)}")
     return name

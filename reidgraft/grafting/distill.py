@@ -31,9 +31,7 @@ def teacher_probabilities(teacher_logits: Sequence[Tensor], tau: float = 2.0) ->
     return torch.softmax(stacked / tau, dim=-1).mean(dim=0)
 
 
-def distillation_loss(
-    student_logits: Tensor, teacher_logits: Sequence[Tensor], tau: float = 2.0
-) -> Tensor:
+def distillation_loss(student_logits: Tensor, teacher_logits: Sequence[Tensor], tau: float = 2.0) -> Tensor:
     """tau^2 * soft cross-entropy between the teachers' mean probabilities and the student's."""
     if tau <= 0:
         raise ValueError(f"distillation temperature tau must be positive, got {tau}")

@@ -118,11 +118,11 @@ def check_compatible(
         if a != b:
             raise ValueError(f"cannot graft{where}: key {a!r} at position {position} meets {b!r}")
     if len(own_keys) != len(other_keys):
-        longer, shorter = (own_keys, other_keys) if len(own_keys) > len(other_keys) else (other_keys, own_keys)
-        side = "own" if longer is own_keys else "other"
-        raise ValueError(
-            f"cannot graft{where}: key {longer[len(shorter)]!r} is only in the {side} state"
+        longer, shorter = (
+            (own_keys, other_keys) if len(own_keys) > len(other_keys) else (other_keys, own_keys)
         )
+        side = "own" if longer is own_keys else "other"
+        raise ValueError(f"cannot graft{where}: key {longer[len(shorter)]!r} is only in the {side} state")
     for key in own_keys:
         a, b = own[key], other[key]
         if a.dtype != b.dtype:
@@ -339,16 +339,12 @@ def graft_noise(
         invalid = (filter_l1_norms(tensor) < threshold).nonzero().flatten()
         counts[key] = int(invalid.numel())
         if counts[key]:
-            noise = torch.randn(
-                (counts[key], *tensor.shape[1:]), generator=generator, device=tensor.device
-            )
+            noise = torch.randn((counts[key], *tensor.shape[1:]), generator=generator, device=tensor.device)
             tensor[invalid] += (sigma * noise).to(tensor.dtype)
     return new_state, counts
 
 
-def graft_internal(
-    state: StateDict, *, threshold: float = 0.1
-) -> tuple[dict[str, Tensor], dict[str, int]]:
+def graft_internal(state: StateDict, *, threshold: float = 0.1) -> tuple[dict[str, Tensor], dict[str, int]]:
     """Internal filters as scions (paper section 3.1.2): within each layer, the j-th smallest-L1
     filter below `threshold` gets the j-th largest filter added to it.
 

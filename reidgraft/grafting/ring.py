@@ -87,9 +87,7 @@ class GraftRing:
                 blend_(tensor, source[key], w_own, w_other)
         return [plan.alphas for plan in plans]
 
-    def _plan(
-        self, states: list[dict[str, Tensor]], keys: list[str], excluded: set[str]
-    ) -> list[GraftPlan]:
+    def _plan(self, states: list[dict[str, Tensor]], keys: list[str], excluded: set[str]) -> list[GraftPlan]:
         """Each model's plan against its neighbour, all from pre-graft weights."""
         count = len(states)
         if self.level == "filter":

@@ -95,3 +95,17 @@ def test_bad_tensors_raise_clear_errors(bad, message):
 def test_nonpositive_bins_rejected():
     with pytest.raises(ValueError, match="bins"):
         layer_entropy(torch.randn(4), bins=0)
+
+
+@pytest.mark.parametrize("size", [1000, 3 * (1 << 18) + 17])  # one chunk, and several with a tail
+def test_fast_histogram_agrees_with_histc(size):
+    from reidgraft.grafting.criteria import histogram_counts
+
+    t = torch.randn(size, generator=torch.Generator().manual_seed(size)) * 0.05
+    low, high = t.min().item(), t.max().item()
+    counts = histogram_counts(t, low, high, 10)
+    reference = torch.histc(t, bins=10, min=low, max=high).long()
+    assert counts.sum().item() == size
+    assert (counts - reference).abs().sum().item() <= 2  # at most one value on an edge moves
+    assert counts[-1] >= 1  # the maximum is counted, in the last bin
+    assert layer_entropy(t) == pytest.approx(numpy_entropy(t.numpy(), 10), abs=1e-5)

@@ -6,20 +6,19 @@ import sys
 import pytest
 import torch
 from torch import nn
-from torchreid.reid.models import build_model
 
 from reidgraft.grafting import GraftRing, head_keys, scored_keys
+from reidgraft.models import build_backbone
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "mobilenetv2_x1_0"])
 def test_torchreid_backbones_graft(arch):
-    models = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        models.append(build_model(arch, num_classes=11, pretrained=False))
+    models = [build_backbone(arch, 11, seed=seed) for seed in (0, 1)]
     state = models[0].state_dict()
     # Found by shape, they must be exactly the convolution modules found by type.
-    convs = [f"{name}.weight" for name, m in models[0].named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    convs = [
+        f"{name}.weight" for name, m in models[0].named_modules() if isinstance(m, nn.modules.conv._ConvNd)
+    ]
     assert scored_keys(state) == convs and len(convs) > 50
     assert head_keys(state) == {"classifier.weight", "classifier.bias"}
     alphas = GraftRing(models).graft()
