@@ -8,7 +8,6 @@ entropy in each model and the alpha each model receives for it.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -17,13 +16,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from reidgraft.grafting import CRITERION_NAMES, GraftRing, layer_entropy, scored_keys  # noqa: E402
+from reidgraft.grafting import (  # noqa: E402
+    CRITERION_NAMES,
+    GraftRing,
+    layer_entropy,
+    ring_learning_rates,
+    scored_keys,
+)
 from reidgraft.models import build_backbone  # noqa: E402
-
-
-def ring_learning_rates(base_lr: float, count: int) -> list[float]:
-    """Cosine-spaced initial learning rates (GRAFTING.md section 5); the last keeps base_lr."""
-    return [base_lr * (1 + math.cos(math.pi * (count - 1 - k) / count)) / 2 for k in range(count)]
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from .graft import (
     head_keys,
     scored_keys,
 )
-from .ring import GraftRing
+from .ring import GraftRing, ring_learning_rates
 from .weighting import adaptive_alpha
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "graft_state",
     "head_keys",
     "l1_norm",
+    "ring_learning_rates",
     "layer_entropy",
     "scored_keys",
     "teacher_probabilities",

@@ -12,6 +12,7 @@ pre-graft weights. That is one state copy instead of K.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +29,17 @@ from .graft import (
 )
 
 LEVELS = ("layer", "filter")
+
+
+def ring_learning_rates(base_lr: float, count: int) -> list[float]:
+    """Initial learning rates that make the K models differ (GRAFTING.md section 5).
+
+    Cosine-spaced: model k starts at `base_lr * (1 + cos(pi * (K - 1 - k) / K)) / 2`, so the
+    last model keeps `base_lr` (K = 4: 0.146, 0.5, 0.854, 1.0 times it). One model keeps it too.
+    """
+    if count < 1:
+        raise ValueError(f"need at least one model, got {count}")
+    return [base_lr * (1 + math.cos(math.pi * (count - 1 - k) / count)) / 2 for k in range(count)]
 
 
 class GraftRing:

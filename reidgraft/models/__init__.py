@@ -7,6 +7,9 @@ import warnings
 import torch
 from torch import nn
 
+from reidgraft.models.pretrained import DEEP_SORT_MOBILENETV2 as DEEP_SORT_MOBILENETV2
+from reidgraft.models.pretrained import load_pretrained as load_pretrained
+
 
 def _torchreid_models():
     # torchreid warns at import that its Cython ranking is absent; reidgraft does not use it.

@@ -139,3 +139,11 @@ def test_bad_options_are_rejected(tiny_nets):
         GraftRing(models, level="channel")
     with pytest.raises(ValueError, match="at least one model"):
         GraftRing([])
+
+
+def test_ring_learning_rates_are_cosine_spaced():
+    from reidgraft.grafting import ring_learning_rates
+
+    assert ring_learning_rates(1.0, 4) == pytest.approx([0.1464466, 0.5, 0.8535534, 1.0], abs=1e-7)
+    assert ring_learning_rates(0.1, 2) == pytest.approx([0.05, 0.1])
+    assert ring_learning_rates(3e-4, 1) == [3e-4]

@@ -1,0 +1,349 @@
+"""K re-ID models trained in lockstep and grafted at every epoch end (GRAFTING.md, Algorithm 1).
+
+Each step every model takes a batch from its OWN loader and steps with its OWN optimizer and
+learning rate; at each epoch end the ring grafts them. K = 1 is the baseline through the same
+code; `graft=False` trains the K models independently at the same per-model learning rates.
+With teachers (grafting+), each student's loss adds the distillation term.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from ..config import TrainConfig
+from ..data import ReidSplits, build_test_loader, build_train_loaders
+from ..data.loaders import set_epoch
+from ..evaluation import evaluate
+from ..grafting import GraftRing, distillation_loss, ring_learning_rates
+from ..models import build_backbone
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+
+METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def make_deterministic() -> None:
+    """Deterministic kernels (same run, same numbers), at some cost in speed."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def build_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False
+        )
+    amsgrad = config.optimizer == "amsgrad"
+    return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, amsgrad=amsgrad)
+
+
+def build_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch. `cosine` spans the epochs the run was started with."""
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.scheduler == "constant":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=1.0)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+
+
+def classifier_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits of a torchreid model in eval mode (where its forward returns features)."""
+    return model.classifier(model(images))
+
+
+@dataclass
+class Member:
+    """One model of the ring with what steps it."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    initial_lr: float
+
+
+class Trainer:
+    """Trains `config.models` models on `splits`, writing everything into `run_dir`."""
+
+    def __init__(self, config: TrainConfig, splits: ReidSplits, run_dir: Path, *, log=print):
+        self.config, self.splits, self.run_dir, self.log = config, splits, Path(run_dir), log
+        if config.deterministic:
+            make_deterministic()
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.num_classes = splits.num_train_pids
+        self.members = self._build_members()
+        self.ring = None
+        if config.graft and config.models > 1:
+            self.ring = GraftRing(
+                [m.model for m in self.members],
+                criterion=config.criterion,
+                A=config.A,
+                c=config.c,
+                bins=config.bins,
+                fixed_alpha=config.fixed_alpha,
+                graft_head=config.graft_head,
+            )
+        self.teachers = [self._load_teacher(spec) for spec in config.teacher]
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
+        self.train_loaders = build_train_loaders(
+            splits.train,
+            count=config.models,
+            seed=config.seed,
+            height=config.height,
+            width=config.width,
+            augment=config.transforms,
+            batch_size=config.batch_size,
+            workers=config.workers,
+        )
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, Any]] = []
+        self.final: list[dict[str, Any]] | None = None
+        self._writer = None
+
+    # ------------------------------------------------------------------ building
+
+    def _build_members(self) -> list[Member]:
+        config = self.config
+        rates = ring_learning_rates(config.lr, config.models) if config.diverse_lr else None
+        members = []
+        for k in range(config.models):
+            model = build_backbone(config.arch, self.num_classes, seed=config.seed + k)
+            if config.weights:
+                from ..models.pretrained import load_pretrained
+
+                load_pretrained(model, config.weights)
+            model.to(self.device)
+            lr = rates[k] if rates else config.lr
+            optimizer = build_optimizer(config, model.parameters(), lr)
+            members.append(Member(model, optimizer, build_scheduler(config, optimizer), lr))
+        return members
+
+    def _load_teacher(self, spec: str) -> nn.Module:
+        """A frozen model from a reidgraft checkpoint: "PATH" (model 0) or "PATH:k"."""
+        path, separator, index = spec.rpartition(":")
+        path, k = (path, int(index)) if separator and index.isdigit() else (spec, 0)
+        payload = load_checkpoint(Path(path))
+        teacher_config = payload["config"]
+        if not 0 <= k < len(payload["models"]):
+            raise ValueError(f"teacher {spec}: the run has {len(payload['models'])} models, no model {k}")
+        if payload["num_classes"] != self.num_classes or teacher_config["dataset"] != self.config.dataset:
+            raise ValueError(
+                f"teacher {spec} was trained on {teacher_config['dataset']} with {payload['num_classes']} "
+                f"identities; this run has {self.config.dataset} with {self.num_classes}"
+            )
+        teacher = build_backbone(teacher_config["arch"], self.num_classes)
+        teacher.load_state_dict(payload["models"][k])
+        teacher.to(self.device).eval()
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+        return teacher
+
+    # ------------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "config": self.config.to_dict(),
+            "num_classes": self.num_classes,
+            "epoch": self.epoch,
+            "models": [m.model.state_dict() for m in self.members],
+            "optimizers": [m.optimizer.state_dict() for m in self.members],
+            "schedulers": [m.scheduler.state_dict() for m in self.members],
+            "rng": rng_state(),
+            "history": self.history,
+        }
+
+    def load_state(self, payload: dict[str, Any]) -> None:
+        """Continue from a checkpoint of the same run (checked by the caller)."""
+        for member, model, optimizer, scheduler in zip(
+            self.members, payload["models"], payload["optimizers"], payload["schedulers"], strict=True
+        ):
+            member.model.load_state_dict(model)
+            member.optimizer.load_state_dict(optimizer)
+            member.scheduler.load_state_dict(scheduler)
+        self.epoch = payload["epoch"]
+        self.history = list(payload["history"])
+        restore_rng_state(payload["rng"])
+
+    def write_run_files(self) -> None:
+        atomic_write_text(
+            self.run_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+        )
+
+    def _save(self) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state())
+        metrics = {"epochs": self.history, "final": self.final}
+        atomic_write_json(self.run_dir / "metrics.json", metrics)
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._writer
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train up to `config.epochs`, evaluating as configured; return the final metrics."""
+        config = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.write_run_files()
+        try:
+            while self.epoch < config.epochs:
+                started = time.perf_counter()
+                record = {"epoch": self.epoch + 1, **self.train_epoch(self.epoch)}
+                record["lr"] = [m.optimizer.param_groups[0]["lr"] for m in self.members]
+                for member in self.members:
+                    member.scheduler.step()
+                record["alphas"] = self.ring.graft() if self.ring else None
+                self.epoch += 1
+                last = self.epoch == config.epochs
+                if last or (config.eval_every and self.epoch % config.eval_every == 0):
+                    record["metrics"] = self.evaluate()
+                    if last:
+                        self.final = record["metrics"]
+                record["seconds"] = round(time.perf_counter() - started, 3)
+                self.history.append(record)
+                self._log_epoch(record)
+                self._save()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+        if self.final is None:  # resumed a run that had already reached its epochs
+            self.final = self.evaluate()
+            atomic_write_json(self.run_dir / "metrics.json", {"epochs": self.history, "final": self.final})
+        return self.final
+
+    def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
+        """One epoch of K models in lockstep (or its first `max_steps` steps, for benchmarks);
+        returns mean loss and training accuracy per model."""
+        set_epoch(self.train_loaders, epoch)
+        for member in self.members:
+            member.model.train()
+        count = len(self.members)
+        loss_sums, correct, seen = [0.0] * count, [0] * count, [0] * count
+        steps = min(len(self.train_loaders[0]), max_steps or len(self.train_loaders[0]))
+        bar = tqdm(
+            itertools.islice(zip(*self.train_loaders, strict=True), steps),
+            total=steps,
+            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            leave=False,
+            disable=None,
+        )
+        for batches in bar:
+            for k, (member, (images, pids, _, _)) in enumerate(zip(self.members, batches, strict=True)):
+                images = images.to(self.device, non_blocking=True)
+                pids = pids.to(self.device, non_blocking=True)
+                logits = member.model(images)
+                loss = self.criterion(logits, pids)
+                if self.teachers:
+                    with torch.no_grad():
+                        teacher_logits = [classifier_logits(t, images) for t in self.teachers]
+                    loss = loss + self.config.kd_weight * distillation_loss(
+                        logits, teacher_logits, self.config.kd_tau
+                    )
+                member.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                member.optimizer.step()
+                loss_sums[k] += loss.item() * len(pids)
+                correct[k] += int((logits.argmax(dim=1) == pids).sum())
+                seen[k] += len(pids)
+        return {
+            "loss": [s / max(n, 1) for s, n in zip(loss_sums, seen, strict=True)],
+            "train_accuracy": [c / max(n, 1) for c, n in zip(correct, seen, strict=True)],
+        }
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def extract(self, items, what: str) -> list[torch.Tensor]:
+        """Features of every model for `items` (each batch is read once for all K models)."""
+        loader = build_test_loader(
+            items,
+            height=self.config.height,
+            width=self.config.width,
+            batch_size=self.config.eval_batch_size,
+            workers=self.config.workers,
+        )
+        for member in self.members:
+            member.model.eval()
+        features: list[list[torch.Tensor]] = [[] for _ in self.members]
+        for images, _, _, _ in tqdm(loader, desc=f"features {what}", leave=False, disable=None):
+            images = images.to(self.device, non_blocking=True)
+            for k, member in enumerate(self.members):
+                features[k].append(member.model(images).float().cpu())
+        return [torch.cat(parts) for parts in features]
+
+    def evaluate(self) -> list[dict[str, Any]]:
+        """mAP, mINP and rank-1/5/10 of every model on the query and gallery sets."""
+        query, gallery = self.splits.query, self.splits.gallery
+        query_features = self.extract(query, "query")
+        gallery_features = self.extract(gallery, "gallery")
+        query_pids = [pid for _, pid, _ in query]
+        gallery_pids = [pid for _, pid, _ in gallery]
+        query_cams = [cam for _, _, cam in query]
+        gallery_cams = [cam for _, _, cam in gallery]
+        results = []
+        for k in range(len(self.members)):
+            result = evaluate(
+                query_features[k],
+                gallery_features[k],
+                query_pids,
+                gallery_pids,
+                query_cams,
+                gallery_cams,
+                metric=self.config.metric,
+                max_rank=self.config.max_rank,
+            )
+            results.append({"model": k, **{key: float(getattr(result, key)) for key in METRIC_KEYS}})
+        return results
+
+    # ------------------------------------------------------------------ logging
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        epoch = record["epoch"]
+        for k, loss in enumerate(record["loss"]):
+            self.writer.add_scalar(f"loss/model{k}", loss, epoch)
+            self.writer.add_scalar(f"lr/model{k}", record["lr"][k], epoch)
+            self.writer.add_scalar(f"train_accuracy/model{k}", record["train_accuracy"][k], epoch)
+            if record["alphas"]:
+                alphas = list(record["alphas"][k].values())
+                self.writer.add_scalar(f"alpha_mean/model{k}", sum(alphas) / len(alphas), epoch)
+        line = f"epoch {epoch}/{self.config.epochs}  loss " + " ".join(f"{v:.3f}" for v in record["loss"])
+        if record["alphas"]:
+            means = [sum(a.values()) / len(a) for a in record["alphas"]]
+            line += "  mean alpha " + " ".join(f"{v:.3f}" for v in means)
+        for result in record.get("metrics") or []:
+            for key in METRIC_KEYS:
+                self.writer.add_scalar(f"{key}/model{result['model']}", result[key], epoch)
+        if record.get("metrics"):
+            line += "  mAP " + " ".join(f"{r['mAP']:.3f}" for r in record["metrics"])
+        self.log(f"{line}  ({record['seconds']:.1f} s)")

@@ -1,0 +1,291 @@
+"""Exact re-ID retrieval metrics (mAP, CMC, mINP) under the Market-1501 / DukeMTMC protocol.
+
+The protocol is torchreid's `evaluate_rank` (market1501 mode): for each query, the gallery items
+showing the same person under the same camera are removed before ranking; a query whose identity
+has no remaining gallery item is skipped. Distractors (pid 0) are ordinary negatives. mINP is
+fast-reid's. This is the plain reference version: numpy, chunked over queries, exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+VALID_METRICS = ("euclidean", "cosine")
+
+# Queries ranked per step: bounds memory to a few (chunk x gallery) arrays instead of the full matrix.
+_QUERY_CHUNK_SIZE = 256
+
+# The floor on a feature's norm when L2-normalising, as torch.nn.functional.normalize uses.
+_NORMALIZE_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    """The scores of one query set against one gallery.
+
+    `cmc[k]` is the fraction of valid queries whose first correct match is within rank k + 1; its
+    length is `min(max_rank, gallery size)`, as torchreid's. `mAP` and `mINP` are fractions too.
+    """
+
+    mAP: float
+    mINP: float
+    cmc: np.ndarray
+    num_valid_queries: int
+
+    def __post_init__(self) -> None:
+        # A frozen result should not change under its holder: keep a private, read-only copy.
+        cmc = np.array(self.cmc).reshape(-1)
+        cmc.flags.writeable = False
+        object.__setattr__(self, "cmc", cmc)
+
+    def __eq__(self, other: object) -> bool:
+        # The generated __eq__ would compare arrays element-wise and fail on their truth value.
+        if not isinstance(other, RetrievalResult):
+            return NotImplemented
+        return (
+            self.mAP == other.mAP
+            and self.mINP == other.mINP
+            and self.num_valid_queries == other.num_valid_queries
+            and np.array_equal(self.cmc, other.cmc)
+        )
+
+    def _cmc_at(self, rank: int) -> float:
+        """CMC at a 1-based rank; the last entry when the curve is shorter (a small gallery)."""
+        return float(self.cmc[min(rank, len(self.cmc)) - 1])
+
+    @property
+    def rank1(self) -> float:
+        return self._cmc_at(1)
+
+    @property
+    def rank5(self) -> float:
+        return self._cmc_at(5)
+
+    @property
+    def rank10(self) -> float:
+        return self._cmc_at(10)
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain python numbers, ready for logs and JSON."""
+        return {
+            "mAP": float(self.mAP),
+            "mINP": float(self.mINP),
+            "rank1": self.rank1,
+            "rank5": self.rank5,
+            "rank10": self.rank10,
+            "num_valid_queries": int(self.num_valid_queries),
+        }
+
+
+def evaluate(
+    query_features: Any,
+    gallery_features: Any,
+    query_pids: Any,
+    gallery_pids: Any,
+    query_camids: Any,
+    gallery_camids: Any,
+    *,
+    metric: str = "euclidean",
+    max_rank: int = 50,
+) -> RetrievalResult:
+    """Rank the gallery for every query and score it: mAP, CMC up to `max_rank`, mINP.
+
+    Follows torchreid's `evaluate_rank` (market1501 mode, not cuhk03) exactly:
+    - per query, gallery items with the same pid AND the same camera are removed before ranking;
+    - queries left with no match are skipped and not counted in `num_valid_queries`;
+    - `metric="euclidean"` ranks by squared L2 distance, `"cosine"` by 1 - cosine similarity;
+    - AP averages the precision at each hit over the number of relevant items; mINP (fast-reid)
+      averages (number of relevant items) / (1-based rank of the last one).
+    Ties in distance are broken by gallery index (a stable sort), so results are reproducible;
+    torchreid's unstable sort may order exact ties differently.
+
+    When `max_rank` exceeds the gallery size, the CMC has the gallery's length, as in torchreid.
+    A query whose list is shorter than the CMC after removal counts as matched in the ranks past
+    its end (its first match came earlier); torchreid fails on, or shortens the curve for, such lists.
+
+    Features may be numpy arrays or torch tensors of any float dtype on any device; they are
+    scored in float32 on the CPU, in chunks of queries so that no full query x gallery matrix is held.
+    """
+    if metric not in VALID_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid metrics are {', '.join(VALID_METRICS)}")
+    if isinstance(max_rank, bool) or not isinstance(max_rank, int | np.integer) or max_rank < 1:
+        raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
+
+    query = _features_as_numpy(query_features, "query_features")
+    gallery = _features_as_numpy(gallery_features, "gallery_features")
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"query and gallery features differ in dimension: {query.shape[1]} vs {gallery.shape[1]}"
+        )
+    query_pids = _labels_as_numpy(query_pids, "query_pids", len(query), "query_features")
+    gallery_pids = _labels_as_numpy(gallery_pids, "gallery_pids", len(gallery), "gallery_features")
+    query_camids = _labels_as_numpy(query_camids, "query_camids", len(query), "query_features")
+    gallery_camids = _labels_as_numpy(gallery_camids, "gallery_camids", len(gallery), "gallery_features")
+
+    if metric == "cosine":
+        query, gallery = _l2_normalised(query), _l2_normalised(gallery)
+    gallery_transposed = np.ascontiguousarray(gallery.T)
+    gallery_squared_norms = np.einsum("ij,ij->i", gallery, gallery)
+
+    cmc_length = min(max_rank, len(gallery))
+    average_precisions, inverse_negative_penalties, first_hit_ranks = [], [], []
+    for start in range(0, len(query), _QUERY_CHUNK_SIZE):
+        chunk = slice(start, start + _QUERY_CHUNK_SIZE)
+        distances = _distances(query[chunk], gallery_transposed, gallery_squared_norms, metric)
+        ranking = np.argsort(distances, axis=1, kind="stable")
+        del distances
+        scores = _score_rankings(
+            ranking, query_pids[chunk], query_camids[chunk], gallery_pids, gallery_camids
+        )
+        average_precisions.append(scores[0])
+        inverse_negative_penalties.append(scores[1])
+        first_hit_ranks.append(scores[2])
+
+    average_precision = np.concatenate(average_precisions)
+    first_hit_rank = np.concatenate(first_hit_ranks)
+    num_valid = len(average_precision)
+    if num_valid == 0:
+        raise ValueError(
+            "no valid query: no query has a cross-camera match in the gallery "
+            "(each query's identity is absent from the gallery or only seen by the query's own camera)"
+        )
+
+    # cmc[k] counts the queries whose first hit is at rank <= k + 1. Kept in float32 and divided
+    # in float32 as torchreid does, so the curves agree bit for bit.
+    first_hits_in_range = first_hit_rank[first_hit_rank <= cmc_length] - 1
+    hit_counts = np.cumsum(np.bincount(first_hits_in_range, minlength=cmc_length))
+    cmc = hit_counts.astype(np.float32) / np.float32(num_valid)
+
+    return RetrievalResult(
+        mAP=float(np.mean(average_precision)),
+        mINP=float(np.mean(np.concatenate(inverse_negative_penalties))),
+        cmc=cmc,
+        num_valid_queries=num_valid,
+    )
+
+
+def topk_accuracy(logits: Any, targets: Any, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Fraction of samples whose target class is among the k highest logits, for each k.
+
+    Returns {"top1": ..., "top5": ...} (one key per k). Tied logits are ordered by class index,
+    so a tie never counts as a hit for a class that comes later.
+    """
+    scores = _as_numpy(logits, float_dtype=np.float64)
+    labels = _as_numpy(targets)
+    if scores.ndim != 2 or scores.shape[0] == 0:
+        raise ValueError(
+            f"logits must be a non-empty 2-D (num_samples, num_classes) array, got {scores.shape}"
+        )
+    if np.isnan(scores).any():
+        raise ValueError("logits contain NaN: a NaN would rank anywhere and make the accuracy meaningless")
+    num_samples, num_classes = scores.shape
+    if labels.shape != (num_samples,):
+        raise ValueError(f"targets must have shape ({num_samples},) to match logits, got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"targets must be integer class indices, got dtype {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f"targets must lie in [0, {num_classes}), got values in [{labels.min()}, {labels.max()}]"
+        )
+    ks = tuple(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int | np.integer) for k in ks):
+        raise ValueError(f"ks must be a non-empty sequence of integers, got {ks!r}")
+    if any(not 1 <= k <= num_classes for k in ks):
+        raise ValueError(f"every k must lie in [1, {num_classes}] (the number of classes), got {ks!r}")
+
+    # The target's 0-based position in a descending sort that breaks ties by class index.
+    target_scores = scores[np.arange(num_samples), labels][:, None]
+    class_index = np.arange(num_classes)[None, :]
+    target_position = (scores > target_scores).sum(axis=1) + (
+        (scores == target_scores) & (class_index < labels[:, None])
+    ).sum(axis=1)
+    return {f"top{k}": float(np.mean(target_position < k)) for k in ks}
+
+
+def _score_rankings(
+    ranking: np.ndarray,
+    query_pids: np.ndarray,
+    query_camids: np.ndarray,
+    gallery_pids: np.ndarray,
+    gallery_camids: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AP, INP and 1-based first-hit rank of each valid query in a chunk of ranked galleries."""
+    same_pid = gallery_pids[ranking] == query_pids[:, None]
+    kept = ~(same_pid & (gallery_camids[ranking] == query_camids[:, None]))
+    relevant = same_pid & kept
+    # Ranks count kept items only: removal shifts everything after it up.
+    kept_rank = np.cumsum(kept, axis=1, dtype=np.int64)
+    hits_so_far = np.cumsum(relevant, axis=1, dtype=np.int64)
+    num_relevant = hits_so_far[:, -1]
+
+    valid = num_relevant > 0
+    kept_rank, hits_so_far, relevant, num_relevant = (
+        kept_rank[valid],
+        hits_so_far[valid],
+        relevant[valid],
+        num_relevant[valid],
+    )
+    rows = np.arange(len(relevant))
+
+    precision_at_hits = np.divide(
+        hits_so_far, kept_rank, out=np.zeros(relevant.shape, dtype=np.float64), where=relevant
+    )
+    average_precision = precision_at_hits.sum(axis=1) / num_relevant
+
+    first_hit_rank = kept_rank[rows, relevant.argmax(axis=1)]
+    last_hit_index = relevant.shape[1] - 1 - relevant[:, ::-1].argmax(axis=1)
+    inverse_negative_penalty = num_relevant / kept_rank[rows, last_hit_index]
+    return average_precision, inverse_negative_penalty, first_hit_rank
+
+
+def _distances(
+    query: np.ndarray, gallery_transposed: np.ndarray, gallery_squared_norms: np.ndarray, metric: str
+) -> np.ndarray:
+    """float32 (queries x gallery) distances by one matrix product, as torchreid computes them."""
+    similarity = query @ gallery_transposed
+    if metric == "cosine":
+        return 1.0 - similarity
+    query_squared_norms = np.einsum("ij,ij->i", query, query)
+    return (query_squared_norms[:, None] + gallery_squared_norms[None, :]) - 2.0 * similarity
+
+
+def _l2_normalised(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, np.float32(_NORMALIZE_EPS))
+
+
+def _as_numpy(array: Any, float_dtype: type | None = None) -> np.ndarray:
+    """A numpy copy of an array or tensor on the CPU; floats cast to `float_dtype` when given."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach()
+        if float_dtype is not None:
+            # Through torch, so bfloat16 (which numpy lacks) converts too.
+            array = array.to(torch.float64 if float_dtype is np.float64 else torch.float32)
+        return array.cpu().numpy()
+    return np.asarray(array, dtype=float_dtype)
+
+
+def _features_as_numpy(features: Any, name: str) -> np.ndarray:
+    array = _as_numpy(features, float_dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (num_items, feature_dim), got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is empty: at least one item is needed")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _labels_as_numpy(labels: Any, name: str, expected_length: int, features_name: str) -> np.ndarray:
+    array = _as_numpy(labels)
+    if array.ndim != 1 or len(array) != expected_length:
+        raise ValueError(
+            f"{name} must be 1-D with one entry per row of {features_name} ({expected_length}), "
+            f"got shape {array.shape}"
+        )
+    return array

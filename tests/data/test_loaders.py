@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reidgraft.data import build_test_loader, build_train_loaders, read_rgb
+from reidgraft.data.loaders import ImageReadError, set_epoch
+
+
+@pytest.fixture
+def items(tmp_path):
+    rng = np.random.default_rng(0)
+    result = []
+    for i in range(12):
+        path = tmp_path / f"{i:04d}_c1s1_000001_00.jpg"
+        Image.fromarray(rng.integers(0, 255, (40, 20, 3), dtype=np.uint8)).save(path)
+        result.append((str(path), i % 4, i % 3))
+    return result
+
+
+def epoch_batches(loader, epoch):
+    set_epoch([loader], epoch)
+    return [(images.clone(), indices.tolist()) for images, _, _, indices in loader]
+
+
+def make(items, count=3, seed=0):
+    return build_train_loaders(
+        items,
+        count=count,
+        seed=seed,
+        height=32,
+        width=16,
+        augment=["random_flip", "random_crop"],
+        batch_size=4,
+    )
+
+
+def test_each_model_has_its_own_order_and_augmentation(items):
+    loaders = make(items)
+    orders = [sum((ix for _, ix in epoch_batches(loader, 0)), []) for loader in loaders]
+    assert all(sorted(order) == list(range(12)) for order in orders)
+    assert len({tuple(order) for order in orders}) == 3
+    # Same image index, different loader seed: a different random crop/flip.
+    first = [dict(zip(ix, images)) for images, ix in epoch_batches(loaders[0], 0)]
+    second = [dict(zip(ix, images)) for images, ix in epoch_batches(loaders[1], 0)]
+    a = {k: v for d in first for k, v in d.items()}
+    b = {k: v for d in second for k, v in d.items()}
+    assert any(not torch.equal(a[i], b[i]) for i in range(12))
+
+
+def test_batches_are_a_function_of_seed_and_epoch_alone(items):
+    (loader,) = make(items, count=1)
+    (again,) = make(items, count=1)
+    torch.manual_seed(123)  # the global RNG must not matter
+    epoch1 = epoch_batches(loader, 1)
+    torch.manual_seed(456)
+    assert all(
+        torch.equal(x, y) and i == j for (x, i), (y, j) in zip(epoch1, epoch_batches(again, 1), strict=True)
+    )
+    assert [i for _, i in epoch_batches(loader, 2)] != [i for _, i in epoch1]
+    # The global RNG state is left as it was.
+    torch.manual_seed(7)
+    expected = torch.rand(1)
+    torch.manual_seed(7)
+    epoch_batches(loader, 3)
+    assert torch.equal(torch.rand(1), expected)
+
+
+def test_workers_give_the_same_batches(items):
+    (serial,) = make(items, count=1)
+    (parallel,) = build_train_loaders(
+        items,
+        count=1,
+        seed=0,
+        height=32,
+        width=16,
+        augment=["random_flip", "random_crop"],
+        batch_size=4,
+        workers=2,
+    )
+    for (x, i), (y, j) in zip(epoch_batches(serial, 0), epoch_batches(parallel, 0), strict=True):
+        assert i == j and torch.equal(x, y)
+
+
+def test_test_loader_keeps_list_order_and_drops_nothing(items):
+    loader = build_test_loader(items[:10], height=32, width=16, batch_size=4)
+    indices = [i for _, _, _, batch in loader for i in batch.tolist()]
+    assert indices == list(range(10))
+
+
+def test_unreadable_image_names_the_file(tmp_path, items):
+    broken = tmp_path / "0001_c1s1_000009_00.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageReadError, match=f"cannot read image {broken}"):
+        read_rgb(str(broken))
+    loader = build_test_loader([*items[:3], (str(broken), 1, 0)], height=32, width=16, batch_size=8)
+    with pytest.raises(ImageReadError, match="0001_c1s1_000009_00.jpg"):
+        list(loader)
+
+
+def test_too_few_images_for_a_batch(items):
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        build_train_loaders(items[:3], count=1, seed=0, height=32, width=16, augment=[], batch_size=4)

@@ -1,0 +1,124 @@
+"""Tiny end-to-end runs of the trainer on a small synthetic dataset (real torchreid paths)."""
+
+import json
+
+import pytest
+import torch
+
+from reidgraft.config import build_config
+from reidgraft.data.datasets import synthetic_splits
+from reidgraft.engine import METRIC_KEYS, Trainer, load_checkpoint
+from reidgraft.grafting import ring_learning_rates, scored_keys
+
+TINY = dict(train_ids=8, test_ids=6, images_per_id=6, distractors=6, height=32, width=16)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    return synthetic_splits(tmp_path_factory.mktemp("data"), **TINY)
+
+
+def tiny_config(**overrides):
+    values = dict(
+        dataset="synthetic",
+        arch="mobilenetv2_x1_0",
+        models=2,
+        epochs=2,
+        batch_size=8,
+        height=32,
+        width=16,
+        lr=0.01,
+        optimizer="sgd",
+        eval_batch_size=32,
+        deterministic=True,
+        device="cpu",
+    )
+    values.update(overrides)
+    return build_config(**values)
+
+
+def run(splits, run_dir, **overrides):
+    trainer = Trainer(tiny_config(**overrides), splits, run_dir, log=lambda line: None)
+    return trainer, trainer.fit()
+
+
+def test_tiny_grafted_run_writes_metrics_checkpoint_and_logs(splits, tmp_path):
+    trainer, final = run(splits, tmp_path, eval_every=1)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    for epoch in metrics["epochs"]:
+        assert len(epoch["loss"]) == 2 and all(loss > 0 for loss in epoch["loss"])
+        assert len(epoch["alphas"]) == 2
+        assert list(epoch["alphas"][0]) == scored_keys(trainer.members[0].model.state_dict())
+        assert all(0.3 <= a <= 0.7 for a in epoch["alphas"][1].values())
+        assert [m["model"] for m in epoch["metrics"]] == [0, 1]
+    assert metrics["final"] == final
+    assert [row["model"] for row in final] == [0, 1]
+    for row in final:
+        assert set(row) == {"model", *METRIC_KEYS}
+        assert all(0.0 <= row[key] <= 1.0 for key in METRIC_KEYS)
+        assert row["rank1"] <= row["rank5"] <= row["rank10"]
+    # K = 2: the graft leaves both models with the same floating weights.
+    a, b = (m.model.state_dict() for m in trainer.members)
+    assert all(torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2 and len(checkpoint["models"]) == 2
+    assert (tmp_path / "config.yaml").is_file()
+    assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_resume_equals_straight_through(splits, tmp_path):
+    _, straight = run(splits, tmp_path / "straight", epochs=2)
+    run(splits, tmp_path / "stopped", epochs=1)
+    payload = load_checkpoint(tmp_path / "stopped")
+    resumed_trainer = Trainer(tiny_config(epochs=2), splits, tmp_path / "stopped", log=lambda line: None)
+    resumed_trainer.load_state(payload)
+    resumed = resumed_trainer.fit()
+    assert resumed == straight
+    straight_state = load_checkpoint(tmp_path / "straight")["models"][1]
+    for key, tensor in resumed_trainer.members[1].model.state_dict().items():
+        assert torch.equal(tensor, straight_state[key]), key
+    history = json.loads((tmp_path / "stopped" / "metrics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [1, 2]
+
+
+def test_per_model_learning_rates(splits, tmp_path):
+    trainer = Trainer(tiny_config(models=4, lr=0.1), splits, tmp_path, log=lambda line: None)
+    expected = ring_learning_rates(0.1, 4)
+    assert [m.optimizer.param_groups[0]["lr"] for m in trainer.members] == pytest.approx(expected)
+    assert expected[0] < expected[1] < expected[2] < expected[3] == pytest.approx(0.1)
+    same = Trainer(tiny_config(models=3, diverse_lr=False), splits, tmp_path / "b", log=lambda line: None)
+    assert [m.initial_lr for m in same.members] == [0.01] * 3
+
+
+def test_no_graft_trains_independent_models(splits, tmp_path):
+    trainer, _ = run(splits, tmp_path, epochs=1, graft=False)
+    assert trainer.ring is None
+    a, b = (m.model.state_dict() for m in trainer.members)
+    assert not torch.equal(a["conv1.conv.weight"], b["conv1.conv.weight"])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"][0]["alphas"] is None
+
+
+def test_grafting_plus_distils_from_a_frozen_teacher(splits, tmp_path):
+    run(splits, tmp_path / "teacher", epochs=1, models=1)
+    teacher_file = str(tmp_path / "teacher" / "checkpoint.pt")
+    with_teacher, _ = run(splits, tmp_path / "student", epochs=1, teacher=[f"{teacher_file}:0"])
+    without, _ = run(splits, tmp_path / "plain", epochs=1)
+    teacher = with_teacher.teachers[0]
+    saved = load_checkpoint(tmp_path / "teacher")["models"][0]
+    assert all(torch.equal(v, saved[k]) for k, v in teacher.state_dict().items())  # frozen
+    assert not teacher.training
+    # The distillation term adds to the loss from the first step on.
+    student_loss = with_teacher.history[0]["loss"][0]
+    assert student_loss > without.history[0]["loss"][0]
+
+
+def test_teacher_from_another_dataset_is_refused(splits, tmp_path):
+    run(splits, tmp_path / "teacher", epochs=1, models=1)
+    payload = load_checkpoint(tmp_path / "teacher")
+    payload["num_classes"] = 99
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="99 identities; this run has synthetic with 8"):
+        Trainer(tiny_config(teacher=[str(tmp_path / "other.pt")]), splits, tmp_path / "x")

@@ -1,0 +1,86 @@
+"""tools/train.py as a user runs it: one readable line and a non-zero exit on bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_FLAGS = [
+    "--models", "2", "--epochs", "1", "--batch-size", "8", "--height", "32", "--width", "16",
+    "--eval-batch-size", "32", "--device", "cpu", "--optimizer", "sgd", "--lr", "0.01",
+]  # fmt: skip
+
+
+def train(*args, cwd):
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """A data root holding a tiny synthetic set (written where train.py will look for it)."""
+    from reidgraft.data.datasets import synthetic_splits
+
+    root = tmp_path_factory.mktemp("data")
+    synthetic_splits(root, train_ids=8, test_ids=6, images_per_id=6, distractors=6, height=32, width=16)
+    return root
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_market_data(tmp_path):
+    result = train("--dataset", "market1501", "--root", str(tmp_path / "data"), cwd=tmp_path)
+    assert_one_line_error(result, "market1501/Market-1501-v15.09.15", "never downloads")
+    assert not (tmp_path / "data").exists()
+
+
+def test_unknown_names_list_the_valid_ones(tmp_path):
+    assert_one_line_error(train("--dataset", "marke", cwd=tmp_path), "choose one of: market1501")
+    result = train("--arch", "resnet5", "--root", str(tmp_path / "data"), cwd=tmp_path)
+    assert_one_line_error(result, "unknown arch 'resnet5'; choose one of: resnet18")
+    assert not (tmp_path / "data").exists()  # refused before any data was written
+
+
+def test_run_resume_and_refusals(tiny_root, tmp_path):
+    run_dir = tmp_path / "run"
+    first = train("--root", str(tiny_root), "--output", str(run_dir), *TINY_FLAGS, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "mAP" in first.stdout and "rank1" in first.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [row["model"] for row in metrics["final"]] == [0, 1]
+
+    again = train("--root", str(tiny_root), "--output", str(run_dir), *TINY_FLAGS, cwd=tmp_path)
+    assert_one_line_error(again, "already holds a run", f"--resume {run_dir}")
+
+    other_arch = train("--resume", str(run_dir), "--arch", "resnet50", cwd=tmp_path)
+    assert_one_line_error(other_arch, "cannot resume", "arch 'resnet50'", "mobilenetv2_x1_0")
+    other_k = train("--resume", str(run_dir), "--models", "4", cwd=tmp_path)
+    assert_one_line_error(other_k, "models 4")
+    other_lr = train("--resume", str(run_dir), "--lr", "0.5", cwd=tmp_path)
+    assert_one_line_error(other_lr, "cannot change lr when resuming")
+
+    resumed = train("--resume", str(run_dir), "--epochs", "2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+
+
+def test_bad_flag_values(tmp_path):
+    assert_one_line_error(train("--epochs", "0", cwd=tmp_path), "epochs must be at least 1")
+    assert_one_line_error(train("--config", str(tmp_path / "x.yaml"), cwd=tmp_path), "config file not found")
