@@ -113,11 +113,15 @@ def _real(spec: RealDataset, name: str) -> Callable[[Path], ReidSplits]:
 
 def synthetic_splits(root: Path, **params) -> ReidSplits:
     """Write the synthetic dataset under `<root>/synthetic` once (params: see
-    `write_synthetic_market`), then read it with torchreid's Market1501 class."""
-    from .synthetic import write_synthetic_market
+    `write_synthetic_market`), then read it with torchreid's Market1501 class.
+
+    Without params, a complete synthetic set already there is used whatever its size (a test or
+    a user may have written a smaller one); otherwise the default set is written.
+    """
+    from .synthetic import existing_params, write_synthetic_market
 
     synthetic_root = Path(root) / "synthetic"
-    write_synthetic_market(synthetic_root, **params)
+    write_synthetic_market(synthetic_root, **(params or existing_params(synthetic_root) or {}))
     return _splits("synthetic", *_parse_with_torchreid(MARKET1501.torchreid_class, synthetic_root))
 
 

@@ -210,6 +210,19 @@ def write_synthetic_market(
     return target
 
 
+def existing_params(root: str | Path) -> dict[str, int] | None:
+    """The parameters a synthetic dataset under `root` was written with by this generator
+    version, or None if there is none (or it is unreadable, or from another version)."""
+    manifest_path = Path(root).expanduser() / "market1501" / MARKET_FOLDER / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("version") != GENERATOR_VERSION or not isinstance(manifest.get("params"), dict):
+        return None
+    return manifest["params"]
+
+
 def _validated_params(**params: int) -> dict[str, int]:
     for name, value in params.items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer):

@@ -206,3 +206,14 @@ def test_an_empty_target_folder_is_filled(tmp_path):
     (tmp_path / "market1501" / MARKET_FOLDER).mkdir(parents=True)
     folder = write_synthetic_market(tmp_path, seed=5, **SMALL)
     assert (folder / "synthetic.json").is_file()
+
+
+def test_an_existing_set_is_reused_when_no_size_is_asked_for(tmp_path):
+    from reidgraft.data.datasets import synthetic_splits
+
+    small = dict(train_ids=4, test_ids=3, images_per_id=4, distractors=2, height=32, width=16)
+    first = synthetic_splits(tmp_path, **small)
+    again = synthetic_splits(tmp_path)  # no params: the small set, not the default one
+    assert again == first and first.num_train_pids == 4
+    with pytest.raises(ValueError, match="train_ids=4 \\(wanted 5\\)"):
+        synthetic_splits(tmp_path, **{**small, "train_ids": 5})

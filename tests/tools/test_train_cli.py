@@ -84,3 +84,40 @@ def test_run_resume_and_refusals(tiny_root, tmp_path):
 def test_bad_flag_values(tmp_path):
     assert_one_line_error(train("--epochs", "0", cwd=tmp_path), "epochs must be at least 1")
     assert_one_line_error(train("--config", str(tmp_path / "x.yaml"), cwd=tmp_path), "config file not found")
+
+
+def test_ctrl_c_keeps_the_last_complete_checkpoint(tiny_root, tmp_path):
+    import signal
+    import time
+
+    import torch
+
+    run_dir = tmp_path / "run"
+    at = TINY_FLAGS.index("--epochs") + 1
+    flags = [*TINY_FLAGS[:at], "200", *TINY_FLAGS[at + 1 :]]  # long enough to be interrupted
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "tools" / "train.py"),
+            "--root",
+            str(tiny_root),
+            "--output",
+            str(run_dir),
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # let it get into the next epoch
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "interrupted" in stderr and f"--resume {run_dir}" in stderr
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert 1 <= checkpoint["epoch"] < 200 and len(checkpoint["models"]) == 2
+    assert not list(run_dir.glob(".*.tmp"))
