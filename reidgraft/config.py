@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .grafting import GraftOptions
+
 OPTIMIZERS = ("amsgrad", "adam", "sgd")
 SCHEDULERS = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -44,12 +46,13 @@ class TrainConfig:
     models: int = 4
     graft: bool = True
     diverse_lr: bool = True  # cosine-spaced initial learning rates (GRAFTING.md 5)
-    criterion: str = "entropy"
-    A: float = 0.4
-    c: float = 500.0
-    bins: int = 10
-    fixed_alpha: float = 0.5
-    graft_head: bool = True
+    # grafting options, with the grafting engine's defaults (the papers')
+    criterion: str = GraftOptions.criterion
+    A: float = GraftOptions.A
+    c: float = GraftOptions.c
+    bins: int = GraftOptions.bins
+    fixed_alpha: float = GraftOptions.fixed_alpha
+    graft_head: bool = GraftOptions.graft_head
     # grafting+
     teacher: list[str] = field(default_factory=list)  # checkpoint files, "PATH" or "PATH:k"
     kd_tau: float = 2.0
@@ -96,7 +99,15 @@ class TrainConfig:
                 )
         if not 0 <= self.label_smooth < 1:
             raise ConfigError(f"label_smooth must lie in [0, 1), got {self.label_smooth}")
+        try:
+            GraftOptions(**self.graft_options())
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         return self
+
+    def graft_options(self) -> dict[str, Any]:
+        """The fields `GraftRing` takes, by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(GraftOptions)}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

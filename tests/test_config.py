@@ -44,3 +44,11 @@ def test_bad_recipes_name_the_field(tmp_path, text, message):
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_yaml(tmp_path / "nope.yaml")
+
+
+def test_grafting_options_are_checked_with_the_engine_rules():
+    with pytest.raises(ConfigError, match="unknown grafting criterion 'entropi'; choose one of: entropy"):
+        build_config(criterion="entropi")
+    with pytest.raises(ConfigError, match="A must lie in"):
+        build_config(A=2.0)
+    assert build_config(c=5.0).graft_options()["c"] == 5.0

@@ -110,6 +110,7 @@ def print_table(final: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    config = None
     try:
         config, payload = prepare_resume(args) if args.resume else (prepare_new_run(args), None)
         if config.dataset not in DATASETS:  # names are checked before any data is read or written
@@ -138,11 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"\ntrain: interrupted; the last complete epoch is saved in {config.output}/{CHECKPOINT_NAME} "
-            f"(continue with --resume {config.output})",
-            file=sys.stderr,
+        saved = config is not None and (Path(config.output) / CHECKPOINT_NAME).exists()
+        where = (
+            f"the last complete epoch is saved in {config.output}/{CHECKPOINT_NAME} "
+            f"(continue with --resume {config.output})"
+            if saved
+            else "no epoch had completed, nothing was saved"
         )
+        print(f"\ntrain: interrupted; {where}", file=sys.stderr)
         return 130
     print_table(final)
     print(f"metrics: {Path(config.output) / 'metrics.json'}")

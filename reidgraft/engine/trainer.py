@@ -100,15 +100,7 @@ class Trainer:
         self.members = self._build_members()
         self.ring = None
         if config.graft and config.models > 1:
-            self.ring = GraftRing(
-                [m.model for m in self.members],
-                criterion=config.criterion,
-                A=config.A,
-                c=config.c,
-                bins=config.bins,
-                fixed_alpha=config.fixed_alpha,
-                graft_head=config.graft_head,
-            )
+            self.ring = GraftRing([m.model for m in self.members], **config.graft_options())
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
         self.train_loaders = build_train_loaders(
