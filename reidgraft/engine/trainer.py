@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import TrainConfig
-from ..data import ReidSplits, build_test_loader, build_train_loaders
+from ..data import ReidSplits, build_train_loaders
 from ..data.loaders import set_epoch
 from ..evaluation import evaluate
 from ..grafting import GraftRing, distillation_loss, ring_learning_rates
@@ -35,6 +35,7 @@ from .checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from .features import extract_features
 
 METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
 
@@ -275,24 +276,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    @torch.no_grad()
     def extract(self, items, what: str) -> list[torch.Tensor]:
-        """Features of every model for `items` (each batch is read once for all K models)."""
-        loader = build_test_loader(
+        """Features of every model for `items`."""
+        config = self.config
+        return extract_features(
+            [m.model for m in self.members],
             items,
-            height=self.config.height,
-            width=self.config.width,
-            batch_size=self.config.eval_batch_size,
-            workers=self.config.workers,
+            height=config.height,
+            width=config.width,
+            batch_size=config.eval_batch_size,
+            workers=config.workers,
+            device=self.device,
+            what=f"features {what}",
         )
-        for member in self.members:
-            member.model.eval()
-        features: list[list[torch.Tensor]] = [[] for _ in self.members]
-        for images, _, _, _ in tqdm(loader, desc=f"features {what}", leave=False, disable=None):
-            images = images.to(self.device, non_blocking=True)
-            for k, member in enumerate(self.members):
-                features[k].append(member.model(images).float().cpu())
-        return [torch.cat(parts) for parts in features]
 
     def evaluate(self) -> list[dict[str, Any]]:
         """mAP, mINP and rank-1/5/10 of every model on the query and gallery sets."""

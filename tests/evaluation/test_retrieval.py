@@ -173,7 +173,7 @@ def test_no_valid_query_raises():
         evaluate(line_features([0]), line_features([1, 2]), [1], [1, 2], [0], [0, 0])
 
 
-def test_ties_are_broken_by_gallery_index():
+def test_at_equal_distance_true_matches_rank_first():
     # Small integers make every distance exact, so the three gallery items tie exactly.
     query = np.array([[1.0, 2.0, 0.0]], dtype=np.float32)
     gallery = np.tile(np.array([[2.0, 0.0, 1.0]], dtype=np.float32), (3, 1))
@@ -181,21 +181,23 @@ def test_ties_are_broken_by_gallery_index():
     match_last = evaluate(query, gallery, [1], [4, 5, 1], [0], [1, 1, 1])
     match_first = evaluate(query, gallery, [1], [1, 4, 5], [0], [1, 1, 1])
 
-    assert match_last.cmc.tolist() == [0, 0, 1] and match_last.mAP == pytest.approx(1 / 3)
-    assert match_first.cmc.tolist() == [1, 1, 1] and match_first.mAP == 1.0
+    # Wherever the match sits in the gallery list, it ranks first among its ties.
+    assert match_last == match_first
+    assert match_last.cmc.tolist() == [1, 1, 1] and match_last.mAP == 1.0
 
 
-def test_ties_in_a_long_gallery_follow_gallery_index():
+def test_ties_in_a_long_gallery_put_matches_first_among_equals():
     # 30 items on three exact distances (1, 4, 9), interleaved, with matches scattered among them:
-    # the expected ranking sorts by (distance, index), written out independently of numpy.
+    # the expected ranking sorts by (distance, not a match), written out independently of numpy.
     positions = [(1, 2, 3)[index % 3] for index in range(30)]
     gallery_pids = [1 if index in (4, 7, 13, 21, 29) else 2 + index % 4 for index in range(30)]
-    ranked = sorted(range(30), key=lambda index: (positions[index] ** 2, index))
+    ranked = sorted(range(30), key=lambda index: (positions[index] ** 2, gallery_pids[index] != 1, index))
     hit_ranks = [rank + 1 for rank, index in enumerate(ranked) if gallery_pids[index] == 1]
     expected_ap = sum((hit + 1) / rank for hit, rank in enumerate(hit_ranks)) / len(hit_ranks)
 
     result = evaluate(line_features([0]), line_features(positions), [1], gallery_pids, [0], [1] * 30)
 
+    assert hit_ranks[0] == 1 and hit_ranks[-1] < 30  # the rule matters here
     assert result.mAP == pytest.approx(expected_ap, abs=1e-12)
     assert result.mINP == pytest.approx(len(hit_ranks) / hit_ranks[-1], abs=1e-12)
     assert result.cmc.tolist() == [float(rank >= hit_ranks[0]) for rank in range(1, 31)]
@@ -328,3 +330,19 @@ def test_topk_accuracy_on_hand_built_logits():
 def test_topk_accuracy_rejects_bad_input(logits, targets, ks, message):
     with pytest.raises(ValueError, match=message):
         topk_accuracy(logits, targets, ks=ks)
+
+
+def test_rerank_scores_the_reranked_distances():
+    from reidgraft.evaluation import k_reciprocal_rerank
+
+    split = synthetic_reid_split(6, num_query=30, num_gallery=120)
+    query, gallery, query_pids, gallery_pids, query_camids, gallery_camids = split
+    plain = evaluate(*split)
+    reranked = evaluate(*split, rerank=True)
+    distances = k_reciprocal_rerank(query, gallery)
+    cmc, mean_ap = evaluate_rank(
+        distances, query_pids, gallery_pids, query_camids, gallery_camids, max_rank=50, use_cython=False
+    )
+    assert reranked.mAP == pytest.approx(mean_ap, abs=1e-6)
+    assert np.array_equal(reranked.cmc, cmc[:50])
+    assert reranked.mAP != pytest.approx(plain.mAP, abs=1e-6)  # re-ranking changed something

@@ -1,0 +1,58 @@
+"""tools/evaluate.py on a tiny finished run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from reidgraft.config import build_config
+from reidgraft.data.datasets import synthetic_splits
+from reidgraft.engine import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    splits = synthetic_splits(
+        root, train_ids=8, test_ids=6, images_per_id=6, distractors=6, height=32, width=16
+    )
+    config = build_config(
+        dataset="synthetic", root=str(root), models=2, epochs=1, batch_size=8, height=32, width=16,
+        optimizer="sgd", lr=0.01, device="cpu",
+    )  # fmt: skip
+    run_dir = tmp_path_factory.mktemp("run")
+    Trainer(config, splits, run_dir, log=lambda line: None).fit()
+    return run_dir
+
+
+def evaluate_cli(*args):
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "evaluate.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_evaluate_reproduces_the_run_metrics_and_draws_results(tiny_run, tmp_path):
+    result = evaluate_cli(tiny_run, "--model", "1", "--visualize", "2", "--output", tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "evaluation.json").read_text())["models"]
+    final = json.loads((tiny_run / "metrics.json").read_text())["final"]
+    assert [row["model"] for row in rows] == [1]
+    assert rows[0] == pytest.approx(final[1], abs=1e-9)
+    pictures = sorted((tmp_path / "ranked").glob("*.png"))
+    assert [p.name for p in pictures] == ["model1_query0000.png", "model1_query0001.png"]
+    with Image.open(pictures[0]) as picture:
+        assert picture.width > picture.height > 0
+
+
+def test_bad_model_index_is_one_line(tiny_run):
+    result = evaluate_cli(tiny_run, "--model", "5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "evaluate: --model 5: the run has models 0..1"
