@@ -141,7 +141,7 @@ def evaluate(
         query, gallery = _l2_normalised(query), _l2_normalised(gallery)
     same_identity = _SameIdentity(gallery_pids, gallery_camids)
     query_t, gallery_t = torch.from_numpy(query), torch.from_numpy(gallery)
-    gallery_norms = gallery_t.pow(2).sum(dim=1)
+    gallery_norms = _squared_norms(gallery_t)
 
     reranked = None
     if rerank:  # k-reciprocal re-ranking needs the whole (query + gallery)^2 distance matrix
@@ -306,12 +306,18 @@ def _score_chunk(
 
 
 def _distances(query: torch.Tensor, gallery: torch.Tensor, gallery_norms: torch.Tensor, metric: str):
-    """float32 (queries x gallery) distances from one fused GEMM, with torchreid's arithmetic:
-    squared L2 as |q|^2 + |g|^2 - 2 q.g, or 1 - cosine similarity of normalised features."""
+    """float32 (queries x gallery) distances from one GEMM, in torchreid's order of operations
+    (so that near-equal distances round the same way): (|q|^2 + |g|^2) - 2 q.g, or 1 - q.g for
+    normalised features."""
     if metric == "cosine":
-        return torch.addmm(torch.ones(()), query, gallery.T, beta=1.0, alpha=-1.0)
-    distances = torch.addmm(gallery_norms[None, :], query, gallery.T, beta=1.0, alpha=-2.0)
-    return distances.add_(query.pow(2).sum(dim=1, keepdim=True))
+        return torch.ones(len(query), len(gallery)).addmm_(query, gallery.T, beta=1.0, alpha=-1.0)
+    distances = query.pow(2).sum(dim=1, keepdim=True) + gallery_norms[None, :]
+    return distances.addmm_(query, gallery.T, beta=1.0, alpha=-2.0)
+
+
+def _squared_norms(features: torch.Tensor, block: int = 1 << 16) -> torch.Tensor:
+    """Row-wise sums of squares, a block of rows at a time (no full-size temporary)."""
+    return torch.cat([part.pow(2).sum(dim=1) for part in features.split(block)])
 
 
 def _l2_normalised(features: np.ndarray) -> np.ndarray:

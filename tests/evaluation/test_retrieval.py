@@ -346,3 +346,16 @@ def test_rerank_scores_the_reranked_distances():
     assert reranked.mAP == pytest.approx(mean_ap, abs=1e-6)
     assert np.array_equal(reranked.cmc, cmc[:50])
     assert reranked.mAP != pytest.approx(plain.mAP, abs=1e-6)  # re-ranking changed something
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_matches_torchreid_with_two_cameras(metric):
+    # With two cameras a query keeps only the other camera's images of its person: many
+    # queries lose every match and must be skipped by both evaluators alike.
+    split = synthetic_reid_split(7, num_query=80, num_gallery=150, num_ids=40, num_cameras=2)
+    expected_cmc, expected_map = torchreid_scores(split, metric, max_rank=20)
+    result = evaluate(*split, metric=metric, max_rank=20)
+    _, expected_valid = reference_minp(torchreid_distances(split, metric), *split[2:])
+    assert result.num_valid_queries == expected_valid < 77
+    assert result.mAP == pytest.approx(expected_map, abs=1e-6)
+    assert np.array_equal(result.cmc, expected_cmc[:20])
