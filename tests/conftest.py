@@ -1,6 +1,8 @@
-"""Shared test fixtures: small networks with the layouts grafting must handle."""
+"""Shared test fixtures: small networks with the layouts grafting must handle, and a tiny trained run."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,3 +42,24 @@ def randomised(model: nn.Module, seed: int) -> nn.Module:
 def tiny_nets():
     """Factory: `tiny_nets(k)` gives k TinyNets with different random weights."""
     return lambda count, **kw: [randomised(TinyNet(**kw), seed=11 * k + 1) for k in range(count)]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished 2-model, 1-epoch run on a tiny synthetic set (32x16 images), as tools/train.py
+    writes it; its config's `root` points at the data. Shared: tests must not change it."""
+    from reidgraft.config import build_config
+    from reidgraft.data.datasets import synthetic_splits
+    from reidgraft.engine import Trainer
+
+    root = tmp_path_factory.mktemp("data")
+    splits = synthetic_splits(
+        root, train_ids=8, test_ids=6, images_per_id=6, distractors=6, height=32, width=16
+    )
+    config = build_config(
+        dataset="synthetic", root=str(root), models=2, epochs=1, batch_size=8, height=32, width=16,
+        optimizer="sgd", lr=0.01, device="cpu",
+    )  # fmt: skip
+    run_dir = tmp_path_factory.mktemp("run")
+    Trainer(config, splits, run_dir, log=lambda line: None).fit()
+    return run_dir

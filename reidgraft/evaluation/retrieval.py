@@ -8,6 +8,7 @@ fast-reid's. Exact and fast: GEMM distance blocks per chunk of queries, ranks co
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,7 +141,9 @@ def evaluate(
     if metric == "cosine":
         query, gallery = _l2_normalised(query), _l2_normalised(gallery)
     same_identity = _SameIdentity(gallery_pids, gallery_camids)
-    query_t, gallery_t = torch.from_numpy(query), torch.from_numpy(gallery)
+    with warnings.catch_warnings():  # read-only inputs (a FAISS index's view) are never written to
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        query_t, gallery_t = torch.from_numpy(query), torch.from_numpy(gallery)
     gallery_norms = _squared_norms(gallery_t)
 
     reranked = None

@@ -8,26 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from reidgraft.config import build_config
-from reidgraft.data.datasets import synthetic_splits
-from reidgraft.engine import Trainer
-
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    splits = synthetic_splits(
-        root, train_ids=8, test_ids=6, images_per_id=6, distractors=6, height=32, width=16
-    )
-    config = build_config(
-        dataset="synthetic", root=str(root), models=2, epochs=1, batch_size=8, height=32, width=16,
-        optimizer="sgd", lr=0.01, device="cpu",
-    )  # fmt: skip
-    run_dir = tmp_path_factory.mktemp("run")
-    Trainer(config, splits, run_dir, log=lambda line: None).fit()
-    return run_dir
 
 
 def evaluate_cli(*args):

@@ -1,0 +1,87 @@
+"""The gallery-search demo: query a gallery with a trained (grafted) model in the browser.
+
+    python app.py [--checkpoint RUN_DIR] [--model k] [--gallery DATASET_OR_FOLDER]
+                  [--compare RUN_DIR] [--host 127.0.0.1] [--port 7860]
+
+With no arguments it serves the newest run under runs/ and that run's dataset gallery. The
+gallery's features are extracted once and cached next to the run's checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from reidgraft.data import DataMissingError
+from reidgraft.data.loaders import ImageReadError
+from reidgraft.demo import (
+    DEFAULT_RUNS,
+    DemoError,
+    GallerySearch,
+    build_app,
+    gallery_index,
+    launch,
+    load_run_model,
+    newest_run,
+    resolve_gallery,
+)
+from reidgraft.engine.trainer import resolve_device
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--checkpoint", metavar="RUN_DIR", help=f"a training run (default: newest under {DEFAULT_RUNS}/)"
+    )
+    parser.add_argument("--model", type=int, help="which of the run's models (default: best final mAP)")
+    parser.add_argument("--gallery", help="a dataset name or a folder of images (default: the run's dataset)")
+    parser.add_argument("--compare", metavar="RUN_DIR", help="a second run ranked beside the first")
+    parser.add_argument("--compare-model", type=int, help="which of the second run's models")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--batch-size", type=int, default=64, help="for indexing the gallery")
+    parser.add_argument("--workers", type=int, default=0, help="image-reading processes for indexing")
+    return parser.parse_args(argv)
+
+
+def prepare(args):
+    """The page, ready to launch: models loaded, gallery indexed (or read from the cache)."""
+    started = time.perf_counter()
+    device = resolve_device(args.device)
+    run_dir = args.checkpoint or newest_run()
+    run_model, config = load_run_model(run_dir, args.model, device)
+    gallery = resolve_gallery(args.gallery, config)
+    runs = [run_model]
+    if args.compare:
+        runs.append(load_run_model(args.compare, args.compare_model, device)[0])
+    searchers = []
+    for run in runs:
+        index, cached = gallery_index(run, gallery, batch_size=args.batch_size, workers=args.workers)
+        print(f"{run.label}: {len(gallery)} gallery images {'from the cache' if cached else 'indexed'}")
+        searchers.append(GallerySearch(run, gallery, index))
+    print(f"ready in {time.perf_counter() - started:.1f} s")
+    return build_app(searchers, gallery.example_queries)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        app = prepare(args)
+        url = launch(app, args.host, args.port)
+    except (DemoError, DataMissingError, ImageReadError, ValueError, OSError) as error:
+        print(f"app: {error}", file=sys.stderr)
+        return 2
+    print(f"serving on {url} (Ctrl-C stops)")
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

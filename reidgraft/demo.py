@@ -1,0 +1,403 @@
+"""The gallery-search demo's parts: a run's model, a gallery of images, its cached FAISS index,
+the search that answers one query image, and the Gradio page around it (`app.py` is the CLI).
+
+A gallery is a dataset's gallery split or any folder of images. Market-1501-style names
+(`0002_c1s1_000451_03.jpg`) give an image's person id and camera; other names are shown
+without them. Features are extracted once per (model, gallery content) and cached next to the
+run's checkpoint, so the next start only reads the index back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from torch import nn
+
+from .data import DATASETS, load_reid_dataset
+from .data.loaders import reid_transforms
+from .engine import CHECKPOINT_NAME, load_checkpoint
+from .engine.features import extract_features
+from .evaluation import evaluate
+from .index import GalleryIndex, files_fingerprint, load_gallery_cache, save_gallery_cache, state_fingerprint
+from .models import build_backbone
+
+# Gradio reports usage to a server unless told not to; this machine and many users' have no network.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+CACHE_FOLDER = "gallery_cache"
+DEFAULT_RUNS = Path("runs")
+README_MAIN_JOB = "bash scripts/setup.sh && .venv/bin/python tools/train.py"
+
+# Result frames (RGB): a true match, another person, the query's person under its own camera
+# (which the Market-1501 protocol ignores).
+MATCH_COLOUR, MISMATCH_COLOUR, SAME_CAMERA_COLOUR = (0, 170, 0), (215, 0, 0), (150, 150, 150)
+FRAME = 4
+THUMBNAIL_HEIGHT = 160
+
+
+# Gradio cuts gallery captions to one line; ours carry rank, distance, pid and camera.
+PAGE_CSS = ".caption-label { white-space: normal !important; overflow: visible !important; }"
+
+
+class DemoError(ValueError):
+    """Bad input to the demo (a run, a gallery, an upload); the message says what and how to fix it."""
+
+
+def parse_market_name(name: str) -> tuple[int | None, int | None]:
+    """(pid, 0-based camera) from a Market-1501-style file name, or (None, None) for other names."""
+    found = MARKET_NAME.match(Path(name).name)
+    if found is None or int(found.group(2)) < 1:
+        return None, None
+    return int(found.group(1)), int(found.group(2)) - 1
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """The images to search, in a fixed order; `pids`/`camids` are None where the name says nothing."""
+
+    label: str
+    root: Path
+    paths: list[str]
+    pids: list[int | None]
+    camids: list[int | None]
+    example_queries: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def name_of(self, index: int) -> str:
+        path = Path(self.paths[index])
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else path.name
+
+
+def folder_gallery(folder: str | Path) -> Gallery:
+    """Every image under `folder` (recursively, sorted by path)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DemoError(f"gallery folder {root} does not exist")
+    paths = sorted(
+        str(path) for path in root.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    )
+    if not paths:
+        raise DemoError(f"gallery folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    labels = [parse_market_name(path) for path in paths]
+    return Gallery(str(root), root, paths, [p for p, _ in labels], [c for _, c in labels])
+
+
+def dataset_gallery(name: str, root: str | Path, examples: int = 8) -> Gallery:
+    """A dataset's gallery split, with query images of different people, each with a match from
+    another camera in the gallery, as examples."""
+    splits = load_reid_dataset(name, root)
+    gallery_root = Path(os.path.commonpath([path for path, _, _ in splits.gallery]))
+    cameras_of: dict[int, set[int]] = {}
+    for _, pid, camid in splits.gallery:
+        cameras_of.setdefault(pid, set()).add(camid)
+    chosen, seen = [], set()
+    for path, pid, camid in splits.query:
+        if pid not in seen and cameras_of.get(pid, set()) - {camid}:
+            chosen.append(path)
+            seen.add(pid)
+        if len(chosen) == examples:
+            break
+    return Gallery(
+        name,
+        gallery_root,
+        [path for path, _, _ in splits.gallery],
+        [pid for _, pid, _ in splits.gallery],
+        [camid for _, _, camid in splits.gallery],
+        chosen,
+    )
+
+
+def resolve_gallery(gallery: str | None, config: dict) -> Gallery:
+    """`gallery` as a dataset name or a folder; by default the run's own dataset."""
+    gallery = gallery or config["dataset"]
+    if gallery in DATASETS:
+        return dataset_gallery(gallery, config["root"])
+    if Path(gallery).is_dir():
+        return folder_gallery(gallery)
+    raise DemoError(
+        f"--gallery {gallery!r} is neither a dataset ({', '.join(DATASETS)}) nor an existing folder"
+    )
+
+
+def newest_run(runs: str | Path = DEFAULT_RUNS) -> Path:
+    """The run folder under `runs` whose checkpoint was written last."""
+    checkpoints = sorted(Path(runs).glob(f"*/{CHECKPOINT_NAME}"), key=lambda path: path.stat().st_mtime)
+    if not checkpoints:
+        raise DemoError(f"no trained run under {Path(runs)}/; make one with: {README_MAIN_JOB}")
+    return checkpoints[-1].parent
+
+
+@dataclass
+class RunModel:
+    """One model of a training run, ready to embed images."""
+
+    run_dir: Path
+    k: int
+    arch: str
+    height: int
+    width: int
+    metric: str
+    model: nn.Module
+    device: torch.device
+    fingerprint: str
+
+    @property
+    def label(self) -> str:
+        return f"model {self.k} of {self.run_dir.name} ({self.arch})"
+
+
+def _best_model(run_dir: Path, count: int) -> int:
+    """The model with the best final mAP in the run's metrics.json; 0 when there is none."""
+    try:
+        final = json.loads((run_dir / "metrics.json").read_text())["final"]
+        scores = [float(entry["mAP"]) for entry in final]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    return int(np.argmax(scores)) if len(scores) == count else 0
+
+
+def load_run_model(run_dir: str | Path, k: int | None, device: torch.device) -> tuple[RunModel, dict]:
+    """Model k of a run (default: its best by final mAP), loaded weights-only; and the run's config."""
+    run_dir = Path(run_dir)
+    if run_dir.name == CHECKPOINT_NAME:
+        run_dir = run_dir.parent
+    payload = load_checkpoint(run_dir)
+    config, states = payload["config"], payload["models"]
+    if k is None:
+        k = _best_model(run_dir, len(states))
+    if not 0 <= k < len(states):
+        raise DemoError(f"--model {k}: the run {run_dir} has models 0..{len(states) - 1}")
+    model = build_backbone(config["arch"], payload["num_classes"])
+    model.load_state_dict(states[k])
+    model.to(device).eval()
+    shape = (config["arch"], config["height"], config["width"], config["metric"])
+    fingerprint = state_fingerprint(states[k], extra=shape)
+    run_model = RunModel(run_dir, k, *shape, model=model, device=device, fingerprint=fingerprint)
+    return run_model, config
+
+
+def gallery_index(
+    run_model: RunModel, gallery: Gallery, *, batch_size: int = 64, workers: int = 0
+) -> tuple[GalleryIndex, bool]:
+    """The gallery's FAISS index for this model, read from the run's cache when the model and every
+    image are unchanged, else extracted (progress bar) and cached. Returns (index, was cached)."""
+    key = hashlib.blake2b(
+        f"{run_model.fingerprint}\0{files_fingerprint(gallery.paths, gallery.root)}".encode(), digest_size=20
+    ).hexdigest()
+    cache = run_model.run_dir / CACHE_FOLDER / f"model{run_model.k}-{key[:16]}.npz"
+    cached = load_gallery_cache(cache, key)
+    if cached is not None:
+        return cached[0], True
+    items = [(path, 0, 0) for path in gallery.paths]
+    (features,) = extract_features(
+        [run_model.model],
+        items,
+        height=run_model.height,
+        width=run_model.width,
+        batch_size=batch_size,
+        workers=workers,
+        device=run_model.device,
+        what=f"indexing {len(items)} gallery images",
+    )
+    index = GalleryIndex(features.numpy(), run_model.metric)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_gallery_cache(cache, index, [gallery.name_of(i) for i in range(len(gallery))], key)
+    return index, False
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    index: int
+    distance: float
+    verdict: str | None  # "match", "other", "same camera"; None when the query's identity is unknown
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    query_pid: int | None
+    query_camid: int | None
+    average_precision: float | None
+    note: str
+
+
+def read_query(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
+    """An uploaded query as RGB; DemoError when it is not an image that can be decoded."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(image).convert("RGB")
+    try:
+        with Image.open(image) as opened:
+            opened.load()  # decode now: a truncated file fails here, not later
+            return ImageOps.exif_transpose(opened).convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        name = Path(str(image)).name
+        raise DemoError(f"{name} is not an image that can be read; upload a JPEG or PNG file") from None
+
+
+class GallerySearch:
+    """Answers a query image with the nearest gallery images for one model."""
+
+    def __init__(self, run_model: RunModel, gallery: Gallery, index: GalleryIndex):
+        if len(index) != len(gallery):
+            raise DemoError(f"the index holds {len(index)} items, the gallery {len(gallery)}")
+        self.run_model, self.gallery, self.index = run_model, gallery, index
+        _, self.transform = reid_transforms(run_model.height, run_model.width, [])
+        self._gallery_pids = np.array([-2 if p is None else p for p in gallery.pids])
+        self._gallery_camids = np.array([-2 if c is None else c for c in gallery.camids])
+
+    @torch.no_grad()
+    def embed(self, image: Image.Image) -> np.ndarray:
+        batch = self.transform(image).unsqueeze(0).to(self.run_model.device)
+        return self.run_model.model(batch).float().cpu().numpy()
+
+    def search(self, image: Image.Image, top_k: int, query_name: str = "") -> SearchResult:
+        """The top_k nearest gallery images; with a Market-style `query_name`, verdicts and the AP."""
+        top_k = int(top_k)
+        if top_k < 1:
+            raise DemoError(f"top_k must be at least 1, got {top_k}")
+        features = self.embed(image)
+        distances, indices = self.index.search(features, top_k)
+        pid, camid = parse_market_name(query_name) if query_name else (None, None)
+        hits = [
+            Hit(rank, int(i), float(d), self._verdict(int(i), pid, camid))
+            for rank, (d, i) in enumerate(zip(distances[0], indices[0]), start=1)
+        ]
+        average_precision, note = None, "query identity unknown (not a Market-style file name): no AP"
+        if pid is not None:
+            average_precision, note = self._average_precision(features, pid, camid)
+        return SearchResult(hits, pid, camid, average_precision, note)
+
+    def _verdict(self, index: int, pid: int | None, camid: int | None) -> str | None:
+        gallery_pid = self.gallery.pids[index]
+        if pid is None or gallery_pid is None:
+            return None
+        if gallery_pid != pid or pid in (0, -1):  # distractors and junk are nobody's match
+            return "other"
+        return "same camera" if self.gallery.camids[index] == camid else "match"
+
+    def _average_precision(self, features: np.ndarray, pid: int, camid: int) -> tuple[float | None, str]:
+        """The query's AP over the whole gallery under the Market-1501 protocol (as the evaluator)."""
+        matches = int(np.sum((self._gallery_pids == pid) & (self._gallery_camids != camid)))
+        if matches == 0 or pid in (0, -1):
+            return None, f"query pid {pid}, cam {camid + 1}: no match from another camera in the gallery"
+        result = evaluate(
+            features, self.index.features, [pid], self._gallery_pids, [camid], self._gallery_camids,
+            metric=self.run_model.metric, max_rank=1,
+        )  # fmt: skip
+        note = f"query pid {pid}, cam {camid + 1}: AP {100 * result.mAP:.1f}% ({matches} true matches)"
+        return result.mAP, note
+
+    def caption(self, hit: Hit) -> str:
+        pid, camid = self.gallery.pids[hit.index], self.gallery.camids[hit.index]
+        who = f"pid {pid} cam {camid + 1}" if pid is not None else self.gallery.name_of(hit.index)
+        mark = {"match": " ✓", "other": " ✗", "same camera": " (same camera)", None: ""}[hit.verdict]
+        return f"#{hit.rank} d={hit.distance:.4g} {who}{mark}"
+
+    def thumbnail(self, hit: Hit) -> Image.Image:
+        """The gallery image, framed green (true match), red (someone else) or grey (same camera)."""
+        with Image.open(self.gallery.paths[hit.index]) as opened:
+            image = opened.convert("RGB")
+        width = max(1, round(image.width * THUMBNAIL_HEIGHT / image.height))
+        image = image.resize((width, THUMBNAIL_HEIGHT), Image.Resampling.BILINEAR)
+        colour = {"match": MATCH_COLOUR, "other": MISMATCH_COLOUR, "same camera": SAME_CAMERA_COLOUR}.get(
+            hit.verdict
+        )
+        if colour is not None:
+            box = (0, 0, width - 1, THUMBNAIL_HEIGHT - 1)
+            ImageDraw.Draw(image).rectangle(box, outline=colour, width=FRAME)
+        return image
+
+
+def build_app(searchers: Sequence[GallerySearch], examples: Sequence[str] = (), max_top_k: int = 50):
+    """The Gradio page: a query image, a top-k slider, and one ranked gallery per model.
+
+    The search endpoint is `api_name="search"`: inputs (image, top_k); outputs, per model, the
+    result gallery (first) and a line of text (the query's AP when its identity is known).
+    """
+    import gradio as gr
+
+    first = searchers[0]
+
+    def answer(image_path: str | None, top_k: float):
+        if not image_path:
+            raise gr.Error("Upload a query image first (or pick an example).")
+        try:
+            image = read_query(image_path)
+            outputs = []
+            for searcher in searchers:
+                result = searcher.search(image, int(top_k), query_name=Path(image_path).name)
+                outputs.append([(searcher.thumbnail(hit), searcher.caption(hit)) for hit in result.hits])
+                outputs.append(result.note)
+        except (DemoError, OSError) as error:
+            raise gr.Error(str(error)) from None
+        return outputs
+
+    with gr.Blocks(title="reidgraft gallery search") as app:
+        gr.Markdown(
+            f"## reidgraft gallery search\n{len(first.gallery)} gallery images from `{first.gallery.label}`. "
+            "Drop a picture of a person: the nearest gallery images come back ranked, framed green "
+            "when they show the query's person from another camera, red otherwise (known only for "
+            "Market-style file names)."
+        )
+        with gr.Row():
+            with gr.Column(scale=1, min_width=220):
+                query = gr.Image(type="filepath", label="query", sources=["upload", "clipboard"], height=320)
+                query.preprocess = _readable_upload(query.preprocess)
+                top_k = gr.Slider(1, max_top_k, value=min(10, max_top_k), step=1, label="top k")
+                button = gr.Button("Search", variant="primary")
+                if examples:
+                    gr.Examples([[path] for path in examples], inputs=[query], label="dataset queries")
+            outputs = []
+            for number, searcher in enumerate(searchers):
+                with gr.Column(scale=3):
+                    label = searcher.run_model.label
+                    outputs.append(
+                        gr.Gallery(label=label, columns=5, object_fit="contain", elem_id=f"results-{number}")
+                    )
+                    outputs.append(gr.Markdown())
+        button.click(answer, inputs=[query, top_k], outputs=outputs, api_name="search")
+    return app
+
+
+def _readable_upload(preprocess):
+    """Wrap gr.Image.preprocess so that an upload PIL cannot read becomes a message in the page,
+    not a traceback. (A gr.Image subclass would do, but Gradio writes a .pyi stub for each one.)"""
+    import gradio as gr
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as error:  # PIL raises several kinds for a non-image or damaged file
+            name = getattr(payload, "orig_name", None) or "the upload"
+            raise gr.Error(f"{name} is not an image that can be read; upload a JPEG or PNG file") from error
+
+    return checked
+
+
+def launch(app, host: str, port: int) -> str:
+    """Start serving on host:port only (no public share link) without blocking; returns the URL.
+    `app.block_thread()` then serves until Ctrl-C, `app.close()` stops."""
+    app.queue(default_concurrency_limit=1)
+    _, url, _ = app.launch(
+        server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
+        show_error=True, quiet=True, css=PAGE_CSS,
+    )  # fmt: skip
+    return url
