@@ -46,8 +46,8 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def prepare(args):
-    """The page, ready to launch: models loaded, gallery indexed (or read from the cache)."""
+def prepare(args) -> tuple[list[GallerySearch], list[str]]:
+    """The searchers, one per model (gallery indexed or read from the cache), and example queries."""
     started = time.perf_counter()
     device = resolve_device(args.device)
     run_dir = args.checkpoint or newest_run()
@@ -62,13 +62,13 @@ def prepare(args):
         print(f"{run.label}: {len(gallery)} gallery images {'from the cache' if cached else 'indexed'}")
         searchers.append(GallerySearch(run, gallery, index))
     print(f"ready in {time.perf_counter() - started:.1f} s")
-    return build_app(searchers, gallery.example_queries)
+    return searchers, gallery.example_queries
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        app = prepare(args)
+        app = build_app(*prepare(args))
         url = launch(app, args.host, args.port)
     except (DemoError, DataMissingError, ImageReadError, ValueError, OSError) as error:
         print(f"app: {error}", file=sys.stderr)

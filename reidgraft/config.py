@@ -39,6 +39,7 @@ class TrainConfig:
     width: int = 64
     transforms: list[str] = field(default_factory=lambda: ["random_flip", "random_crop"])
     workers: int = 0
+    download: bool = False  # classification only: let torchvision fetch CIFAR when it is absent
     # model
     arch: str = "mobilenetv2_x1_0"
     weights: str | None = None  # a local file, or "deep-sort-mobilenetv2"
@@ -167,14 +168,25 @@ RECIPES = {
     ("dukemtmcreid", "mobilenetv2_x1_0"): "duke_mobilenetv2.yaml",
 }
 DEFAULT_RECIPE = "synthetic_quick.yaml"
+CIFAR_ARCHS = ("resnet32", "resnet56", "resnet110", "mobilenetv2", "wrn28_10")
+for _dataset in ("cifar10", "cifar100"):
+    RECIPES.update({(_dataset, arch): f"{_dataset}_{arch}.yaml" for arch in CIFAR_ARCHS})
+# The default model when only a classification dataset is named.
+DEFAULT_ARCH = {"cifar10": "resnet56", "cifar100": "mobilenetv2"}
 
 
 def recipe_for(dataset: str | None, arch: str | None) -> Path:
     """The recipe for a dataset and backbone: the paper's for Market/Duke (ResNet50 unless
-    MobileNetV2 is asked for; another backbone starts from the ResNet50 recipe), else the quick
-    synthetic one."""
+    MobileNetV2 is asked for; another backbone starts from the ResNet50 recipe) and for CIFAR
+    (MobileNetV2 on CIFAR-100 and ResNet-56 on CIFAR-10 unless another is asked for), the quick
+    digits recipe for `digits`, else the quick synthetic one."""
     if dataset in ("market1501", "dukemtmcreid"):
         name = RECIPES.get((dataset, arch or "resnet50"), RECIPES[(dataset, "resnet50")])
+    elif dataset in DEFAULT_ARCH:
+        default = RECIPES[(dataset, DEFAULT_ARCH[dataset])]
+        name = RECIPES.get((dataset, arch or DEFAULT_ARCH[dataset]), default)
+    elif dataset == "digits":
+        name = "digits_quick.yaml"
     else:
         name = DEFAULT_RECIPE
     return CONFIGS_DIR / name

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,6 @@ from .data import DATASETS, load_reid_dataset
 from .data.loaders import reid_transforms
 from .engine import CHECKPOINT_NAME, load_checkpoint
 from .engine.features import extract_features
-from .evaluation import evaluate
 from .index import GalleryIndex, files_fingerprint, load_gallery_cache, save_gallery_cache, state_fingerprint
 from .models import build_backbone
 
@@ -41,7 +41,7 @@ README_MAIN_JOB = "bash scripts/setup.sh && .venv/bin/python tools/train.py"
 
 # Result frames (RGB): a true match, another person, the query's person under its own camera
 # (which the Market-1501 protocol ignores).
-MATCH_COLOUR, MISMATCH_COLOUR, SAME_CAMERA_COLOUR = (0, 170, 0), (215, 0, 0), (150, 150, 150)
+MATCH_COLOUR, MISMATCH_COLOUR, SAME_CAMERA_COLOUR = (0, 170, 0), (215, 0, 0), (70, 70, 70)
 FRAME = 4
 THUMBNAIL_HEIGHT = 160
 
@@ -176,6 +176,8 @@ def load_run_model(run_dir: str | Path, k: int | None, device: torch.device) -> 
         run_dir = run_dir.parent
     payload = load_checkpoint(run_dir)
     config, states = payload["config"], payload["models"]
+    if payload.get("task", "reid") != "reid":
+        raise DemoError(f"{run_dir} is a {payload['task']} run; the demo searches with re-ID models")
     if k is None:
         k = _best_model(run_dir, len(states))
     if not 0 <= k < len(states):
@@ -258,8 +260,13 @@ class GallerySearch:
             raise DemoError(f"the index holds {len(index)} items, the gallery {len(gallery)}")
         self.run_model, self.gallery, self.index = run_model, gallery, index
         _, self.transform = reid_transforms(run_model.height, run_model.width, [])
+        # Unknown identities (-2) never equal a query's pid or camera.
         self._gallery_pids = np.array([-2 if p is None else p for p in gallery.pids])
         self._gallery_camids = np.array([-2 if c is None else c for c in gallery.camids])
+        with warnings.catch_warnings():  # a read-only view of the index's memory, never written
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self._gallery_tensor = torch.from_numpy(index.features)
+        self._gallery_squared_norms = self._gallery_tensor.pow(2).sum(dim=1)
 
     @torch.no_grad()
     def embed(self, image: Image.Image) -> np.ndarray:
@@ -292,16 +299,29 @@ class GallerySearch:
         return "same camera" if self.gallery.camids[index] == camid else "match"
 
     def _average_precision(self, features: np.ndarray, pid: int, camid: int) -> tuple[float | None, str]:
-        """The query's AP over the whole gallery under the Market-1501 protocol (as the evaluator)."""
-        matches = int(np.sum((self._gallery_pids == pid) & (self._gallery_camids != camid)))
+        """The query's AP over the whole gallery under the Market-1501 protocol, as the evaluator
+        scores it (same-pid same-camera items removed; at equal distance a true match first).
+        One matrix-vector product over the gallery: a few ms where `evaluate` would redo the
+        gallery's norms and checks for every query."""
+        same_pid = self._gallery_pids == pid
+        matches = int(np.sum(same_pid & (self._gallery_camids != camid)))
         if matches == 0 or pid in (0, -1):
             return None, f"query pid {pid}, cam {camid + 1}: no match from another camera in the gallery"
-        result = evaluate(
-            features, self.index.features, [pid], self._gallery_pids, [camid], self._gallery_camids,
-            metric=self.run_model.metric, max_rank=1,
-        )  # fmt: skip
-        note = f"query pid {pid}, cam {camid + 1}: AP {100 * result.mAP:.1f}% ({matches} true matches)"
-        return result.mAP, note
+        # In torch, on the model's thread pool: numpy's BLAS threads would fight it for the cores.
+        query = torch.from_numpy(features[0].astype(np.float32))
+        if self.run_model.metric == "cosine":
+            query = query / query.norm().clamp_min(1e-12)
+            distances = (1.0 - self._gallery_tensor @ query).numpy()
+        else:
+            products = self._gallery_tensor @ query
+            distances = ((query @ query + self._gallery_squared_norms) - 2.0 * products).numpy()
+        keep = ~(same_pid & (self._gallery_camids == camid))
+        is_match = same_pid[keep]
+        order = np.lexsort((~is_match, distances[keep]))
+        hit_ranks = np.flatnonzero(is_match[order]) + 1
+        average_precision = float(np.mean(np.arange(1, len(hit_ranks) + 1) / hit_ranks))
+        note = f"query pid {pid}, cam {camid + 1}: AP {100 * average_precision:.1f}% ({matches} true matches)"
+        return average_precision, note
 
     def caption(self, hit: Hit) -> str:
         pid, camid = self.gallery.pids[hit.index], self.gallery.camids[hit.index]
@@ -310,7 +330,7 @@ class GallerySearch:
         return f"#{hit.rank} d={hit.distance:.4g} {who}{mark}"
 
     def thumbnail(self, hit: Hit) -> Image.Image:
-        """The gallery image, framed green (true match), red (someone else) or grey (same camera)."""
+        """The gallery image, framed green (true match), red (someone else) or dark grey (same camera)."""
         with Image.open(self.gallery.paths[hit.index]) as opened:
             image = opened.convert("RGB")
         width = max(1, round(image.width * THUMBNAIL_HEIGHT / image.height))
@@ -322,6 +342,17 @@ class GallerySearch:
             box = (0, 0, width - 1, THUMBNAIL_HEIGHT - 1)
             ImageDraw.Draw(image).rectangle(box, outline=colour, width=FRAME)
         return image
+
+
+def answer_query(searchers: Sequence[GallerySearch], image_path: str | Path, top_k: float) -> list:
+    """What the page shows for one query: per model, the framed, captioned results and a note."""
+    image = read_query(image_path)
+    outputs: list = []
+    for searcher in searchers:
+        result = searcher.search(image, int(top_k), query_name=Path(image_path).name)
+        outputs.append([(searcher.thumbnail(hit), searcher.caption(hit)) for hit in result.hits])
+        outputs.append(result.note)
+    return outputs
 
 
 def build_app(searchers: Sequence[GallerySearch], examples: Sequence[str] = (), max_top_k: int = 50):
@@ -338,22 +369,17 @@ def build_app(searchers: Sequence[GallerySearch], examples: Sequence[str] = (), 
         if not image_path:
             raise gr.Error("Upload a query image first (or pick an example).")
         try:
-            image = read_query(image_path)
-            outputs = []
-            for searcher in searchers:
-                result = searcher.search(image, int(top_k), query_name=Path(image_path).name)
-                outputs.append([(searcher.thumbnail(hit), searcher.caption(hit)) for hit in result.hits])
-                outputs.append(result.note)
+            return answer_query(searchers, image_path, top_k)
         except (DemoError, OSError) as error:
             raise gr.Error(str(error)) from None
-        return outputs
 
     with gr.Blocks(title="reidgraft gallery search") as app:
         gr.Markdown(
             f"## reidgraft gallery search\n{len(first.gallery)} gallery images from `{first.gallery.label}`. "
             "Drop a picture of a person: the nearest gallery images come back ranked, framed green "
-            "when they show the query's person from another camera, red otherwise (known only for "
-            "Market-style file names)."
+            "when they show the query's person from another camera, dark grey under the query's own "
+            "camera (the Market-1501 protocol ignores those), red otherwise. Verdicts and AP need a "
+            "Market-style file name (`0002_c1s1_000451_03.jpg`)."
         )
         with gr.Row():
             with gr.Column(scale=1, min_width=220):

@@ -42,6 +42,11 @@ def parse_args(argv):
 def run(args) -> int:
     payload = load_checkpoint(Path(args.run_dir))
     config = payload["config"]
+    if payload.get("task", "reid") != "reid":
+        raise ValueError(
+            f"{args.run_dir} is a {payload['task']} run; tools/evaluate.py ranks re-ID galleries "
+            "(its top-1/top-5 are in the run's metrics.json)"
+        )
     dataset = args.dataset or config["dataset"]
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")

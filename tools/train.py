@@ -1,8 +1,10 @@
-"""Train K re-ID models side by side and graft them at every epoch end.
+"""Train K models side by side (re-ID or classification) and graft them at every epoch end.
 
     python tools/train.py                                   # synthetic quick recipe, 4 models
     python tools/train.py --dataset market1501 --models 4   # the paper's Market-1501 ResNet50 recipe
     python tools/train.py --config configs/duke_mobilenetv2.yaml --no-graft
+    python tools/train.py --dataset cifar100 --arch mobilenetv2 --models 4   # the papers' CIFAR recipe
+    python tools/train.py --dataset digits                  # classification, nothing to download
     python tools/train.py --resume runs/RUN --epochs 80
 
 Every field of the config can be given as a flag (`batch_size` as `--batch-size`); flags override
@@ -26,13 +28,19 @@ from reidgraft.config import (  # noqa: E402
     load_yaml,
     recipe_for,
 )
-from reidgraft.data import DATASETS, DataMissingError, load_reid_dataset  # noqa: E402
+from reidgraft.data import (  # noqa: E402
+    CLASSIFICATION_DATASETS,
+    DATASETS,
+    DataMissingError,
+    load_classification_dataset,
+    load_reid_dataset,
+)
 from reidgraft.data.loaders import ImageReadError  # noqa: E402
-from reidgraft.engine import CHECKPOINT_NAME, METRIC_KEYS, Trainer, load_checkpoint  # noqa: E402
-from reidgraft.models import backbone_names  # noqa: E402
+from reidgraft.engine import CHECKPOINT_NAME, Trainer, load_checkpoint  # noqa: E402
+from reidgraft.models import CIFAR_MODELS, backbone_names, torchreid_names  # noqa: E402
 
 # What may change when a run is resumed; the run's identity may not.
-RESUMABLE = {"epochs", "workers", "device", "eval_every", "eval_batch_size", "deterministic"}
+RESUMABLE = {"epochs", "workers", "device", "eval_every", "eval_batch_size", "deterministic", "download"}
 IDENTITY = ("dataset", "arch", "models")
 
 
@@ -102,10 +110,53 @@ def prepare_resume(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
     return config, payload
 
 
-def print_table(final: list[dict]) -> None:
-    print(f"{'model':>5}  " + "  ".join(f"{key:>7}" for key in METRIC_KEYS))
-    for row in final:
-        print(f"{row['model']:>5}  " + "  ".join(f"{100 * row[key]:>6.2f}%" for key in METRIC_KEYS))
+def check_names(config: TrainConfig) -> None:
+    """Dataset and backbone names, and that they belong to the same task, before any data is read."""
+    datasets = (*DATASETS, *CLASSIFICATION_DATASETS)
+    if config.dataset not in datasets:
+        raise ConfigError(f"unknown dataset {config.dataset!r}; choose one of: {', '.join(datasets)}")
+    if config.arch not in backbone_names():
+        raise ConfigError(f"unknown arch {config.arch!r}; choose one of: {', '.join(backbone_names())}")
+    if config.dataset in CLASSIFICATION_DATASETS and config.arch not in CIFAR_MODELS:
+        raise ConfigError(
+            f"arch {config.arch!r} is a re-ID backbone; {config.dataset} trains one of: "
+            f"{', '.join(CIFAR_MODELS)}"
+        )
+    if config.dataset in DATASETS and config.arch in CIFAR_MODELS:
+        raise ConfigError(
+            f"arch {config.arch!r} is a CIFAR classifier; re-ID datasets train torchreid backbones "
+            f"({', '.join(torchreid_names()[:6])}, ...)"
+        )
+
+
+def load_data(config: TrainConfig):
+    if config.dataset in CLASSIFICATION_DATASETS:
+        data = load_classification_dataset(config.dataset, config.root, download=config.download)
+        print(
+            f"{config.dataset}: {len(data.train_images)} train and {len(data.test_images)} test images, "
+            f"{data.num_classes} classes"
+        )
+        return data
+    splits = load_reid_dataset(config.dataset, config.root)
+    print(
+        f"{config.dataset}: {len(splits.train)} train images of {splits.num_train_pids} identities, "
+        f"{len(splits.query)} query, {len(splits.gallery)} gallery"
+    )
+    return splits
+
+
+def print_table(trainer: Trainer) -> None:
+    keys = trainer.task.metric_keys
+    best = trainer.best() if trainer.task.kind == "classification" else None
+    header = f"{'model':>5}  " + "  ".join(f"{key:>7}" for key in keys)
+    if best:
+        header += f"  best {trainer.task.primary} (epoch, chosen on the test set)"
+    print(header)
+    for k, row in enumerate(trainer.final):
+        line = f"{row['model']:>5}  " + "  ".join(f"{100 * row[key]:>6.2f}%" for key in keys)
+        if best:
+            line += f"  {100 * best[k][trainer.task.primary]:>6.2f}% ({best[k]['epoch']})"
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,28 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     config = None
     try:
         config, payload = prepare_resume(args) if args.resume else (prepare_new_run(args), None)
-        if config.dataset not in DATASETS:  # names are checked before any data is read or written
-            raise ConfigError(f"unknown dataset {config.dataset!r}; choose one of: {', '.join(DATASETS)}")
-        if config.arch not in backbone_names():
-            raise ConfigError(f"unknown arch {config.arch!r}; choose one of: {', '.join(backbone_names())}")
-        if config.dataset != "synthetic" and not config.weights:
+        check_names(config)
+        if config.dataset in DATASETS and config.dataset != "synthetic" and not config.weights:
             print(
                 f"note: training {config.arch} from random initialisation; the papers' numbers assume "
                 "ImageNet weights (--weights PATH to a local torchvision or torchreid file)"
             )
-        splits = load_reid_dataset(config.dataset, config.root)
-        print(
-            f"{config.dataset}: {len(splits.train)} train images of {splits.num_train_pids} identities, "
-            f"{len(splits.query)} query, {len(splits.gallery)} gallery"
-        )
-        trainer = Trainer(config, splits, Path(config.output))
+        data = load_data(config)
+        trainer = Trainer(config, data, Path(config.output))
         if payload is not None:
             trainer.load_state(payload)
             print(f"resuming {config.output} after epoch {trainer.epoch}, to epoch {config.epochs}")
         mode = "grafted" if trainer.ring else "independent" if config.models > 1 else "baseline"
         rates = ", ".join(f"{m.initial_lr:.3g}" for m in trainer.members)
         print(f"{config.models} x {config.arch} ({mode}), initial lr {rates}; run: {config.output}")
-        final = trainer.fit()
+        trainer.fit()
     except (ConfigError, DataMissingError, ImageReadError, ValueError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
@@ -148,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"\ntrain: interrupted; {where}", file=sys.stderr)
         return 130
-    print_table(final)
+    print_table(trainer)
     print(f"metrics: {Path(config.output) / 'metrics.json'}")
     return 0
 

@@ -1,4 +1,5 @@
-"""K re-ID models trained in lockstep and grafted at every epoch end (GRAFTING.md, Algorithm 1).
+"""K models trained in lockstep and grafted at every epoch end (GRAFTING.md, Algorithm 1), for
+re-ID or classification (the task supplies data, teacher logits and evaluation: `tasks.py`).
 
 Each step every model takes a batch from its OWN loader and steps with its OWN optimizer and
 learning rate; at each epoch end the ring grafts them. K = 1 is the baseline through the same
@@ -21,9 +22,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import TrainConfig
-from ..data import ReidSplits, build_train_loaders
+from ..data import ReidSplits
+from ..data.classification import ClassificationData
 from ..data.loaders import set_epoch
-from ..evaluation import evaluate
 from ..grafting import GraftRing, distillation_loss, ring_learning_rates
 from ..models import build_backbone
 from .checkpoint import (
@@ -35,9 +36,9 @@ from .checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from .features import extract_features
+from .tasks import REID_METRICS, make_task
 
-METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
+METRIC_KEYS = REID_METRICS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,11 +74,6 @@ def build_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
 
 
-def classifier_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Logits of a torchreid model in eval mode (where its forward returns features)."""
-    return model.classifier(model(images))
-
-
 @dataclass
 class Member:
     """One model of the ring with what steps it."""
@@ -89,31 +85,26 @@ class Member:
 
 
 class Trainer:
-    """Trains `config.models` models on `splits`, writing everything into `run_dir`."""
+    """Trains `config.models` models on `data` (re-ID splits or a classification dataset),
+    writing everything into `run_dir`."""
 
-    def __init__(self, config: TrainConfig, splits: ReidSplits, run_dir: Path, *, log=print):
-        self.config, self.splits, self.run_dir, self.log = config, splits, Path(run_dir), log
+    def __init__(
+        self, config: TrainConfig, data: ReidSplits | ClassificationData, run_dir: Path, *, log=print
+    ):
+        self.config, self.run_dir, self.log = config, Path(run_dir), log
+        self.task = make_task(config, data)
         if config.deterministic:
             make_deterministic()
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
-        self.num_classes = splits.num_train_pids
+        self.num_classes = self.task.num_classes
         self.members = self._build_members()
         self.ring = None
         if config.graft and config.models > 1:
             self.ring = GraftRing([m.model for m in self.members], **config.graft_options())
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
-        self.train_loaders = build_train_loaders(
-            splits.train,
-            count=config.models,
-            seed=config.seed,
-            height=config.height,
-            width=config.width,
-            augment=config.transforms,
-            batch_size=config.batch_size,
-            workers=config.workers,
-        )
+        self.train_loaders = self.task.train_loaders()
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
         self.final: list[dict[str, Any]] | None = None
@@ -162,6 +153,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "format": 1,
+            "task": self.task.kind,
             "config": self.config.to_dict(),
             "num_classes": self.num_classes,
             "epoch": self.epoch,
@@ -191,8 +183,23 @@ class Trainer:
 
     def _save(self) -> None:
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state())
-        metrics = {"epochs": self.history, "final": self.final}
-        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        atomic_write_json(self.run_dir / "metrics.json", self.metrics_file())
+
+    def metrics_file(self) -> dict[str, Any]:
+        """metrics.json: every epoch's record, the last epoch's metrics ("final"), and each model's
+        best evaluated epoch ("best", chosen on the test data, as the papers report)."""
+        return {"task": self.task.kind, "epochs": self.history, "final": self.final, "best": self.best()}
+
+    def best(self) -> list[dict[str, Any]] | None:
+        primary = self.task.primary
+        evaluated = [record for record in self.history if record.get("metrics")]
+        if not evaluated:
+            return None
+        best = []
+        for k in range(len(self.members)):
+            record = max(evaluated, key=lambda r: (r["metrics"][k][primary], -r["epoch"]))
+            best.append({**record["metrics"][k], "epoch": record["epoch"], "chosen_on": "test set"})
+        return best
 
     @property
     def writer(self):
@@ -232,7 +239,7 @@ class Trainer:
                 self._writer.close()
         if self.final is None:  # resumed a run that had already reached its epochs
             self.final = self.evaluate()
-            atomic_write_json(self.run_dir / "metrics.json", {"epochs": self.history, "final": self.final})
+            atomic_write_json(self.run_dir / "metrics.json", self.metrics_file())
         return self.final
 
     def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
@@ -252,14 +259,14 @@ class Trainer:
             disable=None,
         )
         for batches in bar:
-            for k, (member, (images, pids, _, _)) in enumerate(zip(self.members, batches, strict=True)):
+            for k, (member, (images, pids, *_)) in enumerate(zip(self.members, batches, strict=True)):
                 images = images.to(self.device, non_blocking=True)
                 pids = pids.to(self.device, non_blocking=True)
                 logits = member.model(images)
                 loss = self.criterion(logits, pids)
                 if self.teachers:
                     with torch.no_grad():
-                        teacher_logits = [classifier_logits(t, images) for t in self.teachers]
+                        teacher_logits = [self.task.teacher_logits(t, images) for t in self.teachers]
                     loss = loss + self.config.kd_weight * distillation_loss(
                         logits, teacher_logits, self.config.kd_tau
                     )
@@ -276,43 +283,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def extract(self, items, what: str) -> list[torch.Tensor]:
-        """Features of every model for `items`."""
-        config = self.config
-        return extract_features(
-            [m.model for m in self.members],
-            items,
-            height=config.height,
-            width=config.width,
-            batch_size=config.eval_batch_size,
-            workers=config.workers,
-            device=self.device,
-            what=f"features {what}",
-        )
-
     def evaluate(self) -> list[dict[str, Any]]:
-        """mAP, mINP and rank-1/5/10 of every model on the query and gallery sets."""
-        query, gallery = self.splits.query, self.splits.gallery
-        query_features = self.extract(query, "query")
-        gallery_features = self.extract(gallery, "gallery")
-        query_pids = [pid for _, pid, _ in query]
-        gallery_pids = [pid for _, pid, _ in gallery]
-        query_cams = [cam for _, _, cam in query]
-        gallery_cams = [cam for _, _, cam in gallery]
-        results = []
-        for k in range(len(self.members)):
-            result = evaluate(
-                query_features[k],
-                gallery_features[k],
-                query_pids,
-                gallery_pids,
-                query_cams,
-                gallery_cams,
-                metric=self.config.metric,
-                max_rank=self.config.max_rank,
-            )
-            results.append({"model": k, **{key: float(getattr(result, key)) for key in METRIC_KEYS}})
-        return results
+        """The task's metrics for every model: re-ID mAP, mINP, rank-1/5/10; classification top-1/5."""
+        return self.task.evaluate([m.model for m in self.members], self.device)
 
     # ------------------------------------------------------------------ logging
 
@@ -330,8 +303,9 @@ class Trainer:
             means = [sum(a.values()) / len(a) for a in record["alphas"]]
             line += "  mean alpha " + " ".join(f"{v:.3f}" for v in means)
         for result in record.get("metrics") or []:
-            for key in METRIC_KEYS:
+            for key in self.task.metric_keys:
                 self.writer.add_scalar(f"{key}/model{result['model']}", result[key], epoch)
         if record.get("metrics"):
-            line += "  mAP " + " ".join(f"{r['mAP']:.3f}" for r in record["metrics"])
+            primary = self.task.primary
+            line += f"  {primary} " + " ".join(f"{r[primary]:.3f}" for r in record["metrics"])
         self.log(f"{line}  ({record['seconds']:.1f} s)")

@@ -40,7 +40,7 @@ def server(demo_run, planted):
         ["--checkpoint", str(demo_run), "--model", "0", "--gallery", str(folder),
          "--compare", str(demo_run), "--compare-model", "1"]
     )  # fmt: skip
-    page = demo_app.prepare(args)
+    page = demo_app.build_app(*demo_app.prepare(args))
     url = demo_app.launch(page, "127.0.0.1", free_port())
     yield url, query
     page.close()

@@ -175,7 +175,7 @@ def test_thumbnails_are_framed_by_verdict(demo_run, run_config, cpu):
     search = GallerySearch(model, gallery, gallery_index(model, gallery)[0])
     query = gallery.example_queries[0]
     hits = search.search(read_query(query), len(gallery), query_name=Path(query).name).hits
-    for verdict, colour in (("match", (0, 170, 0)), ("other", (215, 0, 0))):
+    for verdict, colour in (("match", (0, 170, 0)), ("other", (215, 0, 0)), ("same camera", (70, 70, 70))):
         hit = next(hit for hit in hits if hit.verdict == verdict)
         thumbnail = search.thumbnail(hit)
         assert (
@@ -232,3 +232,19 @@ def test_app_bad_arguments_are_one_line(demo_run, tmp_path):
         result.returncode == 2
         and result.stderr.strip() == f"app: no checkpoint at {tmp_path / 'checkpoint.pt'}"
     )
+
+
+def test_any_size_aspect_and_mode_is_searched(demo_run, run_config, cpu, tmp_path):
+    model = load_run_model(demo_run, 0, cpu)[0]
+    gallery = dataset_gallery("synthetic", run_config["root"])
+    search = GallerySearch(model, gallery, gallery_index(model, gallery)[0])
+    odd = [
+        Image.new("RGBA", (1, 500), (9, 80, 200, 100)),
+        Image.new("L", (900, 7), 128),
+        Image.new("RGB", (2, 2)),
+    ]
+    for number, image in enumerate(odd):
+        path = tmp_path / f"odd{number}.png"
+        image.save(path)
+        result = search.search(read_query(path), 4)
+        assert len(result.hits) == 4 and np.isfinite([hit.distance for hit in result.hits]).all()

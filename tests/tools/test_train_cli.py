@@ -121,3 +121,33 @@ def test_ctrl_c_keeps_the_last_complete_checkpoint(tiny_root, tmp_path):
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert 1 <= checkpoint["epoch"] < 200 and len(checkpoint["models"]) == 2
     assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_classification_names_and_missing_cifar(tmp_path):
+    missing = train("--dataset", "cifar100", "--root", str(tmp_path / "data"), cwd=tmp_path)
+    assert_one_line_error(
+        missing, "cifar100 not found", "cifar-100-python lacks train, test, meta", "--download"
+    )
+    assert not (tmp_path / "data").exists()
+    reid_arch = train("--dataset", "digits", "--arch", "resnet50", cwd=tmp_path)
+    assert_one_line_error(reid_arch, "'resnet50' is a re-ID backbone; digits trains one of: resnet20")
+    cifar_arch = train("--dataset", "synthetic", "--arch", "resnet56", cwd=tmp_path)
+    assert_one_line_error(cifar_arch, "'resnet56' is a CIFAR classifier; re-ID datasets train torchreid")
+
+
+@pytest.mark.slow
+def test_digits_run_prints_top1_and_refuses_to_resume_as_reid(tmp_path):
+    run_dir = tmp_path / "digits"
+    flags = ["--epochs", "1", "--models", "2", "--batch-size", "64", "--device", "cpu"]
+    result = train("--dataset", "digits", "--output", str(run_dir), *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "digits: 1347 train and 450 test images, 10 classes" in result.stdout
+    assert "top1" in result.stdout and "best top1 (epoch, chosen on the test set)" in result.stdout
+    assert_one_line_error(
+        train("--resume", str(run_dir), "--dataset", "synthetic", cwd=tmp_path),
+        "cannot resume", "dataset 'synthetic'", "'digits'",
+    )  # fmt: skip
+    evaluate = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "evaluate.py"), str(run_dir)], capture_output=True, text=True
+    )
+    assert evaluate.returncode == 2 and "is a classification run" in evaluate.stderr

@@ -1,0 +1,110 @@
+"""What a task gives the trainer: its data loaders, number of classes, teacher logits and
+evaluation. Re-ID evaluates retrieval (mAP, CMC); classification evaluates top-1/top-5. The
+trainer, the ring, checkpoints and metrics files are the same for both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..config import TrainConfig
+from ..data import ReidSplits, build_train_loaders
+from ..data.classification import (
+    ClassificationData,
+    build_classification_loaders,
+    build_classification_test_loader,
+    predict_logits,
+)
+from ..evaluation import evaluate, topk_accuracy
+from .features import extract_features
+
+REID_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10")
+CLASSIFICATION_METRICS = ("top1", "top5")
+
+
+class ReidTask:
+    kind = "reid"
+    metric_keys = REID_METRICS
+    primary = "mAP"
+
+    def __init__(self, config: TrainConfig, splits: ReidSplits):
+        self.config, self.splits = config, splits
+        self.num_classes = splits.num_train_pids
+
+    def train_loaders(self) -> list[DataLoader]:
+        config = self.config
+        return build_train_loaders(
+            self.splits.train, count=config.models, seed=config.seed, height=config.height,
+            width=config.width, augment=config.transforms, batch_size=config.batch_size,
+            workers=config.workers,
+        )  # fmt: skip
+
+    @staticmethod
+    def teacher_logits(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """A torchreid model in eval mode returns features; its classifier maps them to logits."""
+        return teacher.classifier(teacher(images))
+
+    def evaluate(self, models: list[nn.Module], device: torch.device) -> list[dict[str, Any]]:
+        """mAP, mINP and rank-1/5/10 of every model on the query and gallery sets."""
+        config, query, gallery = self.config, self.splits.query, self.splits.gallery
+        shape = dict(
+            height=config.height, width=config.width, batch_size=config.eval_batch_size,
+            workers=config.workers, device=device,
+        )  # fmt: skip
+        query_features = extract_features(models, query, what="features query", **shape)
+        gallery_features = extract_features(models, gallery, what="features gallery", **shape)
+        labels = [[item[i] for item in items] for items in (query, gallery) for i in (1, 2)]
+        query_pids, query_cams, gallery_pids, gallery_cams = labels
+        results = []
+        for k in range(len(models)):
+            result = evaluate(
+                query_features[k], gallery_features[k], query_pids, gallery_pids, query_cams, gallery_cams,
+                metric=config.metric, max_rank=config.max_rank,
+            )  # fmt: skip
+            results.append({"model": k, **{key: float(getattr(result, key)) for key in REID_METRICS}})
+        return results
+
+
+class ClassificationTask:
+    kind = "classification"
+    metric_keys = CLASSIFICATION_METRICS
+    primary = "top1"
+
+    def __init__(self, config: TrainConfig, data: ClassificationData):
+        self.config, self.data = config, data
+        self.num_classes = data.num_classes
+
+    def train_loaders(self) -> list[DataLoader]:
+        config = self.config
+        return build_classification_loaders(
+            self.data, count=config.models, seed=config.seed, augment=config.transforms,
+            batch_size=config.batch_size, workers=config.workers,
+        )  # fmt: skip
+
+    @staticmethod
+    def teacher_logits(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return teacher(images)
+
+    def evaluate(self, models: list[nn.Module], device: torch.device) -> list[dict[str, Any]]:
+        """Top-1 and top-5 accuracy (fractions) of every model on the test set."""
+        config = self.config
+        loader = build_classification_test_loader(
+            self.data, batch_size=config.eval_batch_size, workers=config.workers
+        )
+        logits, labels = predict_logits(models, loader, device)
+        ks = (1, min(5, self.num_classes))
+        results = []
+        for k, model_logits in enumerate(logits):
+            accuracy = topk_accuracy(model_logits, labels, ks=ks)
+            results.append({"model": k, "top1": accuracy["top1"], "top5": accuracy[f"top{ks[1]}"]})
+        return results
+
+
+def make_task(config: TrainConfig, data: ReidSplits | ClassificationData) -> ReidTask | ClassificationTask:
+    if isinstance(data, ClassificationData):
+        return ClassificationTask(config, data)
+    return ReidTask(config, data)

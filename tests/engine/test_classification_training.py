@@ -1,0 +1,70 @@
+"""The classification track through the same trainer: digits runs on the CPU, grafting+ included."""
+
+import json
+
+import pytest
+
+from reidgraft.config import build_config
+from reidgraft.data import load_classification_dataset
+from reidgraft.engine import Trainer, load_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_classification_dataset("digits", "unused")
+
+
+def digits_config(**overrides):
+    values = dict(
+        dataset="digits", arch="resnet20", models=2, epochs=3, batch_size=64, optimizer="sgd", lr=0.1,
+        scheduler="cosine", label_smooth=0.0, transforms=["random_crop"], eval_every=1,
+        eval_batch_size=450, device="cpu",
+    )  # fmt: skip
+    values.update(overrides)
+    return build_config(**values)
+
+
+@pytest.fixture(scope="module")
+def grafted_run(digits, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("digits")
+    trainer = Trainer(digits_config(), digits, run_dir, log=lambda line: None)
+    trainer.fit()
+    return trainer, run_dir
+
+
+def test_two_grafted_resnet20s_learn_digits_well_above_chance(grafted_run):
+    trainer, run_dir = grafted_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["task"] == "classification"
+    assert [row["model"] for row in metrics["final"]] == [0, 1]
+    for row in metrics["final"]:
+        assert set(row) == {"model", "top1", "top5"}
+        assert row["top1"] > 0.6  # chance is 0.1
+        assert row["top1"] <= row["top5"] <= 1.0
+    assert metrics["final"] == metrics["epochs"][-1]["metrics"]
+    for k, best in enumerate(metrics["best"]):
+        evaluated = [epoch["metrics"][k]["top1"] for epoch in metrics["epochs"]]
+        assert best["top1"] == max(evaluated) and best["chosen_on"] == "test set"
+        assert metrics["epochs"][best["epoch"] - 1]["metrics"][k]["top1"] == best["top1"]
+    assert all(epoch["alphas"] for epoch in metrics["epochs"])  # the ring grafted every epoch
+    assert load_checkpoint(run_dir)["task"] == "classification"
+
+
+def test_grafting_plus_with_a_small_teacher(grafted_run, digits, tmp_path):
+    _, teacher_run = grafted_run
+    students = dict(epochs=2, teacher=[f"{teacher_run / 'checkpoint.pt'}:1"], kd_weight=1.0, kd_tau=2.0)
+    taught = Trainer(digits_config(**students), digits, tmp_path / "taught", log=lambda line: None)
+    assert all(row["top1"] > 0.3 for row in taught.fit())
+    # Same seeds, data and learning rates: only the distillation term differs.
+    steps = dict(epoch=0, max_steps=4)
+    with_teacher = Trainer(digits_config(**students), digits, tmp_path / "a", log=lambda line: None)
+    alone = Trainer(digits_config(epochs=2), digits, tmp_path / "b", log=lambda line: None)
+    assert with_teacher.train_epoch(**steps)["loss"] != alone.train_epoch(**steps)["loss"]
+
+
+def test_a_teacher_from_another_task_is_refused(tiny_run, digits, tmp_path):
+    config = digits_config(epochs=1, teacher=[str(tiny_run / "checkpoint.pt")])
+    with pytest.raises(ValueError, match="was trained on synthetic with .* this run has digits with 10"):
+        Trainer(config, digits, tmp_path, log=lambda line: None)
