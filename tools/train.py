@@ -28,16 +28,10 @@ from reidgraft.config import (  # noqa: E402
     load_yaml,
     recipe_for,
 )
-from reidgraft.data import (  # noqa: E402
-    CLASSIFICATION_DATASETS,
-    DATASETS,
-    DataMissingError,
-    load_classification_dataset,
-    load_reid_dataset,
-)
+from reidgraft.data import DATASETS, DataMissingError  # noqa: E402
 from reidgraft.data.loaders import ImageReadError  # noqa: E402
 from reidgraft.engine import CHECKPOINT_NAME, Trainer, load_checkpoint  # noqa: E402
-from reidgraft.models import CIFAR_MODELS, backbone_names, torchreid_names  # noqa: E402
+from reidgraft.engine.runs import check_names, load_data  # noqa: E402
 
 # What may change when a run is resumed; the run's identity may not.
 RESUMABLE = {"epochs", "workers", "device", "eval_every", "eval_batch_size", "deterministic", "download"}
@@ -108,41 +102,6 @@ def prepare_resume(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
     if config.epochs < payload["epoch"]:
         raise ConfigError(f"{args.resume} has already trained {payload['epoch']} epochs; ask for more")
     return config, payload
-
-
-def check_names(config: TrainConfig) -> None:
-    """Dataset and backbone names, and that they belong to the same task, before any data is read."""
-    datasets = (*DATASETS, *CLASSIFICATION_DATASETS)
-    if config.dataset not in datasets:
-        raise ConfigError(f"unknown dataset {config.dataset!r}; choose one of: {', '.join(datasets)}")
-    if config.arch not in backbone_names():
-        raise ConfigError(f"unknown arch {config.arch!r}; choose one of: {', '.join(backbone_names())}")
-    if config.dataset in CLASSIFICATION_DATASETS and config.arch not in CIFAR_MODELS:
-        raise ConfigError(
-            f"arch {config.arch!r} is a re-ID backbone; {config.dataset} trains one of: "
-            f"{', '.join(CIFAR_MODELS)}"
-        )
-    if config.dataset in DATASETS and config.arch in CIFAR_MODELS:
-        raise ConfigError(
-            f"arch {config.arch!r} is a CIFAR classifier; re-ID datasets train torchreid backbones "
-            f"({', '.join(torchreid_names()[:6])}, ...)"
-        )
-
-
-def load_data(config: TrainConfig):
-    if config.dataset in CLASSIFICATION_DATASETS:
-        data = load_classification_dataset(config.dataset, config.root, download=config.download)
-        print(
-            f"{config.dataset}: {len(data.train_images)} train and {len(data.test_images)} test images, "
-            f"{data.num_classes} classes"
-        )
-        return data
-    splits = load_reid_dataset(config.dataset, config.root)
-    print(
-        f"{config.dataset}: {len(splits.train)} train images of {splits.num_train_pids} identities, "
-        f"{len(splits.query)} query, {len(splits.gallery)} gallery"
-    )
-    return splits
 
 
 def print_table(trainer: Trainer) -> None:

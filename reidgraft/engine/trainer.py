@@ -21,6 +21,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
+from ..analysis import filter_norms, invalid_ratios, network_entropy
 from ..config import TrainConfig
 from ..data import ReidSplits
 from ..data.classification import ClassificationData
@@ -224,6 +225,7 @@ class Trainer:
                 for member in self.members:
                     member.scheduler.step()
                 record["alphas"] = self.ring.graft() if self.ring else None
+                record.update(self.filter_health())
                 self.epoch += 1
                 last = self.epoch == config.epochs
                 if last or (config.eval_every and self.epoch % config.eval_every == 0):
@@ -283,6 +285,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
+    def filter_health(self) -> dict[str, list[float]]:
+        """Per model, after this epoch's graft: the fraction of filters whose L1 norm is under 1e-3
+        and the network's entropy (sum of layer entropies), the papers' Fig. 6-7 measures."""
+        states = [m.model.state_dict() for m in self.members]
+        return {
+            "invalid_ratio_1e-3": [invalid_ratios(filter_norms(state), [1e-3])[0] for state in states],
+            "network_entropy": [network_entropy(state, self.config.bins) for state in states],
+        }
+
     def evaluate(self) -> list[dict[str, Any]]:
         """The task's metrics for every model: re-ID mAP, mINP, rank-1/5/10; classification top-1/5."""
         return self.task.evaluate([m.model for m in self.members], self.device)
@@ -295,6 +306,8 @@ class Trainer:
             self.writer.add_scalar(f"loss/model{k}", loss, epoch)
             self.writer.add_scalar(f"lr/model{k}", record["lr"][k], epoch)
             self.writer.add_scalar(f"train_accuracy/model{k}", record["train_accuracy"][k], epoch)
+            self.writer.add_scalar(f"invalid_ratio_1e-3/model{k}", record["invalid_ratio_1e-3"][k], epoch)
+            self.writer.add_scalar(f"network_entropy/model{k}", record["network_entropy"][k], epoch)
             if record["alphas"]:
                 alphas = list(record["alphas"][k].values())
                 self.writer.add_scalar(f"alpha_mean/model{k}", sum(alphas) / len(alphas), epoch)

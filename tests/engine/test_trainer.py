@@ -122,3 +122,15 @@ def test_teacher_from_another_dataset_is_refused(splits, tmp_path):
     torch.save(payload, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="99 identities; this run has synthetic with 8"):
         Trainer(tiny_config(teacher=[str(tmp_path / "other.pt")]), splits, tmp_path / "x")
+
+
+def test_each_epoch_records_invalid_ratio_and_network_entropy(splits, tmp_path):
+    from reidgraft.analysis import filter_norms, invalid_ratios, network_entropy
+
+    trainer, _ = run(splits, tmp_path, epochs=1)
+    record = json.loads((tmp_path / "metrics.json").read_text())["epochs"][-1]
+    states = load_checkpoint(tmp_path)["models"]
+    # Measured after the graft, on the weights the checkpoint holds.
+    assert record["network_entropy"] == [network_entropy(state) for state in states]
+    assert record["invalid_ratio_1e-3"] == [invalid_ratios(filter_norms(s), [1e-3])[0] for s in states]
+    assert all(0 < entropy for entropy in record["network_entropy"])
