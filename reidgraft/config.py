@@ -54,6 +54,7 @@ class TrainConfig:
     bins: int = GraftOptions.bins
     fixed_alpha: float = GraftOptions.fixed_alpha
     graft_head: bool = GraftOptions.graft_head
+    ring_timeout: float = 180.0  # seconds a distributed rank waits for its neighbours
     # grafting+
     teacher: list[str] = field(default_factory=list)  # checkpoint files, "PATH" or "PATH:k"
     kd_tau: float = 2.0
@@ -89,6 +90,8 @@ class TrainConfig:
         for name in ("workers", "eval_every", "weight_decay", "label_smooth", "kd_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.ring_timeout <= 0:
+            raise ConfigError(f"ring_timeout must be positive, got {self.ring_timeout}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         choices = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "device": DEVICES}

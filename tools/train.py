@@ -5,6 +5,7 @@
     python tools/train.py --config configs/duke_mobilenetv2.yaml --no-graft
     python tools/train.py --dataset cifar100 --arch mobilenetv2 --models 4   # the papers' CIFAR recipe
     python tools/train.py --dataset digits                  # classification, nothing to download
+    torchrun --nproc_per_node 4 tools/train.py --dataset market1501 --distributed   # one model per process
     python tools/train.py --resume runs/RUN --epochs 80
 
 Every field of the config can be given as a flag (`batch_size` as `--batch-size`); flags override
@@ -34,7 +35,10 @@ from reidgraft.engine import CHECKPOINT_NAME, Trainer, load_checkpoint  # noqa: 
 from reidgraft.engine.runs import check_names, load_data  # noqa: E402
 
 # What may change when a run is resumed; the run's identity may not.
-RESUMABLE = {"epochs", "workers", "device", "eval_every", "eval_batch_size", "deterministic", "download"}
+RESUMABLE = {
+    "epochs", "workers", "device", "eval_every", "eval_batch_size", "deterministic", "download",
+    "ring_timeout",
+}  # fmt: skip
 IDENTITY = ("dataset", "arch", "models")
 
 
@@ -44,6 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config", help="a YAML recipe (default: chosen from --dataset and --arch)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run (optionally to --epochs N)")
+    parser.add_argument(
+        "--distributed", action="store_true",
+        help="under torchrun: one model per process, the ring grafted over torch.distributed",
+    )  # fmt: skip
     defaults = TrainConfig()
     for name in FIELDS:
         flag, default = "--" + name.replace("_", "-"), getattr(defaults, name)
@@ -72,7 +80,13 @@ def prepare_new_run(args: argparse.Namespace) -> TrainConfig:
     recipe = Path(args.config) if args.config else recipe_for(args.dataset, args.arch)
     config = build_config(load_yaml(recipe), **given_fields(args))
     config.output = config.output or default_output(config)
-    if (Path(config.output) / CHECKPOINT_NAME).exists():
+    if args.distributed:  # every rank must write into rank 0's folder, whatever its clock said
+        import torch.distributed as dist
+
+        chosen = [config.output]
+        dist.broadcast_object_list(chosen, src=0)
+        config.output = chosen[0]
+    if any((Path(config.output) / where / CHECKPOINT_NAME).exists() for where in (".", "rank0")):
         raise ConfigError(
             f"{config.output} already holds a run; continue it with --resume {config.output} "
             "or choose another --output"
@@ -80,8 +94,10 @@ def prepare_new_run(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def prepare_resume(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
-    payload = load_checkpoint(Path(args.resume))
+def prepare_resume(args: argparse.Namespace, rank: int | None) -> tuple[TrainConfig, dict]:
+    payload = load_checkpoint(
+        Path(args.resume) if rank is None else common_epoch_checkpoint(args.resume, rank)
+    )
     saved = payload["config"]
     given = given_fields(args)
     for name in IDENTITY:
@@ -104,6 +120,48 @@ def prepare_resume(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
     return config, payload
 
 
+def join_process_group(args: argparse.Namespace) -> int:
+    """Join torchrun's process group (NCCL for CUDA, gloo on CPU); return this process's rank."""
+    import os
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ConfigError(
+            "--distributed runs under torchrun: torchrun --nproc_per_node K tools/train.py ... --distributed"
+        )
+    world = int(os.environ["WORLD_SIZE"])
+    if args.models is not None and args.models != world:
+        raise ConfigError(f"--models {args.models} but torchrun started {world} processes; one model each")
+    args.models = world
+    cuda = args.device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    timeout = args.ring_timeout or TrainConfig.ring_timeout
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout))
+    return dist.get_rank()
+
+
+def common_epoch_checkpoint(run_dir: str, rank: int) -> Path:
+    """This rank's checkpoint of the last epoch that every rank saved (a rank may be one ahead,
+    and keeps the checkpoint before its last for that case)."""
+    import torch
+    import torch.distributed as dist
+
+    folder = Path(run_dir) / f"rank{rank}"
+    latest, previous = folder / CHECKPOINT_NAME, folder / "checkpoint-previous.pt"
+    epoch = load_checkpoint(latest)["epoch"]
+    common = torch.tensor([epoch])
+    dist.all_reduce(common, op=dist.ReduceOp.MIN)
+    if epoch == int(common):
+        return latest
+    if previous.is_file() and load_checkpoint(previous)["epoch"] == int(common):
+        return previous
+    raise ConfigError(f"rank {rank} has no checkpoint of epoch {int(common)}, the last one every rank saved")
+
+
 def print_table(trainer: Trainer) -> None:
     keys = trainer.task.metric_keys
     best = trainer.best() if trainer.task.kind == "classification" else None
@@ -120,26 +178,44 @@ def print_table(trainer: Trainer) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = None
+    config, rank = None, None
+    say = print
     try:
-        config, payload = prepare_resume(args) if args.resume else (prepare_new_run(args), None)
+        if args.distributed:
+            rank = join_process_group(args)
+            if rank != 0:  # rank 0 speaks for the run; every rank reports its own errors
+                say = lambda *parts, **options: None  # noqa: E731
+        config, payload = prepare_resume(args, rank) if args.resume else (prepare_new_run(args), None)
         check_names(config)
         if config.dataset in DATASETS and config.dataset != "synthetic" and not config.weights:
-            print(
+            say(
                 f"note: training {config.arch} from random initialisation; the papers' numbers assume "
                 "ImageNet weights (--weights PATH to a local torchvision or torchreid file)"
             )
-        data = load_data(config)
-        trainer = Trainer(config, data, Path(config.output))
+        data = load_data(config, log=say)
+        trainer = Trainer(config, data, Path(config.output), log=say, rank=rank)
         if payload is not None:
             trainer.load_state(payload)
-            print(f"resuming {config.output} after epoch {trainer.epoch}, to epoch {config.epochs}")
-        mode = "grafted" if trainer.ring else "independent" if config.models > 1 else "baseline"
-        rates = ", ".join(f"{m.initial_lr:.3g}" for m in trainer.members)
-        print(f"{config.models} x {config.arch} ({mode}), initial lr {rates}; run: {config.output}")
+            say(f"resuming {config.output} after epoch {trainer.epoch}, to epoch {config.epochs}")
+        grafted = config.graft and config.models > 1
+        mode = "grafted" if grafted else "independent" if config.models > 1 else "baseline"
+        if rank is None:
+            rates = ", ".join(f"{m.initial_lr:.3g}" for m in trainer.members)
+            say(f"{config.models} x {config.arch} ({mode}), initial lr {rates}; run: {config.output}")
+        else:
+            say(
+                f"{config.models} x {config.arch} ({mode}), one per process over torch.distributed; "
+                f"run: {config.output}"
+            )
         trainer.fit()
-    except (ConfigError, DataMissingError, ImageReadError, ValueError) as error:
-        print(f"train: {error}", file=sys.stderr)
+    except (ConfigError, DataMissingError, ImageReadError, ValueError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and not is_distributed_failure(error):
+            raise
+        where = "" if rank is None else f"rank {rank}: "
+        print(
+            f"train: {where}{str(error).splitlines()[0] if str(error) else type(error).__name__}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         saved = config is not None and (Path(config.output) / CHECKPOINT_NAME).exists()
@@ -151,9 +227,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"\ntrain: interrupted; {where}", file=sys.stderr)
         return 130
-    print_table(trainer)
-    print(f"metrics: {Path(config.output) / 'metrics.json'}")
+    finally:
+        if rank is not None:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    if rank in (None, 0):
+        print_table(trainer)
+        print(f"metrics: {Path(config.output) / 'metrics.json'}")
     return 0
+
+
+def is_distributed_failure(error: RuntimeError) -> bool:
+    """A peer that died or hangs surfaces as one of these; other RuntimeErrors are bugs to show."""
+    import torch.distributed as dist
+
+    from reidgraft.engine.distributed import RingExchangeError
+
+    return isinstance(error, RingExchangeError | dist.DistError)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ entries travel as one flat buffer (one message per dtype, not one per tensor). A
 died or hangs ends the exchange with `RingExchangeError` after a bounded timeout instead of
 waiting forever.
 
-This module is the exchange and the graft; launching K trainers with torchrun around it is not
-wired into tools/train.py yet.
+The trainer calls `distributed_graft` when it runs as one rank (`tools/train.py --distributed`
+under torchrun); `tools/bench_ring.py` times it.
 """
 
 from __future__ import annotations

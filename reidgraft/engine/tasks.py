@@ -35,13 +35,17 @@ class ReidTask:
         self.config, self.splits = config, splits
         self.num_classes = splits.num_train_pids
 
-    def train_loaders(self) -> list[DataLoader]:
+    def train_loaders(self, model_ids: list[int]) -> list[DataLoader]:
+        """A loader per model; model k's order and augmentation come from seed + k alone."""
         config = self.config
-        return build_train_loaders(
-            self.splits.train, count=config.models, seed=config.seed, height=config.height,
-            width=config.width, augment=config.transforms, batch_size=config.batch_size,
-            workers=config.workers,
-        )  # fmt: skip
+        return [
+            build_train_loaders(
+                self.splits.train, count=1, seed=config.seed + k, height=config.height,
+                width=config.width, augment=config.transforms, batch_size=config.batch_size,
+                workers=config.workers,
+            )[0]
+            for k in model_ids
+        ]  # fmt: skip
 
     @staticmethod
     def teacher_logits(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -78,12 +82,15 @@ class ClassificationTask:
         self.config, self.data = config, data
         self.num_classes = data.num_classes
 
-    def train_loaders(self) -> list[DataLoader]:
+    def train_loaders(self, model_ids: list[int]) -> list[DataLoader]:
         config = self.config
-        return build_classification_loaders(
-            self.data, count=config.models, seed=config.seed, augment=config.transforms,
-            batch_size=config.batch_size, workers=config.workers,
-        )  # fmt: skip
+        return [
+            build_classification_loaders(
+                self.data, count=1, seed=config.seed + k, augment=config.transforms,
+                batch_size=config.batch_size, workers=config.workers,
+            )[0]
+            for k in model_ids
+        ]  # fmt: skip
 
     @staticmethod
     def teacher_logits(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,9 @@ from .checkpoint import (
 from .tasks import REID_METRICS, make_task
 
 METRIC_KEYS = REID_METRICS
+PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"
+# Per-model entries of an epoch record: each rank has its own, rank 0 writes them all.
+PER_MODEL_KEYS = ("loss", "train_accuracy", "lr", "alphas", "invalid_ratio_1e-3", "network_entropy")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,9 +93,21 @@ class Trainer:
     writing everything into `run_dir`."""
 
     def __init__(
-        self, config: TrainConfig, data: ReidSplits | ClassificationData, run_dir: Path, *, log=print
+        self,
+        config: TrainConfig,
+        data: ReidSplits | ClassificationData,
+        run_dir: Path,
+        *,
+        log=print,
+        rank: int | None = None,
     ):
+        """`rank` (with torch.distributed initialised, world size = config.models): this process
+        trains model `rank` alone and grafts over the process group; None trains all K here."""
         self.config, self.run_dir, self.log = config, Path(run_dir), log
+        self.rank = rank
+        if rank is not None and not 0 <= rank < config.models:
+            raise ValueError(f"rank {rank} outside the ring of {config.models} models")
+        self.model_ids = [rank] if rank is not None else list(range(config.models))
         self.task = make_task(config, data)
         if config.deterministic:
             make_deterministic()
@@ -101,11 +116,11 @@ class Trainer:
         self.num_classes = self.task.num_classes
         self.members = self._build_members()
         self.ring = None
-        if config.graft and config.models > 1:
+        if config.graft and config.models > 1 and rank is None:
             self.ring = GraftRing([m.model for m in self.members], **config.graft_options())
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
-        self.train_loaders = self.task.train_loaders()
+        self.train_loaders = self.task.train_loaders(self.model_ids)
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
         self.final: list[dict[str, Any]] | None = None
@@ -117,7 +132,7 @@ class Trainer:
         config = self.config
         rates = ring_learning_rates(config.lr, config.models) if config.diverse_lr else None
         members = []
-        for k in range(config.models):
+        for k in self.model_ids:
             model = build_backbone(config.arch, self.num_classes, seed=config.seed + k)
             if config.weights:
                 from ..models.pretrained import load_pretrained
@@ -155,6 +170,7 @@ class Trainer:
         return {
             "format": 1,
             "task": self.task.kind,
+            "model_ids": self.model_ids,
             "config": self.config.to_dict(),
             "num_classes": self.num_classes,
             "epoch": self.epoch,
@@ -182,9 +198,19 @@ class Trainer:
             self.run_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False)
         )
 
+    def checkpoint_path(self) -> Path:
+        """Where this process keeps its checkpoint: the run folder, or `rank<k>/` of it."""
+        folder = self.run_dir if self.rank is None else self.run_dir / f"rank{self.rank}"
+        return folder / CHECKPOINT_NAME
+
     def _save(self) -> None:
-        save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state())
-        atomic_write_json(self.run_dir / "metrics.json", self.metrics_file())
+        path = self.checkpoint_path()
+        if self.rank is not None and path.exists():
+            # A rank may finish an epoch its peers never save; keep the one before for resume.
+            os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
+        save_checkpoint(path, self.state())
+        if self.rank in (None, 0):
+            atomic_write_json(self.run_dir / "metrics.json", self.metrics_file())
 
     def metrics_file(self) -> dict[str, Any]:
         """metrics.json: every epoch's record, the last epoch's metrics ("final"), and each model's
@@ -224,7 +250,7 @@ class Trainer:
                 record["lr"] = [m.optimizer.param_groups[0]["lr"] for m in self.members]
                 for member in self.members:
                     member.scheduler.step()
-                record["alphas"] = self.ring.graft() if self.ring else None
+                record["alphas"] = self._graft(record)
                 record.update(self.filter_health())
                 self.epoch += 1
                 last = self.epoch == config.epochs
@@ -233,15 +259,18 @@ class Trainer:
                     if last:
                         self.final = record["metrics"]
                 record["seconds"] = round(time.perf_counter() - started, 3)
+                record = self._gathered(record)
                 self.history.append(record)
-                self._log_epoch(record)
+                if self.rank in (None, 0):
+                    self._log_epoch(record)
                 self._save()
         finally:
             if self._writer is not None:
                 self._writer.close()
         if self.final is None:  # resumed a run that had already reached its epochs
             self.final = self.evaluate()
-            atomic_write_json(self.run_dir / "metrics.json", self.metrics_file())
+            if self.rank in (None, 0):
+                atomic_write_json(self.run_dir / "metrics.json", self.metrics_file())
         return self.final
 
     def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
@@ -285,6 +314,40 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
+    def _graft(self, record: dict[str, Any]) -> list[dict[str, float]] | None:
+        """The epoch-end ring graft: in process, or this rank's part of it over the process group."""
+        if self.rank is None:
+            return self.ring.graft() if self.ring else None
+        if not self.config.graft or self.config.models == 1:
+            return None
+        from .distributed import distributed_graft
+
+        alphas, stats = distributed_graft(
+            self.members[0].model, timeout_s=self.config.ring_timeout, **self.config.graft_options()
+        )
+        record["ring_exchange"] = {"bytes": stats.bytes_sent, "seconds": round(stats.seconds, 3)}
+        return [alphas]
+
+    def _gathered(self, record: dict[str, Any]) -> dict[str, Any]:
+        """In a distributed run, every rank's record merged in model order (all ranks get it)."""
+        if self.rank is None:
+            return record
+        import torch.distributed as dist
+
+        parts: list[dict[str, Any]] = [{} for _ in range(self.config.models)]
+        dist.all_gather_object(parts, record)
+        merged = dict(record)
+        for key in PER_MODEL_KEYS:
+            values = [part.get(key) for part in parts]
+            merged[key] = None if all(v is None for v in values) else [x for v in values for x in v]
+        merged["seconds"] = max(part["seconds"] for part in parts)
+        if "ring_exchange" in record:
+            merged["ring_exchange"] = {
+                "bytes": sum(part["ring_exchange"]["bytes"] for part in parts),
+                "seconds": max(part["ring_exchange"]["seconds"] for part in parts),
+            }
+        return merged
+
     def filter_health(self) -> dict[str, list[float]]:
         """Per model, after this epoch's graft: the fraction of filters whose L1 norm is under 1e-3
         and the network's entropy (sum of layer entropies), the papers' Fig. 6-7 measures."""
@@ -296,7 +359,16 @@ class Trainer:
 
     def evaluate(self) -> list[dict[str, Any]]:
         """The task's metrics for every model: re-ID mAP, mINP, rank-1/5/10; classification top-1/5."""
-        return self.task.evaluate([m.model for m in self.members], self.device)
+        results = self.task.evaluate([m.model for m in self.members], self.device)
+        for result, k in zip(results, self.model_ids, strict=True):
+            result["model"] = k
+        if self.rank is None:
+            return results
+        import torch.distributed as dist
+
+        parts: list[list[dict[str, Any]]] = [[] for _ in range(self.config.models)]
+        dist.all_gather_object(parts, results)
+        return [result for part in parts for result in part]
 
     # ------------------------------------------------------------------ logging
 
