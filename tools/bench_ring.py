@@ -3,8 +3,8 @@ process per model) against the same ring blended in one process (`GraftRing`), i
 
     python tools/bench_ring.py [--processes 2 4] [--arch resnet50] [--repeats 3]
 
-Each process exchanges its pre-graft state with its neighbours (one flat buffer per dtype) and
-blends; the time is the slowest rank's, median over repeats. On a machine with fewer cores than
+Each process exchanges its pre-graft state and layer scores with its neighbours (one flat buffer
+per dtype) and blends; the time is the slowest rank's, median over repeats. On a machine with fewer cores than
 processes the ranks share cores, which the in-process ring does not need to.
 """
 
@@ -41,7 +41,7 @@ def worker(rank: int, world: int, port: int, arch: str, repeats: int, folder: st
         dist.barrier()
         started = time.perf_counter()
         _, stats = distributed_graft(model, timeout_s=300)
-        rows.append((time.perf_counter() - started, stats.seconds, stats.bytes_sent))
+        rows.append((time.perf_counter() - started, stats.seconds, stats.bytes_sent, stats.messages))
     torch.save(rows, f"{folder}/rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
             ranks = [torch.load(f"{folder}/rank{k}.pt", weights_only=True) for k in range(world)]
         slowest = [max(rank[i][0] for rank in ranks) for i in range(args.repeats)]
         exchange = [max(rank[i][1] for rank in ranks) for i in range(args.repeats)]
-        sent = ranks[0][0][2]
+        sent, messages = ranks[0][0][2], ranks[0][0][3]
         models = [build_backbone(args.arch, 751, seed=k) for k in range(world)]
         ring = GraftRing(models)
         in_process = []
@@ -82,8 +82,8 @@ def main(argv=None) -> int:
         exchanged = statistics.median(exchange)
         print(
             f"K={world}: distributed {distributed:.2f} s per graft (exchange {exchanged:.2f} s, "
-            f"{sent / 2**20:.0f} MiB sent by each rank in 1 message) | in one process {local:.2f} s | "
-            f"distributed / in-process {distributed / local:.2f}x"
+            f"{sent / 2**20:.0f} MiB sent by each rank in {messages} messages) | "
+            f"in one process {local:.2f} s | distributed / in-process {distributed / local:.2f}x"
         )
     return 0
 

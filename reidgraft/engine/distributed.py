@@ -1,8 +1,8 @@
 """The K-model ring over torch.distributed: one model per process (NCCL on GPUs, gloo on CPU).
 
 At each epoch end rank k sends its PRE-graft state to rank k+1 and receives rank k-1's, then
-blends with the same `graft_state` as the in-process `GraftRing` (model k receives from model
-k-1), so the K processes together apply the ring's parallel semantics. Each dtype's floating
+blends with the same plan and arithmetic as the in-process `GraftRing` (model k receives from
+model k-1), so the K processes together apply the ring's parallel semantics. Each dtype's floating
 entries travel as one flat buffer (one message per dtype, not one per tensor). A peer that
 died or hangs ends the exchange with `RingExchangeError` after a bounded timeout instead of
 waiting forever.
@@ -22,9 +22,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..grafting import graft_state
+from ..grafting.graft import GraftOptions, blend_, plan_layer_graft, prepare, score_state, scored_keys
 
 DEFAULT_TIMEOUT_S = 180.0
+SCORES_KEY = "__graft_scores__"  # the sender's layer scores travel with its state
 
 
 class RingExchangeError(RuntimeError):
@@ -100,11 +101,27 @@ def ring_exchange(
 def distributed_graft(
     model: nn.Module, *, timeout_s: float = DEFAULT_TIMEOUT_S, **options
 ) -> tuple[dict[str, float], ExchangeStats]:
-    """This rank's part of one ring graft, in place: exchange, then blend with the neighbour's
-    pre-graft state exactly as `GraftRing` does for model k. Returns the alphas and the cost."""
+    """This rank's part of one ring graft, in place: the same plan and arithmetic as `GraftRing`
+    for model k. Each rank scores its own pre-graft state once and sends the scores with it, so
+    no rank scores its neighbour's. Returns the alphas and what the exchange cost."""
+    graft_options = GraftOptions(**options)
     own = model.state_dict()
-    neighbour, stats = ring_exchange(own, timeout_s=timeout_s)
-    other = {key: neighbour.get(key, tensor) for key, tensor in own.items()}
-    blended, alphas = graft_state(own, other, **options)
-    model.load_state_dict(blended)
-    return alphas, stats
+    keys = scored_keys(own)
+    own_scores = score_state(own, keys, graft_options)
+    message = {
+        **own,
+        SCORES_KEY: torch.tensor([own_scores.get(key, 0.0) for key in keys], dtype=torch.float64),
+    }
+    received, stats = ring_exchange(message, timeout_s=timeout_s)
+    other_scores = dict(zip(keys, received.pop(SCORES_KEY).tolist())) if own_scores else {}
+    other = {key: received.get(key, tensor) for key, tensor in own.items()}
+    _, excluded = prepare(own, other, graft_options, what=f"rank {dist.get_rank()}")
+    plan = plan_layer_graft(own, own_scores, other_scores, keys, excluded, graft_options)
+    done: set[int] = set()
+    for key, (w_own, w_other) in plan.weights.items():
+        tensor = own[key]
+        if tensor.data_ptr() in done:  # tied parameters: blend their storage once
+            continue
+        done.add(tensor.data_ptr())
+        blend_(tensor, other[key], w_own, w_other)
+    return plan.alphas, stats

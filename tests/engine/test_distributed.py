@@ -53,8 +53,9 @@ def test_three_processes_apply_the_in_process_ring(tmp_path):
         for key, tensor in model.state_dict().items():
             torch.testing.assert_close(result["state"][key], tensor, rtol=0, atol=1e-6)
         floats = [t for t in model.state_dict().values() if t.is_floating_point()]
-        assert result["bytes"] == sum(t.numel() * t.element_size() for t in floats)
-        assert result["messages"] == 1  # one float32 buffer, not one message per tensor
+        scores = 8 * len(expected_alphas[k])  # the sender's layer scores, float64
+        assert result["bytes"] == sum(t.numel() * t.element_size() for t in floats) + scores
+        assert result["messages"] == 2  # one buffer per dtype (weights, scores), not one per tensor
 
 
 def stalled_worker(rank: int, world: int, port: int, folder: str, how: str) -> None:
