@@ -26,8 +26,10 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-from reidgraft.engine.distributed import distributed_graft  # noqa: E402
-from reidgraft.grafting import GraftRing  # noqa: E402
+from reidgraft.grafting import (
+    GraftRing,  # noqa: E402
+    distributed_graft,  # noqa: E402
+)
 from reidgraft.models import build_backbone  # noqa: E402
 
 

@@ -243,7 +243,7 @@ def is_distributed_failure(error: RuntimeError) -> bool:
     """A peer that died or hangs surfaces as one of these; other RuntimeErrors are bugs to show."""
     import torch.distributed as dist
 
-    from reidgraft.engine.distributed import RingExchangeError
+    from reidgraft.grafting import RingExchangeError
 
     return isinstance(error, RingExchangeError | dist.DistError)
 

@@ -320,7 +320,7 @@ class Trainer:
             return self.ring.graft() if self.ring else None
         if not self.config.graft or self.config.models == 1:
             return None
-        from .distributed import distributed_graft
+        from ..grafting import distributed_graft
 
         alphas, stats = distributed_graft(
             self.members[0].model, timeout_s=self.config.ring_timeout, **self.config.graft_options()

@@ -24,15 +24,17 @@ from .graft import (
     head_keys,
     scored_keys,
 )
-from .ring import GraftRing, ring_learning_rates
+from .ring import GraftRing, RingExchangeError, distributed_graft, ring_exchange, ring_learning_rates
 from .weighting import adaptive_alpha
 
 __all__ = [
     "CRITERION_NAMES",
     "GraftOptions",
     "GraftRing",
+    "RingExchangeError",
     "adaptive_alpha",
     "distillation_loss",
+    "distributed_graft",
     "entry_alphas",
     "filter_entropies",
     "filter_entropy_sum",
@@ -43,6 +45,7 @@ __all__ = [
     "graft_state",
     "head_keys",
     "l1_norm",
+    "ring_exchange",
     "ring_learning_rates",
     "layer_entropy",
     "scored_keys",

@@ -30,7 +30,7 @@ def join(rank: int, world: int, port: int) -> None:
 
 
 def graft_worker(rank: int, world: int, port: int, folder: str) -> None:
-    from reidgraft.engine.distributed import distributed_graft
+    from reidgraft.grafting import distributed_graft
 
     join(rank, world, port)
     model = randomised(TinyNet(), seed=11 * rank + 1)
@@ -59,7 +59,7 @@ def test_three_processes_apply_the_in_process_ring(tmp_path):
 
 
 def stalled_worker(rank: int, world: int, port: int, folder: str, how: str) -> None:
-    from reidgraft.engine.distributed import RingExchangeError, distributed_graft
+    from reidgraft.grafting import RingExchangeError, distributed_graft
 
     join(rank, world, port)
     if rank == 1:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .grafting import filter_l1_norms, layer_entropy, scored_keys
+from ..grafting import filter_l1_norms, layer_entropy, scored_keys
 
 # The papers' Fig. 6 x-axis: thresholds from 1e-3 to 1, log-spaced (4 per decade).
 DEFAULT_THRESHOLDS = tuple(float(t) for t in np.logspace(-3, 0, 13))
