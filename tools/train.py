@@ -99,6 +99,11 @@ def prepare_resume(args: argparse.Namespace, rank: int | None) -> tuple[TrainCon
         Path(args.resume) if rank is None else common_epoch_checkpoint(args.resume, rank)
     )
     saved = payload["config"]
+    if payload.get("ranks") and rank is None:
+        raise ConfigError(
+            f"{args.resume} is a distributed run; resume it under torchrun with --distributed "
+            f"({payload['ranks']} processes)"
+        )
     given = given_fields(args)
     for name in IDENTITY:
         if name in given and given[name] != saved[name]:

@@ -49,8 +49,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a reidgraft checkpoint on the CPU; ValueError with the file's name if it is not one."""
+    """Load a reidgraft checkpoint on the CPU; ValueError with the file's name if it is not one.
+
+    A distributed run's folder (one `rank<k>/checkpoint.pt` per model) loads as one payload with
+    every model in order, for evaluation and analysis (`"ranks"` says so; it cannot be resumed)."""
     path = Path(path)
+    if (
+        path.is_dir()
+        and not (path / CHECKPOINT_NAME).exists()
+        and (path / "rank0" / CHECKPOINT_NAME).exists()
+    ):
+        return _merged_ranks(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
@@ -62,6 +71,27 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or "models" not in payload or "config" not in payload:
         raise ValueError(f"{path} is not a reidgraft checkpoint (no models and config in it)")
     return payload
+
+
+def _merged_ranks(run_dir: Path) -> dict[str, Any]:
+    """Every rank's model of a distributed run, from the epoch they all saved last."""
+    payloads = [load_checkpoint(folder / CHECKPOINT_NAME) for folder in sorted(run_dir.glob("rank*"))]
+    payloads.sort(key=lambda payload: payload.get("model_ids", [0])[0])
+    count = payloads[0]["config"]["models"]
+    ids = [payload.get("model_ids", [None])[0] for payload in payloads]
+    if ids != list(range(count)):
+        raise ValueError(
+            f"{run_dir} holds the checkpoints of models {ids}; a run of {count} needs 0..{count - 1}"
+        )
+    epochs = {payload["epoch"] for payload in payloads}
+    if len(epochs) > 1:
+        raise ValueError(
+            f"the ranks of {run_dir} saved different epochs {sorted(epochs)}; resume the run first"
+        )
+    merged = {
+        key: payloads[0][key] for key in ("format", "task", "config", "num_classes", "epoch", "history")
+    }
+    return {**merged, "models": [payload["models"][0] for payload in payloads], "ranks": count}
 
 
 def rng_state() -> dict[str, Any]:

@@ -71,6 +71,35 @@ def test_two_processes_end_as_the_in_process_ring_and_resume(root, tmp_path):
         for key, tensor in own["models"][0].items():
             torch.testing.assert_close(tensor, in_process[k][key], rtol=0, atol=1e-5)
 
+    # The run folder reads as one run of two models: evaluate reproduces rank 0's metrics.json.
+    evaluated = run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "evaluate.py"),
+            str(tmp_path / "dist"),
+            "--output",
+            str(tmp_path),
+        ],
+        tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    rows = json.loads((tmp_path / "evaluation.json").read_text())["models"]
+    assert rows == pytest.approx(ours["final"], abs=1e-9)
+    in_process_resume = run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "train.py"),
+            "--resume",
+            str(tmp_path / "dist"),
+            "--epochs",
+            "3",
+        ],
+        tmp_path,
+    )
+    assert in_process_resume.returncode == 2 and "resume it under torchrun with --distributed" in (
+        in_process_resume.stderr
+    )
+
     resumed = torchrun("--resume", tmp_path / "dist", "--epochs", "3", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout and "after epoch 2" in resumed.stdout
