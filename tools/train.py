@@ -157,6 +157,8 @@ def common_epoch_checkpoint(run_dir: str, rank: int) -> Path:
 
     folder = Path(run_dir) / f"rank{rank}"
     latest, previous = folder / CHECKPOINT_NAME, folder / "checkpoint-previous.pt"
+    if not latest.is_file() and previous.is_file():  # stopped between keeping one and writing the next
+        latest = previous
     epoch = load_checkpoint(latest)["epoch"]
     common = torch.tensor([epoch])
     dist.all_reduce(common, op=dist.ReduceOp.MIN)
