@@ -225,13 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except KeyboardInterrupt:
-        saved = config is not None and (Path(config.output) / CHECKPOINT_NAME).exists()
-        where = (
-            f"the last complete epoch is saved in {config.output}/{CHECKPOINT_NAME} "
-            f"(continue with --resume {config.output})"
-            if saved
-            else "no epoch had completed, nothing was saved"
-        )
+        where = "no epoch had completed, nothing was saved"
+        if config is not None:
+            checkpoint = Path(config.output) / ("." if rank is None else f"rank{rank}") / CHECKPOINT_NAME
+            again = f"--resume {config.output}" + (" --distributed under torchrun" if rank is not None else "")
+            if checkpoint.exists():
+                where = f"the last complete epoch is saved in {checkpoint} (continue with {again})"
         print(f"\ntrain: interrupted; {where}", file=sys.stderr)
         return 130
     finally:
