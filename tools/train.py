@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         where = "no epoch had completed, nothing was saved"
         if config is not None:
             checkpoint = Path(config.output) / ("." if rank is None else f"rank{rank}") / CHECKPOINT_NAME
-            again = f"--resume {config.output}" + (" --distributed under torchrun" if rank is not None else "")
+            under_torchrun = " --distributed under torchrun" if rank is not None else ""
+            again = f"--resume {config.output}{under_torchrun}"
             if checkpoint.exists():
                 where = f"the last complete epoch is saved in {checkpoint} (continue with {again})"
         print(f"\ntrain: interrupted; {where}", file=sys.stderr)
