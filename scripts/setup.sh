@@ -14,6 +14,11 @@ stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ -f "$stamp" ]; then
     exit 0
 fi
+# torch's wheel brings its CUDA libraries: the venv takes about 7 GB, a test run about 1 GB more.
+free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+if [ "${free_gb:-0}" -lt 8 ]; then
+    echo "setup: warning: only ${free_gb} GB free in $(pwd); installing and testing need about 8 GB" >&2
+fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
