@@ -218,11 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataMissingError, ImageReadError, ValueError, RuntimeError) as error:
         if isinstance(error, RuntimeError) and not is_distributed_failure(error):
             raise
-        where = "" if rank is None else f"rank {rank}: "
-        print(
-            f"train: {where}{str(error).splitlines()[0] if str(error) else type(error).__name__}",
-            file=sys.stderr,
-        )
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        where = "" if rank is None or message.startswith(f"rank {rank}:") else f"rank {rank}: "
+        print(f"train: {where}{message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         where = "no epoch had completed, nothing was saved"

@@ -189,8 +189,9 @@ def ring_exchange(
             if not work.wait(timeout=timedelta(seconds=timeout_s)):
                 raise RuntimeError("timed out")
     except RuntimeError as error:
+        peers = f"rank {preceding}" if preceding == following else f"ranks {preceding} and {following}"
         raise RingExchangeError(
-            f"rank {rank}: the ring exchange with ranks {preceding} and {following} did not complete "
+            f"rank {rank}: the ring exchange with {peers} did not complete "
             f"within {timeout_s:g} s ({str(error).splitlines()[0]}); a process died or hangs. "
             "Each rank's last complete checkpoint stays loadable"
         ) from None

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,13 +19,16 @@ FLAGS = [
 ]  # fmt: skip
 
 
-def run(command, cwd):
+def one_thread():
     # One thread per process on both sides, so both do the same arithmetic in the same order.
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=environment, timeout=900)
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def torchrun(*args, cwd, processes=2):
+def run(command, cwd):
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=one_thread(), timeout=900)
+
+
+def torchrun_command(*args, processes=2):
     launcher = [
         sys.executable,
         "-m",
@@ -31,7 +36,11 @@ def torchrun(*args, cwd, processes=2):
         "--standalone",
         f"--nproc_per_node={processes}",
     ]
-    return run([*launcher, str(REPO / "tools" / "train.py"), "--distributed", *map(str, args)], cwd)
+    return [*launcher, str(REPO / "tools" / "train.py"), "--distributed", *map(str, args)]
+
+
+def torchrun(*args, cwd, processes=2):
+    return run(torchrun_command(*args, processes=processes), cwd)
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +124,74 @@ def test_distributed_outside_torchrun_is_one_line(tmp_path):
         "train: --distributed runs under torchrun: "
         "torchrun --nproc_per_node K tools/train.py ... --distributed"
     )
+
+
+def worker_pid(rank: int, run_dir: Path) -> int:
+    """The pid of the torchrun worker with this RANK training into run_dir (read from /proc)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if str(run_dir).encode() in command and f"RANK={rank}".encode() in environment:
+            return int(entry.name)
+    raise AssertionError(f"no worker of rank {rank} for {run_dir}")
+
+
+def has_exited(pid: int) -> bool:
+    """Gone, or a zombie that torchrun has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers through /proc")
+def test_a_hung_rank_stops_the_run_with_one_line_and_leaves_loadable_checkpoints(root, tmp_path):
+    from reidgraft.engine.checkpoint import load_checkpoint
+
+    run_dir, timeout = tmp_path / "dist", 10
+    command = torchrun_command(
+        "--root", root, "--output", run_dir, *FLAGS, "--epochs", "6", "--ring-timeout", timeout
+    )
+    log = (tmp_path / "stderr.txt").open("w")
+    launcher = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=log, cwd=tmp_path, env=one_thread()
+    )
+    hung = None
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "rank1" / "checkpoint.pt").exists():  # rank 1 finished epoch 1
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run ended before epoch 1"
+            time.sleep(0.2)
+        waiting, hung = worker_pid(0, run_dir), worker_pid(1, run_dir)
+        os.kill(hung, signal.SIGSTOP)  # alive but answering nothing, as a deadlocked or swapped-out rank
+        stopped_at = time.monotonic()
+        while "did not complete" not in (tmp_path / "stderr.txt").read_text():
+            assert time.monotonic() - stopped_at < 120, "rank 0 still waits on the hung rank"
+            time.sleep(0.2)
+        waited = time.monotonic() - stopped_at
+        while not has_exited(waiting):  # rank 0 leaves by itself, not waiting on its hung peer
+            assert time.monotonic() - stopped_at < waited + 20, "rank 0 printed its error but did not exit"
+            time.sleep(0.2)
+    finally:
+        if hung is not None and not has_exited(hung):
+            os.kill(hung, signal.SIGKILL)  # torchrun would, after a 30 s grace period
+        returncode = launcher.wait(timeout=120)
+        log.close()
+
+    stderr = (tmp_path / "stderr.txt").read_text()
+    error_lines = [line for line in stderr.splitlines() if line.startswith("train: rank 0:")]
+    assert len(error_lines) == 1, stderr[-3000:]
+    assert f"did not complete within {timeout} s" in error_lines[0]
+    assert "Traceback" not in stderr.split(error_lines[0])[0][-2000:]  # rank 0 printed no traceback
+    assert returncode != 0 and "exitcode: 2" in stderr  # torchrun reports rank 0's own exit status
+    # rank 0 gave up one timeout after its own epoch ended: well within the timeout plus an epoch.
+    assert waited < timeout + 60
+
+    # The last complete checkpoints still load, as one run of both models at the same epoch.
+    epochs = [load_checkpoint(run_dir / f"rank{k}" / "checkpoint.pt")["epoch"] for k in range(2)]
+    assert epochs[0] == epochs[1] >= 1
+    merged = load_checkpoint(run_dir)
+    assert len(merged["models"]) == 2 and merged["epoch"] == epochs[0]
