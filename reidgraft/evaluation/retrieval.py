@@ -280,18 +280,19 @@ def _score_chunk(
 
     # The query's own identity (true matches and same-camera junk) leaves the count of closer items.
     distances[rows, columns] = float("inf")
-    candidates = distances < last
-    if int(torch.count_nonzero(candidates)) * 8 > candidates.numel():
+    # numpy's comparison and flatnonzero take about half the time of torch's on CPU.
+    candidates = distances.numpy() < last.numpy()
+    sample = candidates[::8]  # every 8th row tells dense from sparse well enough, at 1/8 the cost
+    if np.count_nonzero(sample) * 8 > sample.size:
         # Poor rankings: most items are candidates, so place whole rows at once. Items at or past
         # a query's last match (own identity included, at +inf) fall in buckets no match counts.
         buckets = torch.searchsorted(match_distances, distances, right=True)
         bins = torch.arange(num_rows)[:, None] * (most + 1) + buckets
     else:
-        candidate_rows, candidate_columns = torch.nonzero(candidates, as_tuple=True)
+        flat = torch.from_numpy(np.flatnonzero(candidates))
+        candidate_rows = flat // distances.shape[1]
         buckets = torch.searchsorted(
-            match_distances[candidate_rows],
-            distances[candidate_rows, candidate_columns][:, None],
-            right=True,
+            match_distances[candidate_rows], distances.view(-1)[flat][:, None], right=True
         ).squeeze(1)
         bins = candidate_rows * (most + 1) + buckets
     # bucket = number of match distances <= the item's: it is closer than match j iff bucket <= j.
