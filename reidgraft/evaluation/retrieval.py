@@ -19,7 +19,9 @@ import torch
 VALID_METRICS = ("euclidean", "cosine")
 
 # Queries ranked per step: bounds memory to a few (chunk x gallery) arrays instead of the full matrix.
-_QUERY_CHUNK_SIZE = 1024
+# With the 2^25-entry bound in `evaluate`, Market-1501 takes two chunks; MKL's GEMM ran about 10%
+# faster on ~2k-row chunks than on 1k-row ones on a 2-core CPU.
+_QUERY_CHUNK_SIZE = 4096
 
 # The floor on a feature's norm when L2-normalising, as torch.nn.functional.normalize uses.
 _NORMALIZE_EPS = 1e-12
