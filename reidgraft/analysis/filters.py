@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..grafting import filter_l1_norms, layer_entropy, scored_keys
+from ..grafting import GraftOptions, filter_l1_norms, layer_entropy, scored_keys
 
 # The papers' Fig. 6 x-axis: thresholds from 1e-3 to 1, log-spaced (4 per decade).
 DEFAULT_THRESHOLDS = tuple(float(t) for t in np.logspace(-3, 0, 13))
@@ -36,12 +36,12 @@ def invalid_ratios(
     return [float(np.mean(every < threshold)) for threshold in thresholds]
 
 
-def layer_entropies(state: Mapping[str, torch.Tensor], bins: int = 10) -> dict[str, float]:
+def layer_entropies(state: Mapping[str, torch.Tensor], bins: int = GraftOptions.bins) -> dict[str, float]:
     """Each convolution's entropy (GRAFTING.md section 1: the histogram of all its weights)."""
     return {key: layer_entropy(state[key], bins) for key in scored_keys(state)}
 
 
-def network_entropy(state: Mapping[str, torch.Tensor], bins: int = 10) -> float:
+def network_entropy(state: Mapping[str, torch.Tensor], bins: int = GraftOptions.bins) -> float:
     """The sum of the layer entropies: the papers' 'information of the network' (Fig. 7)."""
     return float(sum(layer_entropies(state, bins).values()))
 

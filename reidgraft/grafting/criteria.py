@@ -18,6 +18,8 @@ import math
 import torch
 from torch import Tensor
 
+from .options import GraftOptions
+
 
 def _entropy_of_counts(counts: Tensor, total: int | Tensor) -> Tensor:
     """Entropy (nats) of histograms along the last dimension; empty bins contribute 0."""
@@ -58,7 +60,7 @@ def histogram_counts(t: Tensor, low: float, high: float, bins: int) -> Tensor:
     return counts
 
 
-def layer_entropy(t: Tensor, bins: int = 10) -> float:
+def layer_entropy(t: Tensor, bins: int = GraftOptions.bins) -> float:
     """Entropy of the histogram of all values of `t` (paper Eq. 6), in nats, in [0, ln bins]."""
     t = _check_scorable(t, bins)
     low, high = (float(v) for v in torch.aminmax(t))
@@ -69,7 +71,7 @@ def layer_entropy(t: Tensor, bins: int = 10) -> float:
     return float(_entropy_of_counts(histogram_counts(t, low, high, bins), t.numel()))
 
 
-def filter_entropies(t: Tensor, bins: int = 10) -> Tensor:
+def filter_entropies(t: Tensor, bins: int = GraftOptions.bins) -> Tensor:
     """Entropy of each filter `t[j]` (paper Eq. 4), each binned over its own min..max.
 
     Vectorised: one pass over the layer instead of one histogram per filter, with the bins of
@@ -90,7 +92,7 @@ def filter_entropies(t: Tensor, bins: int = 10) -> Tensor:
     return _entropy_of_counts(counts, rows.shape[1])
 
 
-def filter_entropy_sum(t: Tensor, bins: int = 10) -> float:
+def filter_entropy_sum(t: Tensor, bins: int = GraftOptions.bins) -> float:
     """Sum over filters (output channels) of each filter's entropy (paper Eq. 5)."""
     return float(filter_entropies(t, bins).sum())
 
@@ -113,7 +115,7 @@ def l1_norm(t: Tensor) -> float:
 CRITERIA = {
     "entropy": layer_entropy,
     "entropy_filter_sum": filter_entropy_sum,
-    "l1": lambda t, bins=10: l1_norm(t),
+    "l1": lambda t, bins=GraftOptions.bins: l1_norm(t),
 }
 CRITERION_NAMES = (*CRITERIA, "fixed")
 

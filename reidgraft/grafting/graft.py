@@ -29,38 +29,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .criteria import CRITERIA, check_criterion, filter_entropies, filter_l1_norms
-from .weighting import adaptive_alpha, check_adaptive_parameters, fixed_alpha
+from .criteria import CRITERIA, filter_entropies, filter_l1_norms
+from .options import GraftOptions
 
 StateDict = Mapping[str, Tensor]
 
 # Alpha for floating entries that come before the first scored tensor (GRAFTING.md section 3).
 LEADING_ALPHA = 0.5
-
-
-@dataclass(frozen=True)
-class GraftOptions:
-    """How two states are blended. Defaults are the papers' (A = 0.4, c = 500, 10 bins)."""
-
-    criterion: str = "entropy"
-    A: float = 0.4
-    c: float = 500.0
-    bins: int = 10
-    fixed_alpha: float = 0.5
-    graft_head: bool = True
-
-    def __post_init__(self) -> None:
-        check_criterion(self.criterion)
-        check_adaptive_parameters(self.A, self.c)
-        fixed_alpha(self.fixed_alpha)
-        if self.bins < 1:
-            raise ValueError(f"bins must be a positive integer, got {self.bins}")
-
-    def coefficient(self, score_own: float | None, score_other: float | None) -> float:
-        """The share `d` of alpha = 0.5 + d, from the two models' scores of one layer."""
-        if self.criterion == "fixed":
-            return self.fixed_alpha - 0.5
-        return adaptive_alpha(score_own, score_other, self.A, self.c) - 0.5
 
 
 # --------------------------------------------------------------------------- what is grafted
@@ -219,12 +194,12 @@ def graft_state(
     own: StateDict,
     other: StateDict,
     *,
-    criterion: str = "entropy",
-    A: float = 0.4,
-    c: float = 500.0,
-    bins: int = 10,
-    fixed_alpha: float = 0.5,
-    graft_head: bool = True,
+    criterion: str = GraftOptions.criterion,
+    A: float = GraftOptions.A,
+    c: float = GraftOptions.c,
+    bins: int = GraftOptions.bins,
+    fixed_alpha: float = GraftOptions.fixed_alpha,
+    graft_head: bool = GraftOptions.graft_head,
 ) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Graft `other` into `own` at layer level; return the new state and each scored key's alpha.
 
@@ -291,11 +266,11 @@ def graft_filters(
     other: StateDict,
     *,
     fraction: float = 0.2,
-    criterion: str = "entropy",
-    A: float = 0.4,
-    c: float = 500.0,
-    bins: int = 10,
-    fixed_alpha: float = 0.5,
+    criterion: str = GraftOptions.criterion,
+    A: float = GraftOptions.A,
+    c: float = GraftOptions.c,
+    bins: int = GraftOptions.bins,
+    fixed_alpha: float = GraftOptions.fixed_alpha,
 ) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Filter-level external grafting; returns the new state and the mean rootstock alpha per layer.
 

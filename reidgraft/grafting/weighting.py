@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import math
 
+from .options import GraftOptions
 
-def adaptive_alpha(h_self: float, h_other: float, A: float = 0.4, c: float = 500.0) -> float:
+
+def adaptive_alpha(
+    h_self: float, h_other: float, A: float = GraftOptions.A, c: float = GraftOptions.c
+) -> float:
     """Share of its own weights the receiving model keeps, from both models' information."""
     return 0.5 + (A / math.pi) * math.atan(c * (h_self - h_other))
 
 
-def fixed_alpha(value: float = 0.5) -> float:
+def fixed_alpha(value: float = GraftOptions.fixed_alpha) -> float:
     """A constant coefficient (0.5 = plain averaging, supplement Table 4), checked to lie in [0, 1]."""
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"fixed_alpha must lie in [0, 1], got {value}")
