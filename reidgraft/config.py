@@ -7,6 +7,7 @@ CLI to print.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -15,11 +16,14 @@ from typing import Any
 
 import yaml
 
-from .grafting import GraftOptions
+from .data.registry import DEFAULT_DATASET, dataset_names, dataset_spec
+from .grafting import CRITERION_NAMES, GraftOptions
 
 OPTIMIZERS = ("amsgrad", "adam", "sgd")
 SCHEDULERS = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+GRAFT_OPTIONS = tuple(f.name for f in dataclasses.fields(GraftOptions))
+GROUPS = ("data", "model", "grafting", "optimisation", "evaluation", "run")
 
 
 class ConfigError(ValueError):
@@ -30,56 +34,143 @@ def default_data_root() -> str:
     return os.environ.get("REIDGRAFT_DATA", "./data")
 
 
+def _doc(group: str, help: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A field's metadata: its help text, its CLI group and, for a closed set, its choices."""
+    return {"help": help, "group": group} | ({"choices": choices} if choices else {})
+
+
 @dataclass
 class TrainConfig:
-    # data
-    dataset: str = "synthetic"
-    root: str = field(default_factory=default_data_root)
-    height: int = 128
-    width: int = 64
-    transforms: list[str] = field(default_factory=lambda: ["random_flip", "random_crop"])
-    workers: int = 0
-    download: bool = False  # classification only: let torchvision fetch CIFAR when it is absent
-    # model
-    arch: str = "mobilenetv2_x1_0"
-    weights: str | None = None  # a local file, or "deep-sort-mobilenetv2"
-    # the ring
-    models: int = 4
-    graft: bool = True
-    diverse_lr: bool = True  # cosine-spaced initial learning rates (GRAFTING.md 5)
-    # grafting options, with the grafting engine's defaults (the papers')
-    criterion: str = GraftOptions.criterion
-    A: float = GraftOptions.A
-    c: float = GraftOptions.c
-    bins: int = GraftOptions.bins
-    fixed_alpha: float = GraftOptions.fixed_alpha
-    graft_head: bool = GraftOptions.graft_head
-    ring_timeout: float = 180.0  # seconds a distributed rank waits for its neighbours
-    # grafting+
-    teacher: list[str] = field(default_factory=list)  # checkpoint files, "PATH" or "PATH:k"
-    kd_tau: float = 2.0
-    kd_weight: float = 1.0
-    # optimisation
-    epochs: int = 60
-    batch_size: int = 32
-    optimizer: str = "amsgrad"
-    lr: float = 3e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    scheduler: str = "step"
-    step_size: int = 20
-    gamma: float = 0.1
-    label_smooth: float = 0.1
-    # evaluation
-    eval_every: int = 0  # 0: only at the end
-    eval_batch_size: int = 128
-    metric: str = "euclidean"
-    max_rank: int = 50
-    # run
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"
-    output: str | None = None
+    """Every field's metadata holds its help text, its group (one of GROUPS) and, where the values
+    form a closed set, its choices: the YAML key, the CLI flag and its help all come from here."""
+
+    dataset: str = field(
+        default="synthetic", metadata=_doc("data", f"dataset to train on: {', '.join(dataset_names())}")
+    )
+    root: str = field(default_factory=default_data_root, metadata=_doc("data", "folder holding the datasets"))
+    height: int = field(default=128, metadata=_doc("data", "input image height in pixels (re-ID)"))
+    width: int = field(default=64, metadata=_doc("data", "input image width in pixels (re-ID)"))
+    transforms: list[str] = field(
+        default_factory=lambda: ["random_flip", "random_crop"],
+        metadata=_doc(
+            "data",
+            "training augmentations: torchreid's names for re-ID (random_flip, random_crop, "
+            "random_patch, color_jitter, random_erase), random_flip and random_crop for classification",
+        ),
+    )
+    workers: int = field(
+        default=0, metadata=_doc("data", "data loader worker processes (0: load in the main one)")
+    )
+    download: bool = field(
+        default=False,
+        metadata=_doc("data", "classification only: let torchvision fetch CIFAR when it is absent"),
+    )
+    arch: str = field(
+        default="mobilenetv2_x1_0",
+        metadata=_doc("model", "backbone: a torchreid model for re-ID, a CIFAR model for classification"),
+    )
+    weights: str | None = field(
+        default=None,
+        metadata=_doc(
+            "model", "initial weights: a local torchvision/torchreid file, or deep-sort-mobilenetv2"
+        ),
+    )
+    models: int = field(default=4, metadata=_doc("grafting", "number K of models trained side by side"))
+    graft: bool = field(
+        default=True,
+        metadata=_doc("grafting", "graft the models into each other in a ring at every epoch end"),
+    )
+    diverse_lr: bool = field(
+        default=True, metadata=_doc("grafting", "cosine-spaced initial learning rates across the K models")
+    )
+    # The grafting options default to the engine's (the papers'), written once in GraftOptions.
+    criterion: str = field(
+        default=GraftOptions.criterion,
+        metadata=_doc(
+            "grafting",
+            "how much a layer knows: histogram entropy, the sum of its filters' entropies, its L1 norm, "
+            "or fixed (a constant alpha)",
+            CRITERION_NAMES,
+        ),
+    )
+    A: float = field(
+        default=GraftOptions.A,
+        metadata=_doc("grafting", "adaptive alpha's amplitude A (Eq. 7): alpha stays within 0.5 +- A/2"),
+    )
+    c: float = field(
+        default=GraftOptions.c,
+        metadata=_doc(
+            "grafting", "adaptive alpha's slope c (Eq. 7); scale it far down with the l1 criterion"
+        ),
+    )
+    bins: int = field(default=GraftOptions.bins, metadata=_doc("grafting", "histogram bins for entropy"))
+    fixed_alpha: float = field(
+        default=GraftOptions.fixed_alpha,
+        metadata=_doc("grafting", "alpha (own weights' share) with the fixed criterion, in [0, 1]"),
+    )
+    graft_head: bool = field(
+        default=GraftOptions.graft_head, metadata=_doc("grafting", "also graft the classifier head")
+    )
+    ring_timeout: float = field(
+        default=180.0,
+        metadata=_doc("grafting", "seconds a distributed rank waits for its neighbours before giving up"),
+    )
+    teacher: list[str] = field(
+        default_factory=list,
+        metadata=_doc(
+            "grafting", "grafting+ teachers: reidgraft checkpoint files, PATH (model 0) or PATH:k (model k)"
+        ),
+    )
+    kd_tau: float = field(default=2.0, metadata=_doc("grafting", "grafting+ distillation temperature"))
+    kd_weight: float = field(
+        default=1.0, metadata=_doc("grafting", "weight of the grafting+ distillation loss")
+    )
+    epochs: int = field(default=60, metadata=_doc("optimisation", "training epochs"))
+    batch_size: int = field(default=32, metadata=_doc("optimisation", "training batch size"))
+    optimizer: str = field(
+        default="amsgrad", metadata=_doc("optimisation", "optimizer (amsgrad: Adam with AMSGrad)", OPTIMIZERS)
+    )
+    lr: float = field(
+        default=3e-4,
+        metadata=_doc("optimisation", "initial learning rate (the last model's, with diverse_lr)"),
+    )
+    momentum: float = field(default=0.9, metadata=_doc("optimisation", "momentum (sgd only)"))
+    weight_decay: float = field(default=5e-4, metadata=_doc("optimisation", "weight decay"))
+    scheduler: str = field(
+        default="step",
+        metadata=_doc("optimisation", "learning rate schedule, stepped every epoch", SCHEDULERS),
+    )
+    step_size: int = field(
+        default=20, metadata=_doc("optimisation", "epochs between learning rate drops (step scheduler)")
+    )
+    gamma: float = field(
+        default=0.1, metadata=_doc("optimisation", "factor of each learning rate drop (step scheduler)")
+    )
+    label_smooth: float = field(
+        default=0.1, metadata=_doc("optimisation", "label smoothing of the cross-entropy loss, in [0, 1)")
+    )
+    eval_every: int = field(
+        default=0, metadata=_doc("evaluation", "evaluate every N epochs (0: only after the last)")
+    )
+    eval_batch_size: int = field(default=128, metadata=_doc("evaluation", "evaluation batch size"))
+    metric: str = field(
+        default="euclidean",
+        metadata=_doc(
+            "evaluation",
+            "re-ID distance: euclidean (squared L2) or cosine (1 - cosine similarity)",
+            ("euclidean", "cosine"),
+        ),
+    )
+    max_rank: int = field(default=50, metadata=_doc("evaluation", "CMC ranks to compute (re-ID)"))
+    seed: int = field(default=0, metadata=_doc("run", "random seed (model k uses seed + k)"))
+    deterministic: bool = field(
+        default=False, metadata=_doc("run", "deterministic kernels: same run, same numbers, somewhat slower")
+    )
+    device: str = field(default="auto", metadata=_doc("run", "device (auto: CUDA when available)", DEVICES))
+    output: str | None = field(
+        default=None,
+        metadata=_doc("run", "run folder (default: runs/<dataset>-<arch>-k<K>-<time>)"),
+    )
 
     def validate(self) -> TrainConfig:
         """Check every value; raise ConfigError naming the first bad field."""
@@ -94,12 +185,12 @@ class TrainConfig:
             raise ConfigError(f"ring_timeout must be positive, got {self.ring_timeout}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
-        choices = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "device": DEVICES}
-        choices["metric"] = ("euclidean", "cosine")
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
+        for f in dataclasses.fields(self):
+            valid = f.metadata.get("choices")
+            # The grafting options are left to GraftOptions below, which words its own errors.
+            if valid and f.name not in GRAFT_OPTIONS and getattr(self, f.name) not in valid:
                 raise ConfigError(
-                    f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(valid)}"
+                    f"unknown {f.name} {getattr(self, f.name)!r}; choose one of: {', '.join(valid)}"
                 )
         if not 0 <= self.label_smooth < 1:
             raise ConfigError(f"label_smooth must lie in [0, 1), got {self.label_smooth}")
@@ -111,13 +202,66 @@ class TrainConfig:
 
     def graft_options(self) -> dict[str, Any]:
         """The fields `GraftRing` takes, by name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(GraftOptions)}
+        return {name: getattr(self, name) for name in GRAFT_OPTIONS}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+GROUP_DESCRIPTIONS = {
+    "data": "what to train on and how images are loaded",
+    "model": "the backbone and its initial weights",
+    "grafting": "the ring of K models, how they are grafted, and grafting+ distillation",
+    "optimisation": "optimizer, learning rate schedule and loss",
+    "evaluation": "when and how the models are evaluated",
+    "run": "seed, device and where the run is written",
+}
+
+
+def _shown(name: str, value: Any) -> str:
+    """A default as the help text shows it."""
+    if name == "root":  # the value depends on the environment of whoever reads the help
+        return "./data or $REIDGRAFT_DATA"
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return " ".join(value) if isinstance(value, list) else str(value)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one `--flag` per config field to `parser`, in one argument group per entry of GROUPS.
+
+    Every flag defaults to None, so `given_fields` can tell which were given. The defaults the
+    help shows are the dataclass's: a recipe's values override these defaults and flags override both.
+    """
+    defaults = TrainConfig()
+    for group in GROUPS:
+        arguments = parser.add_argument_group(group, GROUP_DESCRIPTIONS[group])
+        for f in dataclasses.fields(TrainConfig):
+            if f.metadata["group"] != group:
+                continue
+            default = getattr(defaults, f.name)
+            help = f.metadata["help"]
+            if f.name != "output":  # its help already says how its default is made
+                help += f" (default: {_shown(f.name, default)})"
+            options: dict[str, Any] = {"dest": f.name, "default": None, "help": help.replace("%", "%%")}
+            if isinstance(default, bool):
+                options["action"] = argparse.BooleanOptionalAction
+            elif isinstance(default, list):
+                options["nargs"] = "+"
+            elif isinstance(default, int | float):
+                options["type"] = type(default)
+            if "choices" in f.metadata:
+                options["choices"] = f.metadata["choices"]
+            arguments.add_argument("--" + f.name.replace("_", "-"), **options)
+
+
+def given_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """{field: value} for every config flag that was given on the command line."""
+    return {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -163,36 +307,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-# (dataset, arch) -> the recipe `tools/train.py` starts from when no --config is given.
-RECIPES = {
-    ("market1501", "resnet50"): "market1501_resnet50.yaml",
-    ("market1501", "mobilenetv2_x1_0"): "market1501_mobilenetv2.yaml",
-    ("dukemtmcreid", "resnet50"): "duke_resnet50.yaml",
-    ("dukemtmcreid", "mobilenetv2_x1_0"): "duke_mobilenetv2.yaml",
-}
-DEFAULT_RECIPE = "synthetic_quick.yaml"
-CIFAR_ARCHS = ("resnet32", "resnet56", "resnet110", "mobilenetv2", "wrn28_10")
-for _dataset in ("cifar10", "cifar100"):
-    RECIPES.update({(_dataset, arch): f"{_dataset}_{arch}.yaml" for arch in CIFAR_ARCHS})
-# The default model when only a classification dataset is named.
-DEFAULT_ARCH = {"cifar10": "resnet56", "cifar100": "mobilenetv2"}
-
 
 def recipe_for(dataset: str | None, arch: str | None) -> Path:
-    """The recipe for a dataset and backbone: the paper's for Market/Duke (ResNet50 unless
-    MobileNetV2 is asked for; another backbone starts from the ResNet50 recipe) and for CIFAR
-    (MobileNetV2 on CIFAR-100 and ResNet-56 on CIFAR-10 unless another is asked for), the quick
-    digits recipe for `digits`, else the quick synthetic one."""
-    if dataset in ("market1501", "dukemtmcreid"):
-        name = RECIPES.get((dataset, arch or "resnet50"), RECIPES[(dataset, "resnet50")])
-    elif dataset in DEFAULT_ARCH:
-        default = RECIPES[(dataset, DEFAULT_ARCH[dataset])]
-        name = RECIPES.get((dataset, arch or DEFAULT_ARCH[dataset]), default)
-    elif dataset == "digits":
-        name = "digits_quick.yaml"
-    else:
-        name = DEFAULT_RECIPE
-    return CONFIGS_DIR / name
+    """The recipe a run starts from when no --config is given: the dataset's recipe for `arch`
+    (the dataset's default arch's when `arch` has none), from the dataset registry; the synthetic
+    dataset's when no dataset is named. An unknown dataset is an error, never a silent fallback."""
+    try:
+        spec = dataset_spec(dataset or DEFAULT_DATASET)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return CONFIGS_DIR / spec.recipe(arch)
 
 
 def build_config(base: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:

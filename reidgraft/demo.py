@@ -10,7 +10,6 @@ run's checkpoint, so the next start only reads the index back.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import warnings
@@ -23,9 +22,9 @@ import torch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from .data import DATASETS, load_reid_dataset
+from .data import REID, dataset_names, load_reid_dataset
 from .data.loaders import reid_transforms
-from .engine import CHECKPOINT_NAME, load_checkpoint
+from .engine import RunDir, load_checkpoint
 from .engine.features import extract_features
 from .index import GalleryIndex, files_fingerprint, load_gallery_cache, save_gallery_cache, state_fingerprint
 from .models import build_backbone
@@ -123,21 +122,25 @@ def dataset_gallery(name: str, root: str | Path, examples: int = 8) -> Gallery:
 def resolve_gallery(gallery: str | None, config: dict) -> Gallery:
     """`gallery` as a dataset name or a folder; by default the run's own dataset."""
     gallery = gallery or config["dataset"]
-    if gallery in DATASETS:
+    if gallery in dataset_names(REID):
         return dataset_gallery(gallery, config["root"])
     if Path(gallery).is_dir():
         return folder_gallery(gallery)
     raise DemoError(
-        f"--gallery {gallery!r} is neither a dataset ({', '.join(DATASETS)}) nor an existing folder"
+        f"--gallery {gallery!r} is neither a re-ID dataset ({', '.join(dataset_names(REID))}) "
+        "nor an existing folder"
     )
 
 
 def newest_run(runs: str | Path = DEFAULT_RUNS) -> Path:
     """The run folder under `runs` whose checkpoint was written last."""
-    checkpoints = sorted(Path(runs).glob(f"*/{CHECKPOINT_NAME}"), key=lambda path: path.stat().st_mtime)
+    folders = [RunDir(path) for path in Path(runs).glob("*") if path.is_dir()]
+    checkpoints = [
+        run.checkpoint(0 if run.is_distributed else None) for run in folders if run.has_checkpoint()
+    ]
     if not checkpoints:
         raise DemoError(f"no trained run under {Path(runs)}/; make one with: {README_MAIN_JOB}")
-    return checkpoints[-1].parent
+    return RunDir(max(checkpoints, key=lambda path: path.stat().st_mtime)).path
 
 
 @dataclass
@@ -162,18 +165,15 @@ class RunModel:
 def _best_model(run_dir: Path, count: int) -> int:
     """The model with the best final mAP in the run's metrics.json; 0 when there is none."""
     try:
-        final = json.loads((run_dir / "metrics.json").read_text())["final"]
-        scores = [float(entry["mAP"]) for entry in final]
-    except (OSError, ValueError, KeyError, TypeError):
+        scores = [float(entry["mAP"]) for entry in RunDir(run_dir).read_metrics()["final"]]
+    except (ValueError, KeyError, TypeError):
         return 0
     return int(np.argmax(scores)) if len(scores) == count else 0
 
 
 def load_run_model(run_dir: str | Path, k: int | None, device: torch.device) -> tuple[RunModel, dict]:
     """Model k of a run (default: its best by final mAP), loaded weights-only; and the run's config."""
-    run_dir = Path(run_dir)
-    if run_dir.name == CHECKPOINT_NAME:
-        run_dir = run_dir.parent
+    run_dir = RunDir(run_dir).path
     payload = load_checkpoint(run_dir)
     config, states = payload["config"], payload["models"]
     if payload.get("task", "reid") != "reid":

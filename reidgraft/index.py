@@ -18,6 +18,8 @@ import faiss
 import numpy as np
 import torch
 
+from .files import atomic_write
+
 METRICS = ("euclidean", "cosine")
 
 # Bumped whenever what a cache file holds, or how its key is made, changes.
@@ -124,7 +126,6 @@ def state_fingerprint(state: Mapping[str, object], extra: Iterable[object] = ())
 
 def save_gallery_cache(path: str | Path, index: GalleryIndex, names: Sequence[str], key: str) -> None:
     """Write the index and the gallery's image names to `path` (temporary file, then rename)."""
-    from .engine.checkpoint import atomic_write
 
     if len(names) != len(index):
         raise ValueError(f"{len(names)} image names for an index of {len(index)} items")

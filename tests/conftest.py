@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for process groups and servers)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class TinyNet(nn.Module):

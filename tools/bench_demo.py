@@ -31,18 +31,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from reidgraft.cli import demo as demo_app
+from reidgraft.config import build_config
+from reidgraft.data.synthetic import write_synthetic_market
+from reidgraft.demo import answer_query, build_app, launch, read_query
+from reidgraft.engine.checkpoint import save_checkpoint
+from reidgraft.models import build_backbone
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import app as demo_app  # noqa: E402
-from reidgraft.config import build_config  # noqa: E402
-from reidgraft.data.synthetic import write_synthetic_market  # noqa: E402
-from reidgraft.demo import answer_query, build_app, launch, read_query  # noqa: E402
-from reidgraft.engine.checkpoint import save_checkpoint  # noqa: E402
-from reidgraft.models import build_backbone  # noqa: E402
 
 
 def parse_args(argv):

@@ -17,14 +17,11 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from reidgraft.evaluation import evaluate  # noqa: E402
+from reidgraft.evaluation import evaluate
 
 NUM_QUERY, NUM_GALLERY, NUM_DISTRACTORS, NUM_IDS, NUM_CAMERAS = 3368, 15913, 2800, 750, 6
 # Per-dimension spread of identity centres and camera offsets against unit noise: in thousands of

@@ -14,15 +14,12 @@ import math
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from reidgraft.grafting import GraftRing, adaptive_alpha  # noqa: E402
-from reidgraft.models import build_backbone  # noqa: E402
+from reidgraft.grafting import GraftRing, adaptive_alpha
+from reidgraft.models import build_backbone
 
 
 def numpy_entropy(weight: torch.Tensor, bins: int = 10) -> float:

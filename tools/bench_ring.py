@@ -18,19 +18,16 @@ import sys
 import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from reidgraft.grafting import (
-    GraftRing,  # noqa: E402
-    distributed_graft,  # noqa: E402
+    GraftRing,
+    distributed_graft,
 )
-from reidgraft.models import build_backbone  # noqa: E402
+from reidgraft.models import build_backbone
 
 
 def worker(rank: int, world: int, port: int, arch: str, repeats: int, folder: str) -> None:

@@ -16,15 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from reidgraft.config import build_config  # noqa: E402
-from reidgraft.data import build_train_loaders, load_reid_dataset  # noqa: E402
-from reidgraft.engine import Trainer  # noqa: E402
-from reidgraft.models import build_backbone  # noqa: E402
+from reidgraft.config import build_config
+from reidgraft.data import build_train_loaders, load_reid_dataset
+from reidgraft.engine import Trainer
+from reidgraft.models import build_backbone
 
 
 def plain_loop(splits, config, steps: int) -> float:

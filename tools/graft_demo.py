@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from reidgraft.grafting import (  # noqa: E402
+from reidgraft.grafting import (
     CRITERION_NAMES,
     GraftRing,
     layer_entropy,
     ring_learning_rates,
     scored_keys,
 )
-from reidgraft.models import build_backbone  # noqa: E402
+from reidgraft.models import build_backbone
 
 
 def main() -> int:

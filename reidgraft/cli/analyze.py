@@ -2,9 +2,9 @@
 layer and network entropy, invalid-filter IoU between neighbouring models, and the average L1
 of valid and invalid filters (split taken from the baseline), with plots.
 
-    python tools/analyze.py RUN_DIR [--baseline RUN_DIR] [--output DIR] [--split-thresholds 0.1 1]
+    reidgraft-analyze RUN_DIR [--baseline RUN_DIR] [--output DIR] [--split-thresholds 0.1 1]
 
-Writes into DIR (default RUN_DIR/analysis): analysis.json, invalid_ratio.png, entropy.png,
+Writes into DIR (default: RUN_DIR/analysis): analysis.json, invalid_ratio.png, entropy.png,
 iou.png; prints a summary table.
 """
 
@@ -14,9 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from reidgraft.analysis import (  # noqa: E402
+from ..analysis import (
     DEFAULT_THRESHOLDS,
     INVALID_FRACTION,
     filter_norms,
@@ -25,22 +23,27 @@ from reidgraft.analysis import (  # noqa: E402
     layer_entropies,
     valid_invalid_l1,
 )
-from reidgraft.engine import load_checkpoint  # noqa: E402
-from reidgraft.engine.checkpoint import atomic_write, atomic_write_json  # noqa: E402
+from ..engine import RunDir, load_checkpoint
+from ..files import atomic_write, atomic_write_json
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reidgraft-analyze", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a reidgraft run folder (or its checkpoint.pt)")
     parser.add_argument(
         "--baseline", metavar="RUN_DIR", help="a run of the same architecture to compare with"
     )
-    parser.add_argument("--output", help="folder for analysis.json and the plots (default RUN_DIR/analysis)")
+    parser.add_argument("--output", help="folder for analysis.json and the plots (default: RUN_DIR/analysis)")
     parser.add_argument(
         "--split-thresholds", type=float, nargs="+", default=[0.1, 1.0],
-        help="L1 thresholds that split the baseline's filters into valid and invalid (journal Table 8)",
+        help="L1 thresholds that split the baseline's filters into valid and invalid "
+        "(journal Table 8; default: 0.1 1)",
     )  # fmt: skip
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def load_models(run_dir: str, label: str) -> tuple[dict, dict]:
@@ -172,12 +175,7 @@ def main(argv=None) -> int:
                 )
         report = analyse(models, baselines, args.split_thresholds)
         report["run"], report["baseline"] = str(args.run_dir), args.baseline
-        run_dir = Path(args.run_dir)
-        output = (
-            Path(args.output)
-            if args.output
-            else (run_dir if run_dir.is_dir() else run_dir.parent) / "analysis"
-        )
+        output = Path(args.output) if args.output else RunDir(args.run_dir).path / "analysis"
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_json(output / "analysis.json", report)
         pictures = plot(report, output)

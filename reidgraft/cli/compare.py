@@ -3,7 +3,7 @@ trained without grafting (`--no-graft`: independent models at exactly the grafte
 learning rates, so the best of them is a learning-rate-tuned baseline) and the K models grafted;
 same data, same budget. Finished runs are reused, interrupted ones resumed.
 
-    python tools/compare.py --config FILE [--seeds 3] [--models 2 4] [--output DIR]
+    reidgraft-compare --config FILE [--seeds 3] [--models 2 4] [--output DIR]
 
 Writes DIR/comparison.md, comparison.json and comparison.png (default DIR: runs/compare-<config
 name>). A run's score is its best model's at the last epoch (mean and standard deviation over
@@ -17,24 +17,28 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from reidgraft.config import ConfigError, build_config, load_yaml  # noqa: E402
-from reidgraft.data import CLASSIFICATION_DATASETS, DataMissingError  # noqa: E402
-from reidgraft.data.loaders import ImageReadError  # noqa: E402
-from reidgraft.engine.checkpoint import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
-from reidgraft.engine.runs import check_names, finish_run, load_data  # noqa: E402
+from ..config import ConfigError, build_config, load_yaml
+from ..data import CLASSIFICATION, DataMissingError, dataset_spec
+from ..data.loaders import ImageReadError
+from ..engine.runs import check_names, finish_run, load_data
+from ..files import atomic_write, atomic_write_json, atomic_write_text
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reidgraft-compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="the recipe every run starts from")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
     parser.add_argument(
-        "--models", type=int, nargs="+", default=[2, 4], help="the K to compare (default 2 4)"
+        "--models", type=int, nargs="+", default=[2, 4], help="the K to compare (default: 2 4)"
     )
-    parser.add_argument("--output", help="folder for the runs and the table (default runs/compare-<config>)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--output", help="folder for the runs and the table (default: runs/compare-<config name>)"
+    )
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def methods_for(k: int) -> list[tuple[str, bool]]:
@@ -103,7 +107,7 @@ def main(argv=None) -> int:
         base = build_config(recipe)
         check_names(base)
         output = Path(args.output or Path("runs") / f"compare-{Path(args.config).stem}")
-        classification = base.dataset in CLASSIFICATION_DATASETS
+        classification = dataset_spec(base.dataset).task == CLASSIFICATION
         keys = ("top1", "top1") if classification else ("mAP", "rank1")
         data = load_data(base)
         rows = []
@@ -112,9 +116,11 @@ def main(argv=None) -> int:
                 scores, runs = [], []
                 for seed in range(args.seeds):
                     name = f"seed{seed}-k{k}-{'graft' if graft else 'nograft'}"
-                    config = build_config(recipe, seed=seed, models=k, graft=graft, output=str(output / name))
+                    chosen = {"seed": seed, "models": k, "graft": graft}
+                    config = build_config(recipe, **chosen, output=str(output / name))
                     log = lambda line, name=name: print(f"[{name}] {line}")  # noqa: E731
-                    metrics, done = finish_run(config, data, log=log)
+                    # a run already in the folder continues only if it trained this recipe
+                    metrics, done = finish_run(config, data, given={**recipe, **chosen}, log=log)
                     print(f"[{name}] {done}")
                     scores.append(score(metrics, *keys))
                     runs.append(name)

@@ -1,6 +1,6 @@
 """The gallery-search demo: query a gallery with a trained (grafted) model in the browser.
 
-    python app.py [--checkpoint RUN_DIR] [--model k] [--gallery DATASET_OR_FOLDER]
+    reidgraft-demo [--checkpoint RUN_DIR] [--model k] [--gallery DATASET_OR_FOLDER]
                   [--compare RUN_DIR] [--host 127.0.0.1] [--port 7860]
 
 With no arguments it serves the newest run under runs/ and that run's dataset gallery. The
@@ -13,9 +13,10 @@ import argparse
 import sys
 import time
 
-from reidgraft.data import DataMissingError
-from reidgraft.data.loaders import ImageReadError
-from reidgraft.demo import (
+from ..config import DEVICES
+from ..data import DataMissingError
+from ..data.loaders import ImageReadError
+from ..demo import (
     DEFAULT_RUNS,
     DemoError,
     GallerySearch,
@@ -26,11 +27,11 @@ from reidgraft.demo import (
     newest_run,
     resolve_gallery,
 )
-from reidgraft.engine.trainer import resolve_device
+from ..device import resolve_device
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reidgraft-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--checkpoint", metavar="RUN_DIR", help=f"a training run (default: newest under {DEFAULT_RUNS}/)"
     )
@@ -39,11 +40,24 @@ def parse_args(argv):
     parser.add_argument("--compare", metavar="RUN_DIR", help="a second run ranked beside the first")
     parser.add_argument("--compare-model", type=int, help="which of the second run's models")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--batch-size", type=int, default=64, help="for indexing the gallery")
-    parser.add_argument("--workers", type=int, default=0, help="image-reading processes for indexing")
-    return parser.parse_args(argv)
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
+    parser.add_argument(
+        "--device", default="auto", choices=DEVICES, help="where the models run (default: auto)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="images per forward pass when indexing the gallery (default: 64)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="image-reading processes for indexing (default: 0)"
+    )
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def prepare(args) -> tuple[list[GallerySearch], list[str]]:

@@ -1,21 +1,39 @@
-"""Datasets by name (torchreid's Market-1501 and DukeMTMC-reID, our synthetic one; CIFAR-10/100
-and digits for classification) and the loaders that feed K models, each with its own order and
-augmentation."""
+"""Datasets by name in one registry (`registry.py`: torchreid's Market-1501 and DukeMTMC-reID, our
+synthetic set; CIFAR-10/100 and digits for classification), and the loaders that feed K models,
+each with its own order and augmentation."""
 
-from .classification import CLASSIFICATION_DATASETS, ClassificationData, load_classification_dataset
-from .datasets import DATASETS, DataMissingError, ReidSplits, load_reid_dataset
+from .classification import ClassificationData
+from .datasets import DataMissingError, ReidSplits
 from .loaders import ImageListDataset, build_test_loader, build_train_loaders, read_rgb
+from .registry import (
+    CLASSIFICATION,
+    DATASETS,
+    DEFAULT_DATASET,
+    REID,
+    DatasetSpec,
+    dataset_names,
+    dataset_spec,
+    load_classification_dataset,
+    load_dataset,
+    load_reid_dataset,
+)
 
 __all__ = [
-    "CLASSIFICATION_DATASETS",
+    "CLASSIFICATION",
     "ClassificationData",
     "DATASETS",
+    "DEFAULT_DATASET",
     "DataMissingError",
+    "DatasetSpec",
     "ImageListDataset",
+    "REID",
     "ReidSplits",
     "build_test_loader",
     "build_train_loaders",
+    "dataset_names",
+    "dataset_spec",
     "load_classification_dataset",
+    "load_dataset",
     "load_reid_dataset",
     "read_rgb",
 ]

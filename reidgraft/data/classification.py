@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -54,7 +53,6 @@ NORMALISATION = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "digits": ((0.3055,) * 3, (0.3234,) * 3),
 }
-CLASSIFICATION_DATASETS = ("cifar10", "cifar100", "digits")
 DIGITS_TEST_FRACTION = 0.25  # 1347 train / 450 test images, stratified, fixed seed
 DIGITS_SPLIT_SEED = 0
 
@@ -73,12 +71,11 @@ class ClassificationData:
         return NORMALISATION[self.name]
 
 
-def load_classification_dataset(name: str, root: str | Path, download: bool = False) -> ClassificationData:
-    """A classification dataset by name; CIFAR from `root` (torchvision's layout)."""
+def load_classification_data(name: str, root: str | Path, download: bool = False) -> ClassificationData:
+    """A classification dataset the registry names (use `registry.load_classification_dataset`);
+    CIFAR from `root` (torchvision's layout)."""
     if name == "digits":
         return _digits()
-    if name not in CIFAR_LAYOUTS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(CLASSIFICATION_DATASETS)}")
     return _cifar(name, Path(root).expanduser(), download)
 
 
@@ -203,20 +200,3 @@ def build_classification_test_loader(
         workers,
         shuffle=False,
     )
-
-
-@torch.no_grad()
-def predict_logits(
-    models, loader: DataLoader, device: torch.device
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Each model's logits (eval mode) over a test loader, and the labels."""
-    for model in models:
-        model.eval()
-    parts: list[list[torch.Tensor]] = [[] for _ in models]
-    labels = []
-    for images, targets, _ in loader:
-        images = images.to(device, non_blocking=True)
-        for k, model in enumerate(models):
-            parts[k].append(model(images).float().cpu())
-        labels.append(targets)
-    return [torch.cat(chunks) for chunks in parts], torch.cat(labels)

@@ -125,16 +125,14 @@ def synthetic_splits(root: Path, **params) -> ReidSplits:
     return _splits("synthetic", *_parse_with_torchreid(MARKET1501.torchreid_class, synthetic_root))
 
 
-# Dataset name -> loader of its splits from a data root.
-DATASETS: dict[str, Callable[[Path], ReidSplits]] = {
+# Dataset name -> loader of its splits from a data root (the registry, `registry.py`, names them).
+_LOADERS: dict[str, Callable[[Path], ReidSplits]] = {
     "market1501": _real(MARKET1501, "market1501"),
     "dukemtmcreid": _real(DUKEMTMCREID, "dukemtmcreid"),
     "synthetic": synthetic_splits,
 }
 
 
-def load_reid_dataset(name: str, root: str | Path) -> ReidSplits:
-    """The splits of dataset `name` under `root`; ValueError for an unknown name."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name](Path(root).expanduser().resolve())
+def load_reid_splits(name: str, root: str | Path) -> ReidSplits:
+    """The splits of re-ID dataset `name` under `root` (use `registry.load_reid_dataset`)."""
+    return _LOADERS[name](Path(root).expanduser().resolve())

@@ -1,4 +1,5 @@
-"""Features of K models for a list of images, and a run's models rebuilt from its checkpoint."""
+"""What K models compute on test data: re-ID features for a list of images, classification logits
+over a test loader; and a run's models rebuilt from its checkpoint."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import build_test_loader
@@ -35,6 +37,23 @@ def extract_features(
         for k, model in enumerate(models):
             parts[k].append(model(images).float().cpu())
     return [torch.cat(chunks) for chunks in parts]
+
+
+@torch.no_grad()
+def predict_logits(
+    models: Sequence[nn.Module], loader: DataLoader, device: torch.device
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each model's logits (eval mode) over a test loader, and the labels."""
+    for model in models:
+        model.eval()
+    parts: list[list[torch.Tensor]] = [[] for _ in models]
+    labels = []
+    for images, targets, _ in loader:
+        images = images.to(device, non_blocking=True)
+        for k, model in enumerate(models):
+            parts[k].append(model(images).float().cpu())
+        labels.append(targets)
+    return [torch.cat(chunks) for chunks in parts], torch.cat(labels)
 
 
 def models_from_checkpoint(payload: dict[str, Any], device: torch.device) -> list[nn.Module]:

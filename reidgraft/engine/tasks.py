@@ -12,15 +12,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import TrainConfig
-from ..data import ReidSplits, build_train_loaders
+from ..data import CLASSIFICATION, ReidSplits, build_train_loaders, dataset_spec
 from ..data.classification import (
     ClassificationData,
     build_classification_loaders,
     build_classification_test_loader,
-    predict_logits,
 )
 from ..evaluation import evaluate, topk_accuracy
-from .features import extract_features
+from .features import extract_features, predict_logits
 
 REID_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10")
 CLASSIFICATION_METRICS = ("top1", "top5")
@@ -54,6 +53,12 @@ class ReidTask:
 
     def evaluate(self, models: list[nn.Module], device: torch.device) -> list[dict[str, Any]]:
         """mAP, mINP and rank-1/5/10 of every model on the query and gallery sets."""
+        return self.score(*self.features(models, device))
+
+    def features(
+        self, models: list[nn.Module], device: torch.device
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every model's query and gallery features (each batch read once for all models)."""
         config, query, gallery = self.config, self.splits.query, self.splits.gallery
         shape = dict(
             height=config.height, width=config.width, batch_size=config.eval_batch_size,
@@ -61,16 +66,30 @@ class ReidTask:
         )  # fmt: skip
         query_features = extract_features(models, query, what="features query", **shape)
         gallery_features = extract_features(models, gallery, what="features gallery", **shape)
-        labels = [[item[i] for item in items] for items in (query, gallery) for i in (1, 2)]
-        query_pids, query_cams, gallery_pids, gallery_cams = labels
-        results = []
-        for k in range(len(models)):
+        return query_features, gallery_features
+
+    def score(
+        self,
+        query_features: list[torch.Tensor],
+        gallery_features: list[torch.Tensor],
+        *,
+        model_ids: list[int] | None = None,
+        rerank: bool = False,
+    ) -> list[dict[str, Any]]:
+        """One row of retrieval metrics per model from its features (model k unless `model_ids`)."""
+        query, gallery = self.splits.query, self.splits.gallery
+        query_pids, query_cams, gallery_pids, gallery_cams = (
+            [item[i] for item in items] for items in (query, gallery) for i in (1, 2)
+        )
+        rows = []
+        ids = model_ids if model_ids is not None else range(len(query_features))
+        for k, query, gallery in zip(ids, query_features, gallery_features, strict=True):
             result = evaluate(
-                query_features[k], gallery_features[k], query_pids, gallery_pids, query_cams, gallery_cams,
-                metric=config.metric, max_rank=config.max_rank,
+                query, gallery, query_pids, gallery_pids, query_cams, gallery_cams,
+                metric=self.config.metric, max_rank=self.config.max_rank, rerank=rerank,
             )  # fmt: skip
-            results.append({"model": k, **{key: float(getattr(result, key)) for key in REID_METRICS}})
-        return results
+            rows.append({"model": k, **{key: float(getattr(result, key)) for key in REID_METRICS}})
+        return rows
 
 
 class ClassificationTask:
@@ -112,6 +131,7 @@ class ClassificationTask:
 
 
 def make_task(config: TrainConfig, data: ReidSplits | ClassificationData) -> ReidTask | ClassificationTask:
-    if isinstance(data, ClassificationData):
+    """The task of the config's dataset (the registry says which), over its loaded data."""
+    if dataset_spec(config.dataset).task == CLASSIFICATION:
         return ClassificationTask(config, data)
     return ReidTask(config, data)

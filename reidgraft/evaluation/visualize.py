@@ -13,12 +13,12 @@ cell instead of running into the next one.
 from __future__ import annotations
 
 import operator
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+from ..files import atomic_write
 
 # Frame colours (RGB).
 QUERY_COLOUR = (0, 90, 255)
@@ -148,13 +148,5 @@ def ranked_results_grid(
         grid.paste(cell, (cell_left(rank, cell_width), MARGIN))
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            grid.save(stream, format="PNG")
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(output, lambda stream: grid.save(stream, format="PNG"))
     return output

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from reidgraft.demo import dataset_gallery
-from reidgraft.engine.checkpoint import load_checkpoint, save_checkpoint
+from reidgraft.engine import load_checkpoint
+from reidgraft.engine.checkpoint import save_checkpoint
 from reidgraft.models import build_backbone
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from reidgraft.cli import demo as demo_app
+from tests.conftest import free_port
 
-import app as demo_app  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +22,6 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 ARTIFACTS = REPO / "test-artifacts"
 CAPTION = re.compile(r"^#(\d+) d=\S+ (pid -?\d+ cam \d+ (✓|✗|\(same camera\))|\S+)$")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def test_bad_galleries_are_named(tmp_path, run_config):
         folder_gallery(tmp_path / "missing")
     with pytest.raises(DemoError, match="holds no images"):
         folder_gallery(tmp_path)
-    with pytest.raises(DemoError, match="neither a dataset .* nor an existing folder"):
+    with pytest.raises(DemoError, match="neither a re-ID dataset .* nor an existing folder"):
         resolve_gallery("market-2000", run_config)
 
 
@@ -226,7 +226,7 @@ def test_app_without_a_run_names_the_command_that_makes_one(tmp_path):
 def test_app_bad_arguments_are_one_line(demo_run, tmp_path):
     result = app_cli("--checkpoint", demo_run, "--gallery", tmp_path / "nowhere")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "neither a dataset" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "neither a re-ID dataset" in result.stderr
     result = app_cli("--checkpoint", tmp_path)
     assert (
         result.returncode == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from datetime import timedelta
 
@@ -13,15 +12,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from reidgraft.grafting import GraftRing
-from tests.conftest import TinyNet, randomised
+from tests.conftest import TinyNet, free_port, randomised
 
 OPTIONS = dict(criterion="entropy", A=0.4, c=5.0)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def join(rank: int, world: int, port: int) -> None:

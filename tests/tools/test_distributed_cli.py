@@ -149,7 +149,7 @@ def has_exited(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers through /proc")
 def test_a_hung_rank_stops_the_run_with_one_line_and_leaves_loadable_checkpoints(root, tmp_path):
-    from reidgraft.engine.checkpoint import load_checkpoint
+    from reidgraft.engine import load_checkpoint
 
     run_dir, timeout = tmp_path / "dist", 10
     command = torchrun_command(

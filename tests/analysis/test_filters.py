@@ -21,7 +21,7 @@ from reidgraft.analysis import (
     valid_invalid_l1,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def hand_state():
@@ -113,7 +113,8 @@ def test_analyze_tool_writes_plots_and_json(tiny_run, tmp_path):
 
 
 def test_analyze_refuses_another_architecture(tiny_run, tmp_path):
-    from reidgraft.engine.checkpoint import load_checkpoint, save_checkpoint
+    from reidgraft.engine import load_checkpoint
+    from reidgraft.engine.checkpoint import save_checkpoint
 
     payload = load_checkpoint(tiny_run)
     payload["config"] = {**payload["config"], "arch": "resnet50"}

@@ -1,0 +1,166 @@
+"""Train K models side by side (re-ID or classification) and graft them at every epoch end.
+
+    reidgraft-train                                          # synthetic quick recipe, 4 models
+    reidgraft-train --dataset market1501 --models 4          # the papers' Market-1501 ResNet50 recipe
+    reidgraft-train --config configs/duke_mobilenetv2.yaml --no-graft
+    reidgraft-train --dataset cifar100 --arch mobilenetv2 --models 4   # the papers' CIFAR recipe
+    reidgraft-train --dataset digits                         # classification, nothing to download
+    torchrun --nproc_per_node 4 tools/train.py --dataset market1501 --distributed   # one model per process
+    reidgraft-train --resume runs/RUN --epochs 80
+
+(`python tools/train.py` is the same program.) Settings come from the dataclass defaults, then
+the recipe (--config, or the one registered for --dataset and --arch), then the flags below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..config import (
+    ConfigError,
+    TrainConfig,
+    add_config_arguments,
+    build_config,
+    given_fields,
+    load_yaml,
+    recipe_for,
+)
+from ..data import REID, DataMissingError, dataset_spec
+from ..data.loaders import ImageReadError
+from ..engine import RunDir, Trainer
+from ..engine.distributed import (
+    OneModelPerProcess,
+    is_distributed_failure,
+    join_process_group,
+    leader_decides,
+    leave_process_group,
+    smallest_over_ranks,
+)
+from ..engine.logging import metrics_table
+from ..engine.runs import check_names, load_data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reidgraft-train",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run = parser.add_argument_group("what to run")
+    run.add_argument("--config", help="a YAML recipe (default: the one registered for --dataset and --arch)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue this run (optionally to --epochs N)")
+    run.add_argument(
+        "--distributed", action="store_true",
+        help="under torchrun: one model per process, the ring grafted over torch.distributed",
+    )  # fmt: skip
+    add_config_arguments(parser)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def default_output(config: TrainConfig) -> str:
+    mode = "" if config.graft or config.models == 1 else "-nograft"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return str(Path("runs") / f"{config.dataset}-{config.arch}-k{config.models}{mode}-{stamp}")
+
+
+def new_run(args: argparse.Namespace, distributed: bool) -> TrainConfig:
+    """The config of a new run whose folder may be written (checked by rank 0 alone in a
+    distributed run, before any rank writes)."""
+    recipe = Path(args.config) if args.config else recipe_for(args.dataset, args.arch)
+    config = build_config(load_yaml(recipe), **given_fields(args))
+    config.output = config.output or default_output(config)
+
+    def checked() -> str:
+        RunDir(config.output).check_new()
+        return config.output
+
+    # every rank writes into rank 0's folder, whatever its own clock said
+    config.output = leader_decides(checked) if distributed else checked()
+    return config
+
+
+def resumed_run(args: argparse.Namespace, rank: int | None) -> tuple[TrainConfig, dict]:
+    if args.config:
+        raise ConfigError("--config cannot be combined with --resume (the run keeps its own config)")
+    run = RunDir(args.resume)
+    payload = run.resume_payload(rank, smallest_over_ranks if rank is not None else None)
+    return run.resume_config(payload, given_fields(args)), payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config, rank, trainer = None, None, None
+    try:
+        group = None
+        if args.distributed:
+            rank = join_process_group(args.models, args.device, args.ring_timeout)
+            group = OneModelPerProcess(rank, world=int(os.environ["WORLD_SIZE"]))
+            args.models = group.world
+        say = print if rank in (None, 0) else (lambda *parts, **options: None)
+        config, payload = resumed_run(args, rank) if args.resume else (new_run(args, group is not None), None)
+        check_names(config)
+        if dataset_spec(config.dataset).task == REID and config.dataset != "synthetic" and not config.weights:
+            say(
+                f"note: training {config.arch} from random initialisation; the papers' numbers assume "
+                "ImageNet weights (--weights PATH to a local torchvision or torchreid file)"
+            )
+        data = load_data(config, log=say)
+        trainer = Trainer(config, data, Path(config.output), log=say, group=group)
+        if payload is not None:
+            trainer.load_state(payload)
+            say(f"resuming {config.output} after epoch {trainer.epoch}, to epoch {config.epochs}")
+        say(describe(config, trainer, distributed=group is not None))
+        trainer.fit()
+    except (ConfigError, DataMissingError, ImageReadError, ValueError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and not is_distributed_failure(error):
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        where = "" if rank is None or message.startswith(f"rank {rank}:") else f"rank {rank}: "
+        print(f"train: {where}{message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ntrain: interrupted; {interrupted(config, rank)}", file=sys.stderr)
+        return 130
+    finally:
+        if rank is not None:
+            leave_process_group()
+    if rank in (None, 0):
+        best = trainer.best() if trainer.task.kind == "classification" else None
+        for line in metrics_table(trainer.final, trainer.task.metric_keys, best, trainer.task.primary):
+            print(line)
+        print(f"metrics: {RunDir(config.output).metrics}")
+    return 0
+
+
+def describe(config: TrainConfig, trainer: Trainer, distributed: bool) -> str:
+    grafted = config.graft and config.models > 1
+    mode = "grafted" if grafted else "independent" if config.models > 1 else "baseline"
+    if distributed:
+        where = "one per process over torch.distributed"
+        return f"{config.models} x {config.arch} ({mode}), {where}; run: {config.output}"
+    rates = ", ".join(f"{m.initial_lr:.3g}" for m in trainer.members)
+    return f"{config.models} x {config.arch} ({mode}), initial lr {rates}; run: {config.output}"
+
+
+def interrupted(config: TrainConfig | None, rank: int | None) -> str:
+    """What a Ctrl-C left behind, and how to continue."""
+    if config is None:
+        return "no epoch had completed, nothing was saved"
+    checkpoint = RunDir(config.output).checkpoint(rank)
+    if not checkpoint.exists():
+        return "no epoch had completed, nothing was saved"
+    again = f"--resume {config.output}" + (" --distributed under torchrun" if rank is not None else "")
+    return f"the last complete epoch is saved in {checkpoint} (continue with {again})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

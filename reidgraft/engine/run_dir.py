@@ -1,0 +1,251 @@
+"""The run folder, and the one place that knows its layout and its rules.
+
+    RUN/.reidgraft-run          marker: reidgraft made this folder (runs from before it have none)
+    RUN/config.yaml             the resolved recipe
+    RUN/metrics.json            every epoch's record, final and best metrics (written by rank 0)
+    RUN/checkpoint.pt           an in-process run: all K models, optimizers, RNG states, history
+    RUN/rank<k>/checkpoint.pt   a distributed run: model k, written by process k, which also keeps
+    RUN/rank<k>/checkpoint-previous.pt    the epoch before (a rank may finish one its peers never save)
+    RUN/tensorboard/            TensorBoard events
+
+It also holds the resume policy (which settings identify a run, which may change when it
+continues) and merges a distributed run's ranks into one run of K models.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, TrainConfig, build_config
+from ..files import atomic_write_json, atomic_write_text
+from .checkpoint import read_checkpoint, save_checkpoint
+
+CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_NAME = "checkpoint-previous.pt"
+METRICS_NAME = "metrics.json"
+CONFIG_NAME = "config.yaml"
+MARKER_NAME = ".reidgraft-run"
+
+# A run's identity: a resume may not change these.
+IDENTITY = ("dataset", "arch", "models")
+# What may change when a run continues; every other setting must stay as the run trained it.
+RESUMABLE = frozenset({
+    "epochs", "workers", "device", "eval_every", "eval_batch_size", "deterministic", "download",
+    "ring_timeout",
+})  # fmt: skip
+
+
+class RunDir:
+    """A run folder (a path to a checkpoint file in it is taken as the folder)."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        self.path = path.parent if path.name == CHECKPOINT_NAME or path.is_file() else path
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ paths
+
+    def folder(self, rank: int | None = None) -> Path:
+        """Where a process keeps its checkpoint: the run folder, or `rank<k>/` in a distributed run."""
+        return self.path if rank is None else self.path / f"rank{rank}"
+
+    def checkpoint(self, rank: int | None = None) -> Path:
+        return self.folder(rank) / CHECKPOINT_NAME
+
+    def previous_checkpoint(self, rank: int) -> Path:
+        return self.folder(rank) / PREVIOUS_CHECKPOINT_NAME
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_NAME
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_NAME
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def marker(self) -> Path:
+        return self.path / MARKER_NAME
+
+    # ------------------------------------------------------------------ what the folder holds
+
+    @property
+    def is_distributed(self) -> bool:
+        """One checkpoint per rank and none for the whole run."""
+        return not self.checkpoint().exists() and self.checkpoint(0).exists()
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint().exists() or self.checkpoint(0).exists()
+
+    def is_ours(self) -> bool:
+        """reidgraft made this folder: it has the marker, or a checkpoint (runs older than the marker)."""
+        return self.marker.is_file() or self.has_checkpoint()
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        """metrics.json, or None when it is missing or unreadable."""
+        import json
+
+        try:
+            return json.loads(self.metrics.read_text())
+        except (OSError, ValueError):
+            return None
+
+    # ------------------------------------------------------------------ writing
+
+    def check_new(self) -> None:
+        """May a new run be written here? Not into a folder that holds a run already, nor into one
+        that is not empty and not ours (nothing a user made is written into). Creates nothing: the
+        trainer makes the folder (`mark`) once the data has loaded."""
+        if self.has_checkpoint():
+            raise ConfigError(
+                f"{self.path} already holds a run; continue it with --resume {self.path} "
+                "or choose another --output"
+            )
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file, not a run folder; choose another --output")
+        if self.path.is_dir() and any(self.path.iterdir()) and not self.is_ours():
+            raise ConfigError(
+                f"{self.path} is not empty and is not a reidgraft run; choose another --output "
+                "(reidgraft writes only into folders it made)"
+            )
+
+    def mark(self) -> None:
+        """Create the folder (if needed) with the marker that says reidgraft made it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.marker.exists():
+            atomic_write_text(self.marker, "reidgraft run folder\n")
+
+    def write_config(self, config: TrainConfig) -> None:
+        atomic_write_text(self.config_file, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        atomic_write_json(self.metrics, metrics)
+
+    def save(self, payload: dict[str, Any], rank: int | None = None) -> None:
+        """This process's checkpoint. A rank first keeps its last one as the previous: it may have
+        finished an epoch that a peer never saved, and a resume needs the epoch they all saved."""
+        path = self.checkpoint(rank)
+        if rank is not None and path.exists():
+            os.replace(path, self.previous_checkpoint(rank))
+        save_checkpoint(path, payload)
+
+    # ------------------------------------------------------------------ reading
+
+    def load(self) -> dict[str, Any]:
+        """The run's checkpoint; a distributed run's ranks merged into one run of K models."""
+        if self.is_distributed:
+            return self.merged_ranks()
+        return read_checkpoint(self.checkpoint())
+
+    def merged_ranks(self) -> dict[str, Any]:
+        """Every rank's model of a distributed run, from the epoch they all saved last (`"ranks"`
+        says the payload was merged; it can be evaluated and analysed, not resumed in one process)."""
+        payloads = [read_checkpoint(folder / CHECKPOINT_NAME) for folder in sorted(self.path.glob("rank*"))]
+        return merge_rank_payloads(payloads, str(self.path))
+
+    def latest_checkpoint(self, rank: int) -> Path:
+        """This rank's newest complete checkpoint (the previous one when it stopped between keeping
+        it and writing the next)."""
+        latest, previous = self.checkpoint(rank), self.previous_checkpoint(rank)
+        return previous if not latest.is_file() and previous.is_file() else latest
+
+    def rank_checkpoint_at(self, rank: int, agree_on_epoch: Callable[[int], int]) -> Path:
+        """This rank's checkpoint of the last epoch every rank saved; `agree_on_epoch` takes this
+        rank's latest epoch and returns the smallest over the ranks."""
+        latest = self.latest_checkpoint(rank)
+        epoch = read_checkpoint(latest)["epoch"]
+        common = agree_on_epoch(epoch)
+        if epoch == common:
+            return latest
+        previous = self.previous_checkpoint(rank)
+        if previous.is_file() and read_checkpoint(previous)["epoch"] == common:
+            return previous
+        raise ConfigError(f"rank {rank} has no checkpoint of epoch {common}, the last one every rank saved")
+
+    # ------------------------------------------------------------------ resuming
+
+    def resume_payload(
+        self, rank: int | None = None, agree_on_epoch: Callable[[int], int] | None = None
+    ) -> dict[str, Any]:
+        """The checkpoint a resume starts from: the run's, or this rank's of the common epoch."""
+        if rank is None:
+            payload = self.load()
+            if payload.get("ranks"):
+                raise ConfigError(
+                    f"{self.path} is a distributed run; resume it under torchrun with --distributed "
+                    f"({payload['ranks']} processes)"
+                )
+            return payload
+        return read_checkpoint(self.rank_checkpoint_at(rank, agree_on_epoch))
+
+    def resume_config(self, payload: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+        """The config a run continues with: the saved one, with the changes `given` asks for that
+        the policy allows. ConfigError for a change of identity or of any other setting."""
+        saved = payload["config"]
+        check_resume(saved, given, str(self.path))
+        config = build_config(saved, **{name: value for name, value in given.items() if name in RESUMABLE})
+        config.output = str(self.path)
+        if config.epochs < payload["epoch"]:
+            raise ConfigError(f"{self.path} has already trained {payload['epoch']} epochs; ask for more")
+        return config
+
+
+def check_resume(saved: dict[str, Any], given: dict[str, Any], where: str) -> None:
+    """The resume policy: the identity never changes, other settings only when RESUMABLE."""
+    for name in IDENTITY:
+        if name in given and given[name] != saved[name]:
+            raise ConfigError(
+                f"cannot resume {where} with {name} {given[name]!r}: that run trained "
+                f"{name} {saved[name]!r}; start a new run instead"
+            )
+    changed = sorted(n for n in set(given) - RESUMABLE - set(IDENTITY) if given[n] != saved.get(n))
+    if changed:
+        raise ConfigError(
+            f"cannot change {changed[0]} when resuming {where} (it was {saved.get(changed[0])!r}); "
+            f"only {', '.join(sorted(RESUMABLE))} may change"
+        )
+
+
+def merge_rank_payloads(payloads: list[dict[str, Any]], where: str) -> dict[str, Any]:
+    """One payload of K models from the K ranks' checkpoints (in any order) of one epoch."""
+    if not payloads:
+        raise ValueError(f"{where} holds no rank checkpoints")
+    payloads = sorted(payloads, key=lambda payload: payload.get("model_ids", [0])[0])
+    count = payloads[0]["config"]["models"]
+    ids = [payload.get("model_ids", [None])[0] for payload in payloads]
+    if ids != list(range(count)):
+        raise ValueError(
+            f"{where} holds the checkpoints of models {ids}; a run of {count} needs 0..{count - 1}"
+        )
+    epochs = {payload["epoch"] for payload in payloads}
+    if len(epochs) > 1:
+        raise ValueError(
+            f"the ranks of {where} saved different epochs {sorted(epochs)}; resume the run first"
+        )
+    merged = {
+        key: payloads[0][key] for key in ("format", "task", "config", "num_classes", "epoch", "history")
+    }
+    return {**merged, "models": [payload["models"][0] for payload in payloads], "ranks": count}
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A reidgraft checkpoint file, or a run folder's checkpoint (a distributed run's ranks merged),
+    loaded on the CPU; ValueError naming the path when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        run = RunDir(path)
+        if not run.has_checkpoint():
+            raise ValueError(f"no checkpoint at {run.checkpoint()}")
+        return run.load()
+    return read_checkpoint(path)

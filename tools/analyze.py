@@ -1,0 +1,9 @@
+"""The same program as the installed `reidgraft-analyze` (see `reidgraft/cli/analyze.py`, or
+`python tools/analyze.py --help`)."""
+
+import sys
+
+from reidgraft.cli.analyze import main
+
+if __name__ == "__main__":
+    sys.exit(main())

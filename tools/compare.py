@@ -1,0 +1,9 @@
+"""The same program as the installed `reidgraft-compare` (see `reidgraft/cli/compare.py`, or
+`python tools/compare.py --help`)."""
+
+import sys
+
+from reidgraft.cli.compare import main
+
+if __name__ == "__main__":
+    sys.exit(main())
