@@ -17,11 +17,13 @@ from typing import Any
 import yaml
 
 from .data.registry import DEFAULT_DATASET, dataset_names, dataset_spec
+from .device import AMP_MODES
 from .grafting import CRITERION_NAMES, GraftOptions
 
 OPTIMIZERS = ("amsgrad", "adam", "sgd")
 SCHEDULERS = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+AMP_CHOICES = ("auto", *AMP_MODES)
 GRAFT_OPTIONS = tuple(f.name for f in dataclasses.fields(GraftOptions))
 GROUPS = ("data", "model", "grafting", "optimisation", "evaluation", "run")
 
@@ -171,6 +173,31 @@ class TrainConfig:
         default=False, metadata=_doc("run", "deterministic kernels: same run, same numbers, somewhat slower")
     )
     device: str = field(default="auto", metadata=_doc("run", "device (auto: CUDA when available)", DEVICES))
+    devices: str | None = field(
+        default=None,
+        metadata=_doc(
+            "run",
+            "GPUs for the in-process ring, e.g. 0,1,2,3: model k trains on GPU k mod n (default: one device)",
+        ),
+    )
+    amp: str = field(
+        default="auto",
+        metadata=_doc(
+            "run",
+            "mixed precision for training, features and the demo: bf16 or fp16 autocast (fp16 with a "
+            "gradient scaler), none for fp32; auto takes the measured default for the arch and device",
+            AMP_CHOICES,
+        ),
+    )
+    channels_last: bool | None = field(
+        default=None,
+        metadata=_doc(
+            "run",
+            "channels_last memory format for images and weights (unset: the measured default for the arch "
+            "and device)",
+        )
+        | {"kind": "bool"},
+    )
     output: str | None = field(
         default=None,
         metadata=_doc("run", "run folder (default: runs/<dataset>-<arch>-k<K>-<time>)"),
@@ -198,11 +225,29 @@ class TrainConfig:
                 )
         if not 0 <= self.label_smooth < 1:
             raise ConfigError(f"label_smooth must lie in [0, 1), got {self.label_smooth}")
+        if self.devices is not None:
+            try:
+                self.device_ids()
+            except ValueError:
+                raise ConfigError(
+                    f"devices must be GPU numbers separated by commas, like 0,1,2,3; got {self.devices!r}"
+                ) from None
+            if self.device == "cpu":
+                raise ConfigError("devices names GPUs; it cannot be combined with device cpu")
         try:
             GraftOptions(**self.graft_options())
         except ValueError as error:
             raise ConfigError(str(error)) from None
         return self
+
+    def device_ids(self) -> list[int]:
+        """The GPU numbers of `devices` ([] when unset)."""
+        if self.devices is None:
+            return []
+        ids = [int(part) for part in str(self.devices).split(",")]
+        if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
+            raise ValueError(self.devices)
+        return ids
 
     def graft_options(self) -> dict[str, Any]:
         """The fields `GraftRing` takes, by name."""
@@ -252,7 +297,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             if f.name != "output":  # its help already says how its default is made
                 help += f" (default: {_shown(f.name, default)})"
             options: dict[str, Any] = {"dest": f.name, "default": None, "help": help.replace("%", "%%")}
-            if isinstance(default, bool):
+            if isinstance(default, bool) or f.metadata.get("kind") == "bool":
                 options["action"] = argparse.BooleanOptionalAction
             elif isinstance(default, list):
                 options["nargs"] = "+"
@@ -271,6 +316,8 @@ def given_fields(args: argparse.Namespace) -> dict[str, Any]:
 def _coerce(name: str, value: Any) -> Any:
     """Check a YAML value against the field's type (YAML already parsed numbers and booleans)."""
     default = getattr(TrainConfig(), name)
+    if value is not None and FIELDS[name].metadata.get("kind") == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
     if value is None or default is None:
         return value
     if isinstance(default, bool):

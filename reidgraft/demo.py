@@ -24,6 +24,7 @@ from torch import nn
 
 from .data import REID, dataset_names, load_reid_dataset
 from .data.loaders import reid_transforms
+from .device import autocast, resolve_precision
 from .engine import RunDir, load_checkpoint
 from .engine.features import extract_features
 from .index import GalleryIndex, files_fingerprint, load_gallery_cache, save_gallery_cache, state_fingerprint
@@ -156,6 +157,7 @@ class RunModel:
     model: nn.Module
     device: torch.device
     fingerprint: str
+    amp: str = "none"  # autocast for embedding (resolved: none, bf16 or fp16)
 
     @property
     def label(self) -> str:
@@ -171,8 +173,11 @@ def _best_model(run_dir: Path, count: int) -> int:
     return int(np.argmax(scores)) if len(scores) == count else 0
 
 
-def load_run_model(run_dir: str | Path, k: int | None, device: torch.device) -> tuple[RunModel, dict]:
-    """Model k of a run (default: its best by final mAP), loaded weights-only; and the run's config."""
+def load_run_model(
+    run_dir: str | Path, k: int | None, device: torch.device, amp: str = "none"
+) -> tuple[RunModel, dict]:
+    """Model k of a run (default: its best by final mAP), loaded weights-only, embedding under
+    `amp` autocast (`auto`: the measured default for its arch on `device`); and the run's config."""
     run_dir = RunDir(run_dir).path
     payload = load_checkpoint(run_dir)
     config, states = payload["config"], payload["models"]
@@ -185,9 +190,14 @@ def load_run_model(run_dir: str | Path, k: int | None, device: torch.device) -> 
     model = build_backbone(config["arch"], payload["num_classes"])
     model.load_state_dict(states[k])
     model.to(device).eval()
+    try:
+        amp, _ = resolve_precision(amp, None, device, config["arch"], (config["height"], config["width"]))
+    except ValueError as error:
+        raise DemoError(str(error)) from None
     shape = (config["arch"], config["height"], config["width"], config["metric"])
-    fingerprint = state_fingerprint(states[k], extra=shape)
-    run_model = RunModel(run_dir, k, *shape, model=model, device=device, fingerprint=fingerprint)
+    # features under autocast differ from fp32 ones in the last bits: another cache entry
+    fingerprint = state_fingerprint(states[k], extra=shape if amp == "none" else (*shape, amp))
+    run_model = RunModel(run_dir, k, *shape, model=model, device=device, fingerprint=fingerprint, amp=amp)
     return run_model, config
 
 
@@ -211,10 +221,10 @@ def gallery_index(
         width=run_model.width,
         batch_size=batch_size,
         workers=workers,
-        device=run_model.device,
+        amp=run_model.amp,
         what=f"indexing {len(items)} gallery images",
     )
-    index = GalleryIndex(features.numpy(), run_model.metric)
+    index = GalleryIndex(features.cpu().numpy(), run_model.metric)
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_gallery_cache(cache, index, [gallery.name_of(i) for i in range(len(gallery))], key)
     return index, False
@@ -271,7 +281,8 @@ class GallerySearch:
     @torch.no_grad()
     def embed(self, image: Image.Image) -> np.ndarray:
         batch = self.transform(image).unsqueeze(0).to(self.run_model.device)
-        return self.run_model.model(batch).float().cpu().numpy()
+        with autocast(self.run_model.device, self.run_model.amp):
+            return self.run_model.model(batch).float().cpu().numpy()
 
     def search(self, image: Image.Image, top_k: int, query_name: str = "") -> SearchResult:
         """The top_k nearest gallery images; with a Market-style `query_name`, verdicts and the AP."""

@@ -1,10 +1,28 @@
-"""Where and how models run: the device a name stands for, and deterministic mode."""
+"""Where and how models run: the device a name stands for, the devices of the in-process ring,
+mixed precision (autocast), memory format, and deterministic mode."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 
 import torch
+
+AMP_MODES = ("none", "bf16", "fp16")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Defaults chosen from measurements (`tools/bench_train.py --sweep`, README "Speed"): a setting
+# is the default only where it was faster AND the quick recipe's mAP stayed within 1 point of
+# fp32. On the project's 2-core AVX512-BF16 CPU channels_last helped every backbone and size
+# measured (1.1-1.7x); bf16 autocast helped ResNet50 (1.65x at 128x64, 2.25x at 256x128) and
+# MobileNetV2 at 256x128 (1.9x), but slowed MobileNetV2 at 128x64 (0.93x), where its depthwise
+# convolutions are too small to gain. bf16 is nevertheless the default for dense convolutions
+# only: twice, in a full test-suite process, a tiny bf16 + channels_last MobileNetV2 run grew NaN
+# weights in a depthwise convolution (never reproduced in a fresh process; see the session notes),
+# so MobileNetV2 keeps fp32 + channels_last (1.74x at 256x128) unless --amp bf16 is asked for.
+# CUDA has not been measured here yet: fp32 (with cuDNN's TF32 convolutions) until it is.
+BF16_ON_CPU_ARCHS = ("resnet", "resnext")  # name prefixes: dense convolutions gain at any size
 
 
 def resolve_device(name: str) -> torch.device:
@@ -16,8 +34,85 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def ring_devices(device: str, ids: list[int], count: int) -> list[torch.device]:
+    """The device of each of `count` models: all on `device`, or model k on GPU ids[k % n]."""
+    if not ids:
+        return [resolve_device(device)] * count
+    if not torch.cuda.is_available():
+        raise ValueError(f"--devices {','.join(map(str, ids))} names GPUs, but torch sees no CUDA device")
+    present = torch.cuda.device_count()
+    missing = [i for i in ids if i >= present]
+    if missing:
+        raise ValueError(
+            f"--devices names GPU {missing[0]}, but torch sees {present} (0..{present - 1}); "
+            "check CUDA_VISIBLE_DEVICES"
+        )
+    return [torch.device("cuda", ids[k % len(ids)]) for k in range(count)]
+
+
+def default_precision(device: torch.device, arch: str, size: tuple[int, int]) -> tuple[str, bool]:
+    """The measured default (amp, channels_last) for `arch` at input `size` on `device`'s kind."""
+    if device.type == "cpu":
+        dense = arch.startswith(BF16_ON_CPU_ARCHS)
+        return ("bf16" if dense and cpu_has_bf16() else "none"), True
+    return "none", False
+
+
+def resolve_precision(
+    amp: str, channels_last: bool | None, device: torch.device, arch: str, size: tuple[int, int]
+) -> tuple[str, bool]:
+    """(amp, channels_last) with `auto`/None replaced by the measured default for `arch` at input
+    `size` (height, width); ValueError (one line) for a precision this hardware lacks."""
+    default_amp, default_layout = default_precision(device, arch, size)
+    amp = default_amp if amp == "auto" else amp
+    channels_last = default_layout if channels_last is None else channels_last
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(
+            "--amp fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler); on CPU use --amp bf16"
+        )
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"--amp bf16: {torch.cuda.get_device_name(device)} has no bf16; use --amp fp16")
+    if amp == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        raise ValueError("--amp bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX); use --amp none")
+    return amp, channels_last
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+@functools.cache
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def autocast(device: torch.device, amp: str):
+    """Autocast to `amp`'s dtype on `device`, or nothing for `none`."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
 def make_deterministic() -> None:
-    """Deterministic kernels (same run, same numbers), at some cost in speed."""
+    """Deterministic kernels (same run, same numbers), at some cost in speed.
+
+    On CUDA a few kernels have no deterministic version (adaptive average pooling's and NLL
+    loss's backward among those torchreid's backbones use); torch warns once for each and uses
+    the fast one (`warn_only`), so a deterministic CUDA run trains instead of failing in its first
+    backward, and is reproducible except for those ops. On CPU every op used is deterministic."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
     torch.backends.cudnn.benchmark = False
+
+
+def allow_fast_kernels() -> None:
+    """Not deterministic: let cuDNN pick the fastest convolution for each input shape."""
+    torch.backends.cudnn.benchmark = True

@@ -42,10 +42,19 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
 
 
-class GalleryIndex:
-    """Exact nearest-neighbour search over gallery features."""
+def faiss_gpus() -> int:
+    """GPUs FAISS can search on: 0 with faiss-cpu (the default install), which has no GPU code."""
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
 
-    def __init__(self, features, metric: str = "euclidean"):
+
+class GalleryIndex:
+    """Exact nearest-neighbour search over gallery features.
+
+    The index itself stays in host memory (it is what `features`, `to_bytes` and the cache read);
+    with faiss-gpu installed (`pip install .[gpu]`) and a GPU present, searches run on a copy of it
+    on GPU 0. `gpu=False` keeps them on the CPU; `gpu=True` insists on the GPU."""
+
+    def __init__(self, features, metric: str = "euclidean", *, gpu: bool | None = None):
         _check_metric(metric)
         gallery = _prepared(features, metric)
         self.metric = metric
@@ -53,11 +62,28 @@ class GalleryIndex:
             faiss.IndexFlatIP(gallery.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(gallery.shape[1])
         )
         self.index.add(gallery)
+        self._use_gpu(gpu)
+
+    def _use_gpu(self, gpu: bool | None) -> None:
+        if gpu and not faiss_gpus():
+            raise ValueError(
+                "a GPU gallery index needs faiss-gpu and a visible GPU; install reidgraft[gpu] "
+                "(see README) or search on the CPU"
+            )
+        self.searcher = self.index
+        if gpu or (gpu is None and faiss_gpus()):
+            self._gpu_resources = faiss.StandardGpuResources()
+            self.searcher = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.searcher is not self.index
 
     @classmethod
-    def _wrap(cls, index: faiss.Index, metric: str) -> GalleryIndex:
+    def _wrap(cls, index: faiss.Index, metric: str, gpu: bool | None = None) -> GalleryIndex:
         self = cls.__new__(cls)
         self.index, self.metric = index, metric
+        self._use_gpu(gpu)
         return self
 
     def __len__(self) -> int:
@@ -80,7 +106,7 @@ class GalleryIndex:
         queries = _prepared(query_features, self.metric)
         if queries.shape[1] != self.dim:
             raise ValueError(f"query features have dimension {queries.shape[1]}, the gallery {self.dim}")
-        scores, indices = self.index.search(queries, min(k, len(self)))
+        scores, indices = self.searcher.search(queries, min(k, len(self)))
         return (1.0 - scores if self.metric == "cosine" else scores), indices
 
     def to_bytes(self) -> np.ndarray:

@@ -10,7 +10,10 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 1
 fi
 
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# REIDGRAFT_EXTRAS=gpu adds faiss-gpu (GPU gallery search) in place of faiss-cpu.
+extras=${REIDGRAFT_EXTRAS:-}
+case ",$extras," in ,,|,gpu,) ;; *) echo "setup: REIDGRAFT_EXTRAS may be empty or gpu, not '$extras'" >&2; exit 1 ;; esac
+stamp=".venv/.installed-$(cat pyproject.toml <(echo "$extras") | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
     exit 0
 fi
@@ -21,7 +24,15 @@ if [ "${free_gb:-0}" -lt 8 ]; then
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+if [ "$extras" != gpu ]; then  # back from a GPU install: faiss-cpu's files must not mix with faiss-gpu's
+    .venv/bin/python -m pip uninstall --quiet -y faiss-gpu >/dev/null 2>&1 || true
+fi
+.venv/bin/python -m pip install --quiet -e ".[dev${extras:+,$extras}]"
+if [ "$extras" = gpu ]; then
+    # Both wheels install the module `faiss`; keep the GPU build's files alone.
+    .venv/bin/python -m pip uninstall --quiet -y faiss-cpu
+    .venv/bin/python -m pip install --quiet --force-reinstall --no-deps "faiss-gpu>=1.9"
+fi
 rm -f .venv/.installed-*
 touch "$stamp"
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

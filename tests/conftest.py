@@ -10,6 +10,16 @@ import torch
 from torch import nn
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run where torch sees a GPU (scripts/gpu-check.sh) and skip elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu-check.sh on a machine with one)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (for process groups and servers)."""
     with socket.socket() as probe:

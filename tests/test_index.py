@@ -67,3 +67,26 @@ def test_fingerprints_follow_content_not_location(tmp_path):
     assert base != state_fingerprint(state, extra=("resnet50", 128))
     changed = {**state, "w": torch.tensor([1.0, 1.0, 1.0 + 2**-20])}
     assert base != state_fingerprint(changed, extra=("resnet50", 256))
+
+
+def test_a_gpu_index_without_faiss_gpu_is_refused_and_the_default_searches_here():
+    from reidgraft.index import faiss_gpus
+
+    features = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
+    index = GalleryIndex(features)
+    assert index.on_gpu == bool(faiss_gpus())
+    if not faiss_gpus():
+        with pytest.raises(ValueError, match="a GPU gallery index needs faiss-gpu and a visible GPU"):
+            GalleryIndex(features, gpu=True)
+
+
+@pytest.mark.cuda
+def test_the_gpu_index_finds_what_the_cpu_index_finds():
+    features = np.random.default_rng(1).normal(size=(500, 32)).astype(np.float32)
+    queries = features[:20] + 0.01
+    on_gpu, on_cpu = GalleryIndex(features, gpu=True), GalleryIndex(features, gpu=False)
+    assert on_gpu.on_gpu and not on_cpu.on_gpu
+    gpu_distances, gpu_indices = on_gpu.search(queries, 10)
+    cpu_distances, cpu_indices = on_cpu.search(queries, 10)
+    assert (gpu_indices == cpu_indices).mean() > 0.99
+    np.testing.assert_allclose(gpu_distances, cpu_distances, rtol=1e-4, atol=1e-4)

@@ -3,7 +3,7 @@
 
 import sys
 
-from reidgraft.cli.evaluate import main
+from reidgraft.cli.evaluate import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -3,7 +3,7 @@
 
 import sys
 
-from reidgraft.cli.train import main
+from reidgraft.cli.train import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

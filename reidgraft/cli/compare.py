@@ -17,6 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from ..allocator import reexec_with_mimalloc, requested_device
 from ..config import ConfigError, build_config, load_yaml
 from ..data import CLASSIFICATION, DataMissingError, dataset_spec
 from ..data.loaders import ImageReadError
@@ -138,5 +139,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def run() -> int:
+    """The command as installed (and as `python tools/...`): CPU runs get the mimalloc allocator
+    (see `reidgraft.allocator`; REIDGRAFT_ALLOCATOR=system opts out), then `main`."""
+    try:
+        reexec_with_mimalloc(requested_device(sys.argv))
+    except ValueError as error:
+        print(f"{Path(sys.argv[0]).stem}: {error}", file=sys.stderr)
+        return 2
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

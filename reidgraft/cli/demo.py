@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from ..config import DEVICES
+from ..config import AMP_CHOICES, DEVICES
 from ..data import DataMissingError
 from ..data.loaders import ImageReadError
 from ..demo import (
@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="auto", choices=DEVICES, help="where the models run (default: auto)"
     )
     parser.add_argument(
+        "--amp", default="auto", choices=AMP_CHOICES,
+        help="autocast for embedding images (default: auto, the measured default for the arch and device)",
+    )  # fmt: skip
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=64,
@@ -65,11 +69,11 @@ def prepare(args) -> tuple[list[GallerySearch], list[str]]:
     started = time.perf_counter()
     device = resolve_device(args.device)
     run_dir = args.checkpoint or newest_run()
-    run_model, config = load_run_model(run_dir, args.model, device)
+    run_model, config = load_run_model(run_dir, args.model, device, args.amp)
     gallery = resolve_gallery(args.gallery, config)
     runs = [run_model]
     if args.compare:
-        runs.append(load_run_model(args.compare, args.compare_model, device)[0])
+        runs.append(load_run_model(args.compare, args.compare_model, device, args.amp)[0])
     searchers = []
     for run in runs:
         index, cached = gallery_index(run, gallery, batch_size=args.batch_size, workers=args.workers)

@@ -12,10 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import DEVICES, build_config
+from ..allocator import reexec_with_mimalloc, requested_device
+from ..config import AMP_CHOICES, DEVICES, build_config
 from ..data import REID, DataMissingError, dataset_spec, load_reid_dataset
 from ..data.loaders import ImageReadError
-from ..device import resolve_device
+from ..device import resolve_device, resolve_precision
 from ..engine import METRIC_KEYS, RunDir, load_checkpoint
 from ..engine.features import models_from_checkpoint
 from ..engine.logging import metrics_table
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default="auto", choices=DEVICES, help="where the models run (default: auto)"
     )
+    parser.add_argument(
+        "--amp", default="auto", choices=AMP_CHOICES,
+        help="autocast for feature extraction (default: auto, the measured default for the arch and device)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default: 128)")
     parser.add_argument("--workers", type=int, default=0, help="image-reading processes (default: 0)")
     return parser
@@ -50,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def run(args) -> int:
+def evaluate_run(args) -> int:
     payload = load_checkpoint(Path(args.run_dir))
     if payload.get("task", REID) != REID:
         raise ValueError(
@@ -71,9 +76,11 @@ def run(args) -> int:
     )  # fmt: skip
     splits = load_reid_dataset(dataset, config.root)
     device = resolve_device(args.device)
-    every_model = models_from_checkpoint(payload, device)
+    amp, channels_last = run_precision(args, payload, device, config)
+    every_model = models_from_checkpoint(payload, device, channels_last)
     task = ReidTask(config, splits)
-    query_features, gallery_features = task.features([every_model[k] for k in chosen], device)
+    task.runs_on(amp, channels_last)
+    query_features, gallery_features = task.features([every_model[k] for k in chosen])
     rows = task.score(query_features, gallery_features, model_ids=chosen, rerank=args.rerank)
 
     output = Path(args.output) if args.output else RunDir(args.run_dir).path
@@ -91,15 +98,31 @@ def run(args) -> int:
     return 0
 
 
+def run_precision(args, payload, device, config) -> tuple[str, bool]:
+    """`--amp auto` evaluates as the run was evaluated while it trained (the precision and memory
+    format its metrics.json records), so the numbers agree; the measured default for this device
+    when the run recorded none, or one this machine lacks (fp16 from a GPU, on a CPU)."""
+    size = (config.height, config.width)
+    metrics = RunDir(args.run_dir).read_metrics()
+    # runs from before precision was recorded trained and evaluated in fp32, NCHW
+    recorded = metrics.get("precision", {"amp": "none", "channels_last": False}) if metrics else None
+    if args.amp == "auto" and recorded:
+        try:
+            return resolve_precision(recorded["amp"], recorded["channels_last"], device, config.arch, size)
+        except ValueError:
+            pass
+    return resolve_precision(args.amp, None, device, config.arch, size)
+
+
 def draw_ranked(splits, chosen, query_features, gallery_features, metric, count, output: Path) -> None:
     """PNG grids of the first `count` queries' top-10 for each chosen model."""
     gallery_paths = [path for path, _, _ in splits.gallery]
     gallery_pids = [pid for _, pid, _ in splits.gallery]
     gallery_cams = [cam for _, _, cam in splits.gallery]
     for k, query, gallery in zip(chosen, query_features, gallery_features, strict=True):
-        index = GalleryIndex(gallery.numpy(), metric)
+        index = GalleryIndex(gallery.cpu().numpy(), metric)
         # Enough neighbours that 10 remain after same-id-same-camera items are skipped.
-        _, ranked = index.search(query[:count].numpy(), 60)
+        _, ranked = index.search(query[:count].cpu().numpy(), 60)
         for q, ((path, pid, cam), order) in enumerate(zip(splits.query, ranked, strict=False)):
             ranked_results_grid(
                 path, pid, cam, gallery_paths, gallery_pids, gallery_cams, order.tolist(),
@@ -110,11 +133,22 @@ def draw_ranked(splits, chosen, query_features, gallery_features, metric, count,
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        return run(args)
+        return evaluate_run(args)
     except (DataMissingError, ImageReadError, ValueError) as error:
         print(f"evaluate: {error}", file=sys.stderr)
         return 2
 
 
+def run() -> int:
+    """The command as installed (and as `python tools/...`): CPU runs get the mimalloc allocator
+    (see `reidgraft.allocator`; REIDGRAFT_ALLOCATOR=system opts out), then `main`."""
+    try:
+        reexec_with_mimalloc(requested_device(sys.argv))
+    except ValueError as error:
+        print(f"{Path(sys.argv[0]).stem}: {error}", file=sys.stderr)
+        return 2
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..allocator import reexec_with_mimalloc, requested_device
 from ..config import (
     ConfigError,
     TrainConfig,
@@ -31,6 +32,7 @@ from ..config import (
 )
 from ..data import REID, DataMissingError, dataset_spec
 from ..data.loaders import ImageReadError
+from ..device import resolve_precision, ring_devices
 from ..engine import RunDir, Trainer
 from ..engine.distributed import (
     OneModelPerProcess,
@@ -91,6 +93,17 @@ def new_run(args: argparse.Namespace, distributed: bool) -> TrainConfig:
     return config
 
 
+def check_hardware(config: TrainConfig) -> None:
+    """The device, the GPUs of --devices and the precision exist here, before any data is read."""
+    try:
+        device = ring_devices(config.device, config.device_ids(), config.models)[0]
+        resolve_precision(
+            config.amp, config.channels_last, device, config.arch, (config.height, config.width)
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def initial_weights(config: TrainConfig) -> InitialWeights:
     try:
         return resolve_weights(config.arch, config.weights)
@@ -118,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         say = print if rank in (None, 0) else (lambda *parts, **options: None)
         config, payload = resumed_run(args, rank) if args.resume else (new_run(args, group is not None), None)
         check_names(config)
+        check_hardware(config)
         # the weights file is found (or downloaded, by rank 0 first) before any data is read
         if group is not None:
             leader_decides(lambda: initial_weights(config))
@@ -175,5 +189,16 @@ def interrupted(config: TrainConfig | None, rank: int | None) -> str:
     return f"the last complete epoch is saved in {checkpoint} (continue with {again})"
 
 
+def run() -> int:
+    """The command as installed (and as `python tools/...`): CPU runs get the mimalloc allocator
+    (see `reidgraft.allocator`; REIDGRAFT_ALLOCATOR=system opts out), then `main`."""
+    try:
+        reexec_with_mimalloc(requested_device(sys.argv))
+    except ValueError as error:
+        print(f"{Path(sys.argv[0]).stem}: {error}", file=sys.stderr)
+        return 2
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from .datasets import DataMissingError
-from .loaders import EpochShuffle, _loader, mix_seed, seeded_rngs
+from .loaders import EpochShuffle, _loader, epoch_and_index, transformed
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 AUGMENTATIONS = ("random_crop", "random_flip")
@@ -138,18 +138,13 @@ class ArrayImageDataset(Dataset):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels, self.transform, self.seed = images, labels, transform, seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int):
-        image = Image.fromarray(self.images[index])
-        if self.seed is None:
-            tensor = self.transform(image)
-        else:
-            with seeded_rngs(mix_seed(self.seed, self.epoch, index)):
-                tensor = self.transform(image)
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, index = epoch_and_index(key)
+        tensor = transformed(self.transform, Image.fromarray(self.images[index]), self.seed, epoch, index)
         return tensor, int(self.labels[index]), index
 
 
@@ -169,7 +164,14 @@ def classification_transforms(data: ClassificationData, augment) -> tuple[Callab
 
 
 def build_classification_loaders(
-    data: ClassificationData, *, count: int, seed: int, augment, batch_size: int, workers: int = 0
+    data: ClassificationData,
+    *,
+    count: int,
+    seed: int,
+    augment,
+    batch_size: int,
+    workers: int = 0,
+    pin_memory: bool = False,
 ) -> list[DataLoader]:
     """`count` training loaders; loader k uses seed + k. Incomplete batches dropped."""
     if len(data.train_images) < batch_size:
@@ -185,13 +187,14 @@ def build_classification_loaders(
             seed + k,
             sampler=EpochShuffle(len(data.train_images), seed + k),
             drop_last=True,
+            pin_memory=pin_memory,
         )  # fmt: skip
         for k in range(count)
     ]
 
 
 def build_classification_test_loader(
-    data: ClassificationData, *, batch_size: int, workers: int = 0
+    data: ClassificationData, *, batch_size: int, workers: int = 0, pin_memory: bool = False
 ) -> DataLoader:
     _, test_transform = classification_transforms(data, [])
     return _loader(
@@ -199,4 +202,5 @@ def build_classification_test_loader(
         batch_size,
         workers,
         shuffle=False,
+        pin_memory=pin_memory,
     )

@@ -2,9 +2,12 @@
 augmentation, plus test loaders.
 
 Shuffling and augmentation are pure functions of (model seed, epoch, index): the sampler draws
-its permutation from a generator seeded by (seed, epoch), and each image is augmented under
-RNGs seeded by (seed, epoch, index). So K loaders differ, the same run is reproducible with
-any number of workers, and a resumed run sees exactly the batches it would have seen.
+its permutation from a generator seeded by (seed, epoch) and hands the dataset (epoch, index)
+pairs, and each image is augmented under RNGs seeded by (seed, epoch, index). The epoch travels
+with every index because the sampler runs in the main process while persistent workers keep
+their own copy of the dataset, which never hears of a new epoch. So K loaders differ, the same
+run is reproducible with any number of workers, and a resumed run sees exactly the batches it
+would have seen.
 (torchreid's random crop draws from Python's global `random`, hence the seeding of both.)
 """
 
@@ -20,6 +23,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .datasets import Item
+
+PREFETCH_BATCHES = 4  # batches each worker reads ahead
 
 
 class ImageReadError(OSError):
@@ -57,6 +62,19 @@ def seeded_rngs(seed: int):
             random.setstate(python_state)
 
 
+def transformed(transform: Callable, image: Image.Image, seed: int | None, epoch: int, index: int):
+    """`transform(image)`, under RNGs seeded by (seed, epoch, index) when `seed` is given."""
+    if seed is None:
+        return transform(image)
+    with seeded_rngs(mix_seed(seed, epoch, index)):
+        return transform(image)
+
+
+def epoch_and_index(key: int | tuple[int, int]) -> tuple[int, int]:
+    """A dataset key: an index (epoch 0, test loaders) or an (epoch, index) pair from EpochShuffle."""
+    return (0, key) if isinstance(key, int) else key
+
+
 class ImageListDataset(Dataset):
     """(image, pid, camid, index) for a list of items; seeded per item when `seed` is given."""
 
@@ -64,24 +82,19 @@ class ImageListDataset(Dataset):
         self.items = list(items)
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, index = epoch_and_index(key)
         path, pid, camid = self.items[index]
-        image = read_rgb(path)
-        if self.seed is None:
-            tensor = self.transform(image)
-        else:
-            with seeded_rngs(mix_seed(self.seed, self.epoch, index)):
-                tensor = self.transform(image)
+        tensor = transformed(self.transform, read_rgb(path), self.seed, epoch, index)
         return tensor, pid, camid, index
 
 
-class EpochShuffle(Sampler[int]):
-    """A permutation per epoch drawn from (seed, epoch) alone."""
+class EpochShuffle(Sampler[tuple[int, int]]):
+    """A permutation per epoch drawn from (seed, epoch) alone, as (epoch, index) pairs."""
 
     def __init__(self, size: int, seed: int):
         self.size, self.seed, self.epoch = size, seed, 0
@@ -91,7 +104,8 @@ class EpochShuffle(Sampler[int]):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        epoch = self.epoch
+        return iter([(epoch, index) for index in torch.randperm(self.size, generator=generator).tolist()])
 
 
 def reid_transforms(height: int, width: int, augment: Sequence[str]):
@@ -102,13 +116,19 @@ def reid_transforms(height: int, width: int, augment: Sequence[str]):
         return build_transforms(height, width, transforms=list(augment))
 
 
-def _loader(dataset: Dataset, batch_size: int, workers: int, seed: int = 0, **kwargs) -> DataLoader:
-    # Its own generator: otherwise every epoch's iterator draws worker seeds from the global RNG.
+def _loader(
+    dataset: Dataset, batch_size: int, workers: int, seed: int = 0, *, pin_memory: bool = False, **kwargs
+) -> DataLoader:
+    """A DataLoader with its own generator (otherwise every epoch's iterator draws worker seeds
+    from the global RNG); workers stay alive between epochs and read ahead. `pin_memory` only
+    for a CUDA run: page-locked buffers help host-to-GPU copies and cost a CPU run."""
+    if workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=PREFETCH_BATCHES)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
         **kwargs,
     )
@@ -124,6 +144,7 @@ def build_train_loaders(
     augment: Sequence[str],
     batch_size: int,
     workers: int = 0,
+    pin_memory: bool = False,
 ) -> list[DataLoader]:
     """`count` loaders over the same items; loader k uses seed + k. Incomplete batches dropped."""
     if len(items) < batch_size:
@@ -137,6 +158,7 @@ def build_train_loaders(
             seed + k,
             sampler=EpochShuffle(len(items), seed + k),
             drop_last=True,
+            pin_memory=pin_memory,
         )
         for k in range(count)
     ]
@@ -146,12 +168,19 @@ def set_epoch(loaders: Sequence[DataLoader], epoch: int) -> None:
     """Make every loader draw the order and augmentation of `epoch`."""
     for loader in loaders:
         loader.sampler.epoch = epoch
-        loader.dataset.epoch = epoch
 
 
 def build_test_loader(
-    items: Sequence[Item], *, height: int, width: int, batch_size: int, workers: int = 0
+    items: Sequence[Item],
+    *,
+    height: int,
+    width: int,
+    batch_size: int,
+    workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Unaugmented images in list order."""
     _, test_transform = reid_transforms(height, width, [])
-    return _loader(ImageListDataset(items, test_transform), batch_size, workers, shuffle=False)
+    return _loader(
+        ImageListDataset(items, test_transform), batch_size, workers, shuffle=False, pin_memory=pin_memory
+    )

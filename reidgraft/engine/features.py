@@ -12,7 +12,27 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import build_test_loader
+from ..device import autocast
 from ..models import build_backbone
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class Inputs:
+    """One batch of images on each device that asks for it, in the models' memory format."""
+
+    def __init__(self, images: torch.Tensor, channels_last: bool):
+        self.images, self.channels_last, self.on = images, channels_last, {}
+
+    def __getitem__(self, device: torch.device) -> torch.Tensor:
+        if device not in self.on:
+            images = self.images.to(device, non_blocking=True)
+            self.on[device] = (
+                images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+            )
+        return self.on[device]
 
 
 @torch.no_grad()
@@ -24,44 +44,59 @@ def extract_features(
     width: int,
     batch_size: int,
     workers: int,
-    device: torch.device,
+    amp: str = "none",
+    channels_last: bool = False,
     what: str = "features",
 ) -> list[torch.Tensor]:
-    """Each model's features (eval mode) for `items`; every batch is read once for all models."""
-    loader = build_test_loader(items, height=height, width=width, batch_size=batch_size, workers=workers)
+    """Each model's float32 features (eval mode, under `amp` autocast) for `items`, every batch
+    read once for all models. The features stay on each model's device: on CUDA the evaluator's
+    distance GEMMs run there too."""
+    devices = [model_device(model) for model in models]
+    pin_memory = any(device.type == "cuda" for device in devices)
+    loader = build_test_loader(
+        items, height=height, width=width, batch_size=batch_size, workers=workers, pin_memory=pin_memory
+    )
     for model in models:
         model.eval()
     parts: list[list[torch.Tensor]] = [[] for _ in models]
     for images, _, _, _ in tqdm(loader, desc=what, leave=False, disable=None):
-        images = images.to(device, non_blocking=True)
-        for k, model in enumerate(models):
-            parts[k].append(model(images).float().cpu())
+        inputs = Inputs(images, channels_last)
+        for k, (model, device) in enumerate(zip(models, devices, strict=True)):
+            with autocast(device, amp):
+                parts[k].append(model(inputs[device]).float())
     return [torch.cat(chunks) for chunks in parts]
 
 
 @torch.no_grad()
 def predict_logits(
-    models: Sequence[nn.Module], loader: DataLoader, device: torch.device
+    models: Sequence[nn.Module], loader: DataLoader, *, amp: str = "none", channels_last: bool = False
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Each model's logits (eval mode) over a test loader, and the labels."""
+    """Each model's float32 logits (eval mode, under `amp` autocast) over a test loader, on the
+    CPU, and the labels."""
+    devices = [model_device(model) for model in models]
     for model in models:
         model.eval()
     parts: list[list[torch.Tensor]] = [[] for _ in models]
     labels = []
     for images, targets, _ in loader:
-        images = images.to(device, non_blocking=True)
-        for k, model in enumerate(models):
-            parts[k].append(model(images).float().cpu())
+        inputs = Inputs(images, channels_last)
+        for k, (model, device) in enumerate(zip(models, devices, strict=True)):
+            with autocast(device, amp):
+                parts[k].append(model(inputs[device]).float().cpu())
         labels.append(targets)
     return [torch.cat(chunks) for chunks in parts], torch.cat(labels)
 
 
-def models_from_checkpoint(payload: dict[str, Any], device: torch.device) -> list[nn.Module]:
-    """The K models of a reidgraft checkpoint, in eval mode on `device`."""
+def models_from_checkpoint(
+    payload: dict[str, Any], device: torch.device, channels_last: bool = False
+) -> list[nn.Module]:
+    """The K models of a reidgraft checkpoint, in eval mode on `device` (in channels_last memory
+    format when asked, as the trainer keeps them)."""
     arch, classes = payload["config"]["arch"], payload["num_classes"]
+    layout = torch.channels_last if channels_last else torch.preserve_format
     models = []
     for state in payload["models"]:
         model = build_backbone(arch, classes)
         model.load_state_dict(state)
-        models.append(model.to(device).eval())
+        models.append(model.to(device, memory_format=layout).eval())
     return models

@@ -77,11 +77,12 @@ def best_epochs(history: list[dict[str, Any]], models: int, primary: str) -> lis
 
 
 def metrics_file(
-    task: str, history: list, final: list | None, best: list | None, *, initialisation: str
+    task: str, history: list, final: list | None, best: list | None, **facts: Any
 ) -> dict[str, Any]:
-    """metrics.json: every epoch's record, the last epoch's metrics ("final"), each model's best
-    evaluated epoch ("best"), and the weights every model started from ("initialisation")."""
-    return {"task": task, "initialisation": initialisation, "epochs": history, "final": final, "best": best}
+    """metrics.json: the task, facts about the run (its initial weights, precision, thread
+    count), every epoch's record, the last epoch's metrics ("final") and each model's best
+    evaluated epoch ("best")."""
+    return {"task": task, **facts, "epochs": history, "final": final, "best": best}
 
 
 def metrics_table(

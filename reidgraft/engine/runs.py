@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from ..config import ConfigError, TrainConfig
 from ..data import CLASSIFICATION, ClassificationData, ReidSplits, dataset_spec, load_dataset
 from ..models import CIFAR_MODELS, backbone_names, torchreid_names
 from .run_dir import RunDir
-from .trainer import Trainer
+from .trainer import Trainer, threads_warning
 
 
 def check_names(config: TrainConfig) -> None:
@@ -68,6 +70,9 @@ def finish_run(
     config = run.resume_config(payload, given)
     metrics = run.read_metrics()
     if payload["epoch"] == config.epochs and metrics and metrics.get("final"):
+        threads = metrics.get("intra_op_threads")
+        if config.deterministic and threads not in (None, torch.get_num_threads()):
+            log(threads_warning(threads, "was trained"))
         return metrics, "reused"
     trainer = Trainer(config, data, run.path, log=log)
     trainer.load_state(payload)

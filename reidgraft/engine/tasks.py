@@ -25,7 +25,18 @@ REID_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10")
 CLASSIFICATION_METRICS = ("top1", "top5")
 
 
-class ReidTask:
+class Task:
+    """What both tasks share: the precision and memory format their models run in."""
+
+    amp = "none"
+    channels_last = False
+
+    def runs_on(self, amp: str, channels_last: bool) -> None:
+        """Run feature extraction and prediction under `amp` autocast in this memory format."""
+        self.amp, self.channels_last = amp, channels_last
+
+
+class ReidTask(Task):
     kind = "reid"
     metric_keys = REID_METRICS
     primary = "mAP"
@@ -34,14 +45,14 @@ class ReidTask:
         self.config, self.splits = config, splits
         self.num_classes = splits.num_train_pids
 
-    def train_loaders(self, model_ids: list[int]) -> list[DataLoader]:
+    def train_loaders(self, model_ids: list[int], pin_memory: bool = False) -> list[DataLoader]:
         """A loader per model; model k's order and augmentation come from seed + k alone."""
         config = self.config
         return [
             build_train_loaders(
                 self.splits.train, count=1, seed=config.seed + k, height=config.height,
                 width=config.width, augment=config.transforms, batch_size=config.batch_size,
-                workers=config.workers,
+                workers=config.workers, pin_memory=pin_memory,
             )[0]
             for k in model_ids
         ]  # fmt: skip
@@ -51,18 +62,16 @@ class ReidTask:
         """A torchreid model in eval mode returns features; its classifier maps them to logits."""
         return teacher.classifier(teacher(images))
 
-    def evaluate(self, models: list[nn.Module], device: torch.device) -> list[dict[str, Any]]:
+    def evaluate(self, models: list[nn.Module]) -> list[dict[str, Any]]:
         """mAP, mINP and rank-1/5/10 of every model on the query and gallery sets."""
-        return self.score(*self.features(models, device))
+        return self.score(*self.features(models))
 
-    def features(
-        self, models: list[nn.Module], device: torch.device
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def features(self, models: list[nn.Module]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Every model's query and gallery features (each batch read once for all models)."""
         config, query, gallery = self.config, self.splits.query, self.splits.gallery
         shape = dict(
             height=config.height, width=config.width, batch_size=config.eval_batch_size,
-            workers=config.workers, device=device,
+            workers=config.workers, amp=self.amp, channels_last=self.channels_last,
         )  # fmt: skip
         query_features = extract_features(models, query, what="features query", **shape)
         gallery_features = extract_features(models, gallery, what="features gallery", **shape)
@@ -92,7 +101,7 @@ class ReidTask:
         return rows
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     kind = "classification"
     metric_keys = CLASSIFICATION_METRICS
     primary = "top1"
@@ -101,12 +110,12 @@ class ClassificationTask:
         self.config, self.data = config, data
         self.num_classes = data.num_classes
 
-    def train_loaders(self, model_ids: list[int]) -> list[DataLoader]:
+    def train_loaders(self, model_ids: list[int], pin_memory: bool = False) -> list[DataLoader]:
         config = self.config
         return [
             build_classification_loaders(
                 self.data, count=1, seed=config.seed + k, augment=config.transforms,
-                batch_size=config.batch_size, workers=config.workers,
+                batch_size=config.batch_size, workers=config.workers, pin_memory=pin_memory,
             )[0]
             for k in model_ids
         ]  # fmt: skip
@@ -115,13 +124,13 @@ class ClassificationTask:
     def teacher_logits(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return teacher(images)
 
-    def evaluate(self, models: list[nn.Module], device: torch.device) -> list[dict[str, Any]]:
+    def evaluate(self, models: list[nn.Module]) -> list[dict[str, Any]]:
         """Top-1 and top-5 accuracy (fractions) of every model on the test set."""
         config = self.config
         loader = build_classification_test_loader(
             self.data, batch_size=config.eval_batch_size, workers=config.workers
         )
-        logits, labels = predict_logits(models, loader, device)
+        logits, labels = predict_logits(models, loader, amp=self.amp, channels_last=self.channels_last)
         ks = (1, min(5, self.num_classes))
         results = []
         for k, model_logits in enumerate(logits):

@@ -11,6 +11,7 @@ live (all here, or one per process under torchrun) is the `group`'s business (`d
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..config import TrainConfig
 from ..data import ReidSplits
 from ..data.classification import ClassificationData
 from ..data.loaders import set_epoch
-from ..device import make_deterministic, resolve_device
+from ..device import allow_fast_kernels, autocast, make_deterministic, resolve_precision, ring_devices
 from ..grafting import distillation_loss, ring_learning_rates
 from ..models import build_backbone, load_pretrained
 from ..models.imagenet import resolve_weights
@@ -47,6 +48,16 @@ class Member:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     initial_lr: float
+    device: torch.device
+    scaler: torch.amp.GradScaler | None = None
+
+
+def threads_warning(threads: int, what: str) -> str:
+    return (
+        f"warning: this process uses {torch.get_num_threads()} intra-op threads, the run {what} with "
+        f"{threads}; deterministic runs agree bit for bit only with the same count "
+        f"(set OMP_NUM_THREADS={threads})"
+    )
 
 
 class Trainer:
@@ -71,7 +82,14 @@ class Trainer:
         self.task = make_task(config, data)
         if config.deterministic:
             make_deterministic()
-        self.device = resolve_device(config.device)
+        else:
+            allow_fast_kernels()
+        self.devices = ring_devices(config.device, config.device_ids(), config.models)
+        self.device = self.devices[self.model_ids[0]]  # where teachers and the task's evaluation run
+        self.amp, self.channels_last = resolve_precision(
+            config.amp, config.channels_last, self.device, config.arch, (config.height, config.width)
+        )
+        self.task.runs_on(self.amp, self.channels_last)
         torch.manual_seed(config.seed)
         self.num_classes = self.task.num_classes
         # every model starts from these weights (its random parts from its own seed)
@@ -80,7 +98,7 @@ class Trainer:
         self.ring = self.group.build_ring([m.model for m in self.members], config)
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
-        self.train_loaders = self.task.train_loaders(self.model_ids)
+        self.train_loaders = self.task.train_loaders(self.model_ids, pin_memory=self.device.type == "cuda")
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
         self.final: list[dict[str, Any]] | None = None
@@ -99,10 +117,15 @@ class Trainer:
             model = build_backbone(config.arch, self.num_classes, seed=config.seed + k)
             if self.initial_weights.source is not None:
                 load_pretrained(model, self.initial_weights.source)
-            model.to(self.device)
+            device = self.devices[k]
+            model.to(
+                device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
+            )
             lr = rates[k] if rates else config.lr
             optimizer = build_optimizer(config, model.parameters(), lr)
-            members.append(Member(model, optimizer, build_scheduler(config, optimizer), lr))
+            # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
+            scaler = torch.amp.GradScaler(device.type) if self.amp == "fp16" else None
+            members.append(Member(model, optimizer, build_scheduler(config, optimizer), lr, device, scaler))
         return members
 
     def _load_teacher(self, spec: str) -> nn.Module:
@@ -120,7 +143,8 @@ class Trainer:
             )
         teacher = build_backbone(teacher_config["arch"], self.num_classes)
         teacher.load_state_dict(payload["models"][k])
-        teacher.to(self.device).eval()
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        teacher.to(self.device, memory_format=memory_format).eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
         return teacher
@@ -138,7 +162,9 @@ class Trainer:
             "models": [m.model.state_dict() for m in self.members],
             "optimizers": [m.optimizer.state_dict() for m in self.members],
             "schedulers": [m.scheduler.state_dict() for m in self.members],
+            "scalers": [m.scaler.state_dict() if m.scaler else {} for m in self.members],
             "rng": rng_state(),
+            "intra_op_threads": torch.get_num_threads(),
             "history": self.history,
         }
 
@@ -150,9 +176,15 @@ class Trainer:
             member.model.load_state_dict(model)
             member.optimizer.load_state_dict(optimizer)
             member.scheduler.load_state_dict(scheduler)
+        for member, scaler in zip(self.members, payload.get("scalers", []), strict=False):
+            if member.scaler is not None and scaler:
+                member.scaler.load_state_dict(scaler)
         self.epoch = payload["epoch"]
         self.history = list(payload["history"])
         restore_rng_state(payload["rng"])
+        threads = payload.get("intra_op_threads")
+        if self.config.deterministic and threads not in (None, torch.get_num_threads()):
+            self.log(threads_warning(threads, "was trained"))
 
     def checkpoint_path(self) -> Path:
         """Where this process keeps its checkpoint: the run folder, or `rank<k>/` of it."""
@@ -172,6 +204,8 @@ class Trainer:
             self.final,
             self.best(),
             initialisation=self.initial_weights.description,
+            precision={"amp": self.amp, "channels_last": self.channels_last},
+            intra_op_threads=torch.get_num_threads(),
         )
 
     def best(self) -> list[dict[str, Any]] | None:
@@ -189,6 +223,7 @@ class Trainer:
             while self.epoch < config.epochs:
                 started = time.perf_counter()
                 record = {"epoch": self.epoch + 1, **self.train_epoch(self.epoch)}
+                self._check_finite(record["loss"])
                 record["lr"] = [m.optimizer.param_groups[0]["lr"] for m in self.members]
                 for member in self.members:
                     member.scheduler.step()
@@ -216,12 +251,14 @@ class Trainer:
 
     def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
         """One epoch of K models in lockstep (or its first `max_steps` steps, for benchmarks);
-        returns mean loss and training accuracy per model."""
+        returns mean loss and training accuracy per model. Losses and hits add up on each model's
+        device and are read once at the end: no host synchronisation per step."""
         set_epoch(self.train_loaders, epoch)
         for member in self.members:
             member.model.train()
-        count = len(self.members)
-        loss_sums, correct, seen = [0.0] * count, [0] * count, [0] * count
+        loss_sums = [torch.zeros((), dtype=torch.float64, device=m.device) for m in self.members]
+        correct = [torch.zeros((), dtype=torch.int64, device=m.device) for m in self.members]
+        seen = [0] * len(self.members)
         steps = min(len(self.train_loaders[0]), max_steps or len(self.train_loaders[0]))
         bar = tqdm(
             itertools.islice(zip(*self.train_loaders, strict=True), steps),
@@ -232,26 +269,50 @@ class Trainer:
         )
         for batches in bar:
             for k, (member, (images, pids, *_)) in enumerate(zip(self.members, batches, strict=True)):
-                images = images.to(self.device, non_blocking=True)
-                pids = pids.to(self.device, non_blocking=True)
-                logits = member.model(images)
-                loss = self.criterion(logits, pids)
-                if self.teachers:
-                    with torch.no_grad():
-                        teacher_logits = [self.task.teacher_logits(t, images) for t in self.teachers]
-                    loss = loss + self.config.kd_weight * distillation_loss(
-                        logits, teacher_logits, self.config.kd_tau
-                    )
+                images, pids = (
+                    self._to_device(images, member.device),
+                    pids.to(member.device, non_blocking=True),
+                )
+                with autocast(member.device, self.amp):
+                    logits = member.model(images)
+                    loss = self.criterion(logits, pids)
+                    if self.teachers:
+                        loss = loss + self.config.kd_weight * distillation_loss(
+                            logits, self._teacher_logits(images, member.device), self.config.kd_tau
+                        )
                 member.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                member.optimizer.step()
-                loss_sums[k] += loss.item() * len(pids)
-                correct[k] += int((logits.argmax(dim=1) == pids).sum())
+                if member.scaler is None:
+                    loss.backward()
+                    member.optimizer.step()
+                else:
+                    member.scaler.scale(loss).backward()
+                    member.scaler.step(member.optimizer)
+                    member.scaler.update()
+                loss_sums[k] += loss.detach().double() * len(pids)
+                correct[k] += (logits.detach().argmax(dim=1) == pids).sum()
                 seen[k] += len(pids)
         return {
-            "loss": [s / max(n, 1) for s, n in zip(loss_sums, seen, strict=True)],
-            "train_accuracy": [c / max(n, 1) for c, n in zip(correct, seen, strict=True)],
+            "loss": [float(total) / max(n, 1) for total, n in zip(loss_sums, seen, strict=True)],
+            "train_accuracy": [int(hits) / max(n, 1) for hits, n in zip(correct, seen, strict=True)],
         }
+
+    def _check_finite(self, losses: list[float]) -> None:
+        """A diverged model would poison its neighbours at the graft: stop with the reason."""
+        for k, loss in zip(self.model_ids, losses, strict=True):
+            if not math.isfinite(loss):
+                raise ValueError(
+                    f"model {k}'s training loss became {loss} in epoch {self.epoch + 1} (amp {self.amp}); "
+                    "lower the learning rate, or train with --amp none"
+                )
+
+    def _to_device(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        images = images.to(device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    @torch.no_grad()
+    def _teacher_logits(self, images: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+        inputs = images.to(self.device, non_blocking=True)
+        return [self.task.teacher_logits(teacher, inputs).to(device) for teacher in self.teachers]
 
     # ------------------------------------------------------------------ evaluation
 
@@ -266,7 +327,7 @@ class Trainer:
 
     def evaluate(self) -> list[dict[str, Any]]:
         """The task's metrics for every model: re-ID mAP, mINP, rank-1/5/10; classification top-1/5."""
-        results = self.task.evaluate([m.model for m in self.members], self.device)
+        results = self.task.evaluate([m.model for m in self.members])
         for result, k in zip(results, self.model_ids, strict=True):
             result["model"] = k
         return self.group.gather_results(results)

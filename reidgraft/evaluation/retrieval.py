@@ -122,15 +122,19 @@ def evaluate(
     torchreid and fast-reid); its memory grows with (queries + gallery)^2.
 
     Features may be numpy arrays or torch tensors of any float dtype on any device; they are
-    scored in float32 on the CPU, in chunks of queries so that no full query x gallery matrix is held.
+    scored in float32, in chunks of queries so that no full query x gallery matrix is held. When
+    both are CUDA tensors the distance GEMMs run on the GPU (the same numbers as on the CPU up to
+    float32 rounding), and only each chunk's distances come to the CPU to be ranked.
     """
     if metric not in VALID_METRICS:
         raise ValueError(f"unknown metric {metric!r}; valid metrics are {', '.join(VALID_METRICS)}")
     if isinstance(max_rank, bool) or not isinstance(max_rank, int | np.integer) or max_rank < 1:
         raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
 
-    query = _features_as_numpy(query_features, "query_features")
-    gallery = _features_as_numpy(gallery_features, "gallery_features")
+    on_gpu = _on_cuda(query_features) and _on_cuda(gallery_features) and not rerank
+    prepare = _features_on_device if on_gpu else _features_as_numpy
+    query = prepare(query_features, "query_features")
+    gallery = prepare(gallery_features, "gallery_features")
     if query.shape[1] != gallery.shape[1]:
         raise ValueError(
             f"query and gallery features differ in dimension: {query.shape[1]} vs {gallery.shape[1]}"
@@ -143,9 +147,12 @@ def evaluate(
     if metric == "cosine":
         query, gallery = _l2_normalised(query), _l2_normalised(gallery)
     same_identity = _SameIdentity(gallery_pids, gallery_camids)
-    with warnings.catch_warnings():  # read-only inputs (a FAISS index's view) are never written to
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        query_t, gallery_t = torch.from_numpy(query), torch.from_numpy(gallery)
+    if on_gpu:  # the distance GEMMs run where the features are; ranks are counted on the CPU
+        query_t, gallery_t = query, gallery
+    else:
+        with warnings.catch_warnings():  # read-only inputs (a FAISS index's view) are never written to
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            query_t, gallery_t = torch.from_numpy(query), torch.from_numpy(gallery)
     gallery_norms = _squared_norms(gallery_t)
 
     reranked = None
@@ -163,7 +170,7 @@ def evaluate(
         if reranked is not None:
             distances = torch.from_numpy(np.array(reranked[chunk], dtype=np.float32))
         else:
-            distances = _distances(query_t[chunk], gallery_t, gallery_norms, metric)
+            distances = _distances(query_t[chunk], gallery_t, gallery_norms, metric).cpu()
         scores = _score_chunk(distances, *same_identity.entries(query_pids[chunk], query_camids[chunk]))
         del distances
         average_precisions.append(scores[0])
@@ -316,7 +323,9 @@ def _distances(query: torch.Tensor, gallery: torch.Tensor, gallery_norms: torch.
     (so that near-equal distances round the same way): (|q|^2 + |g|^2) - 2 q.g, or 1 - q.g for
     normalised features."""
     if metric == "cosine":
-        return torch.ones(len(query), len(gallery)).addmm_(query, gallery.T, beta=1.0, alpha=-1.0)
+        return torch.ones(len(query), len(gallery), device=query.device).addmm_(
+            query, gallery.T, beta=1.0, alpha=-1.0
+        )
     distances = query.pow(2).sum(dim=1, keepdim=True) + gallery_norms[None, :]
     return distances.addmm_(query, gallery.T, beta=1.0, alpha=-2.0)
 
@@ -326,9 +335,27 @@ def _squared_norms(features: torch.Tensor, block: int = 1 << 16) -> torch.Tensor
     return torch.cat([part.pow(2).sum(dim=1) for part in features.split(block)])
 
 
-def _l2_normalised(features: np.ndarray) -> np.ndarray:
+def _l2_normalised(features: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    if isinstance(features, torch.Tensor):
+        return features / features.norm(dim=1, keepdim=True).clamp_min(_NORMALIZE_EPS)
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return features / np.maximum(norms, np.float32(_NORMALIZE_EPS))
+
+
+def _on_cuda(features: Any) -> bool:
+    return isinstance(features, torch.Tensor) and features.is_cuda
+
+
+def _features_on_device(features: torch.Tensor, name: str) -> torch.Tensor:
+    """float32 features left on their GPU, checked as `_features_as_numpy` checks them."""
+    tensor = features.detach().float()
+    if tensor.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (num_items, feature_dim), got shape {tuple(tensor.shape)}")
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} is empty: at least one item is needed")
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return tensor
 
 
 def _as_numpy(array: Any, float_dtype: type | None = None) -> np.ndarray:

@@ -184,16 +184,23 @@ def ring_exchange(
     for dtype in outgoing:  # the same dtype order on every rank: the state dicts match
         operations.append(dist.P2POp(dist.isend, outgoing[dtype], following))
         operations.append(dist.P2POp(dist.irecv, incoming[dtype], preceding))
+    peers = f"rank {preceding}" if preceding == following else f"ranks {preceding} and {following}"
     try:
         for work in dist.batch_isend_irecv(operations):
             if not work.wait(timeout=timedelta(seconds=timeout_s)):
-                raise RuntimeError("timed out")
-    except RuntimeError as error:
-        peers = f"rank {preceding}" if preceding == following else f"ranks {preceding} and {following}"
+                raise TimeoutError("timed out")
+    except (TimeoutError, RuntimeError) as error:
+        if isinstance(error, TimeoutError | dist.DistNetworkError) or _peer_lost(error):
+            raise RingExchangeError(
+                f"rank {rank}: the ring exchange with {peers} did not complete "
+                f"within {timeout_s:g} s ({str(error).splitlines()[0]}); a process died or hangs. "
+                "Each rank's last complete checkpoint stays loadable"
+            ) from None
+        # anything else (a tensor on the wrong device, a dtype the backend lacks): the real cause
         raise RingExchangeError(
-            f"rank {rank}: the ring exchange with {peers} did not complete "
-            f"within {timeout_s:g} s ({str(error).splitlines()[0]}); a process died or hangs. "
-            "Each rank's last complete checkpoint stays loadable"
+            f"rank {rank}: the ring exchange with {peers} failed: {str(error).splitlines()[0]} "
+            f"(buffers {', '.join(f'{d} on {b.device}' for d, b in outgoing.items())}, "
+            f"backend {dist.get_backend()})"
         ) from None
     stats = ExchangeStats(
         bytes_sent=sum(buffer.numel() * buffer.element_size() for buffer in outgoing.values()),
@@ -201,6 +208,19 @@ def ring_exchange(
         seconds=time.perf_counter() - started,
     )
     return unflatten_like(incoming, state, keys), stats
+
+
+# What backends say when a peer is gone or silent (gloo raises plain RuntimeErrors).
+PEER_LOST = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe", "refused")
+
+
+def _peer_lost(error: BaseException) -> bool:
+    message = str(error).lower()
+    return any(words in message for words in PEER_LOST)
+
+
+def _device_of(state: Mapping[str, Tensor]) -> torch.device:
+    return next(iter(state.values())).device
 
 
 @torch.no_grad()
@@ -216,7 +236,10 @@ def distributed_graft(
     own_scores = score_state(own, keys, graft_options)
     message = {
         **own,
-        SCORES_KEY: torch.tensor([own_scores.get(key, 0.0) for key in keys], dtype=torch.float64),
+        # on the model's device: NCCL sends CUDA tensors only
+        SCORES_KEY: torch.tensor(
+            [own_scores.get(key, 0.0) for key in keys], dtype=torch.float64, device=_device_of(own)
+        ),
     }
     received, stats = ring_exchange(message, timeout_s=timeout_s)
     other_scores = dict(zip(keys, received.pop(SCORES_KEY).tolist())) if own_scores else {}

@@ -101,3 +101,22 @@ def test_unreadable_image_names_the_file(tmp_path, items):
 def test_too_few_images_for_a_batch(items):
     with pytest.raises(ValueError, match="fewer than one batch"):
         build_train_loaders(items[:3], count=1, seed=0, height=32, width=16, augment=[], batch_size=4)
+
+
+def test_persistent_workers_see_every_epoch_and_match_the_serial_loader(items):
+    """Workers that live across epochs keep their own copy of the dataset: the epoch must reach
+    them with each index, or every epoch would repeat epoch 0's augmentation."""
+    (serial,) = make(items, count=1)
+    (parallel,) = build_train_loaders(
+        items, count=1, seed=0, height=32, width=16, augment=["random_flip", "random_crop"], batch_size=4,
+        workers=2,
+    )  # fmt: skip
+    assert parallel.persistent_workers and not parallel.pin_memory
+    by_epoch = []
+    for epoch in range(3):
+        batches = epoch_batches(parallel, epoch)  # the same worker processes every epoch
+        for (x, i), (y, j) in zip(batches, epoch_batches(serial, epoch), strict=True):
+            assert i == j and torch.equal(x, y)
+        by_epoch.append({index: image for images, ix in batches for index, image in zip(ix, images)})
+    for later in by_epoch[1:]:  # the same image is augmented anew each epoch
+        assert any(not torch.equal(by_epoch[0][i], later[i]) for i in range(12))

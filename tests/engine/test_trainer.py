@@ -68,11 +68,13 @@ def test_tiny_grafted_run_writes_metrics_checkpoint_and_logs(splits, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_resume_equals_straight_through(splits, tmp_path):
-    _, straight = run(splits, tmp_path / "straight", epochs=2)
-    run(splits, tmp_path / "stopped", epochs=1)
+@pytest.mark.parametrize("workers", [0, 2])  # 2: persistent workers, which must see every epoch
+def test_resume_equals_straight_through(splits, tmp_path, workers):
+    _, straight = run(splits, tmp_path / "straight", epochs=2, workers=workers)
+    run(splits, tmp_path / "stopped", epochs=1, workers=workers)
     payload = load_checkpoint(tmp_path / "stopped")
-    resumed_trainer = Trainer(tiny_config(epochs=2), splits, tmp_path / "stopped", log=lambda line: None)
+    config = tiny_config(epochs=2, workers=workers)
+    resumed_trainer = Trainer(config, splits, tmp_path / "stopped", log=lambda line: None)
     resumed_trainer.load_state(payload)
     resumed = resumed_trainer.fit()
     assert resumed == straight

@@ -58,7 +58,7 @@ def test_dtype_parameters_and_gradients_preserved(tiny_nets, dtype):
         assert not torch.equal(old["stem.weight"], model.stem.weight)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_models_stay_on_cuda(tiny_nets):
     models = [m.cuda() for m in tiny_nets(3)]
     before = states_of(models)
