@@ -14,6 +14,7 @@ continues) and merges a distributed run's ranks into one run of K models.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -94,8 +95,6 @@ class RunDir:
 
     def read_metrics(self) -> dict[str, Any] | None:
         """metrics.json, or None when it is missing or unreadable."""
-        import json
-
         try:
             return json.loads(self.metrics.read_text())
         except (OSError, ValueError):
