@@ -17,12 +17,12 @@ import statistics
 import sys
 from pathlib import Path
 
-from ..allocator import reexec_with_mimalloc, requested_device
 from ..config import ConfigError, build_config, load_yaml
 from ..data import CLASSIFICATION, DataMissingError, dataset_spec
 from ..data.loaders import ImageReadError
 from ..engine.runs import check_names, finish_run, load_data
 from ..files import atomic_write, atomic_write_json, atomic_write_text
+from . import with_cpu_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,14 +140,8 @@ def main(argv=None) -> int:
 
 
 def run() -> int:
-    """The command as installed (and as `python tools/...`): CPU runs get the mimalloc allocator
-    (see `reidgraft.allocator`; REIDGRAFT_ALLOCATOR=system opts out), then `main`."""
-    try:
-        reexec_with_mimalloc(requested_device(sys.argv))
-    except ValueError as error:
-        print(f"{Path(sys.argv[0]).stem}: {error}", file=sys.stderr)
-        return 2
-    return main()
+    """The command as installed (and as `python tools/...`): `main` with the CPU allocator."""
+    return with_cpu_allocator(main)
 
 
 if __name__ == "__main__":

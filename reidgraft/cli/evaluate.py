@@ -12,7 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..allocator import reexec_with_mimalloc, requested_device
 from ..config import AMP_CHOICES, DEVICES, build_config
 from ..data import REID, DataMissingError, dataset_spec, load_reid_dataset
 from ..data.loaders import ImageReadError
@@ -24,6 +23,7 @@ from ..engine.tasks import ReidTask
 from ..evaluation import ranked_results_grid
 from ..files import atomic_write_json
 from ..index import GalleryIndex
+from . import with_cpu_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,14 +140,8 @@ def main(argv=None) -> int:
 
 
 def run() -> int:
-    """The command as installed (and as `python tools/...`): CPU runs get the mimalloc allocator
-    (see `reidgraft.allocator`; REIDGRAFT_ALLOCATOR=system opts out), then `main`."""
-    try:
-        reexec_with_mimalloc(requested_device(sys.argv))
-    except ValueError as error:
-        print(f"{Path(sys.argv[0]).stem}: {error}", file=sys.stderr)
-        return 2
-    return main()
+    """The command as installed (and as `python tools/...`): `main` with the CPU allocator."""
+    return with_cpu_allocator(main)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..allocator import reexec_with_mimalloc, requested_device
 from ..config import (
     ConfigError,
     TrainConfig,
@@ -45,6 +44,7 @@ from ..engine.distributed import (
 from ..engine.logging import metrics_table
 from ..engine.runs import check_names, load_data
 from ..models.imagenet import IMAGENET, InitialWeights, WeightsError, resolve_weights
+from . import with_cpu_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,14 +190,8 @@ def interrupted(config: TrainConfig | None, rank: int | None) -> str:
 
 
 def run() -> int:
-    """The command as installed (and as `python tools/...`): CPU runs get the mimalloc allocator
-    (see `reidgraft.allocator`; REIDGRAFT_ALLOCATOR=system opts out), then `main`."""
-    try:
-        reexec_with_mimalloc(requested_device(sys.argv))
-    except ValueError as error:
-        print(f"{Path(sys.argv[0]).stem}: {error}", file=sys.stderr)
-        return 2
-    return main()
+    """The command as installed (and as `python tools/...`): `main` with the CPU allocator."""
+    return with_cpu_allocator(main)
 
 
 if __name__ == "__main__":
