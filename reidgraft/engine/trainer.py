@@ -33,7 +33,7 @@ from ..models.imagenet import resolve_weights
 from .checkpoint import read_checkpoint, restore_rng_state, rng_state
 from .distributed import OneModelPerProcess, SingleProcess
 from .logging import EpochLog, best_epochs, metrics_file
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, replay_schedule
 from .run_dir import RunDir
 from .tasks import REID_METRICS, make_task
 
@@ -170,12 +170,14 @@ class Trainer:
 
     def load_state(self, payload: dict[str, Any]) -> None:
         """Continue from a checkpoint of the same run (checked by the caller)."""
-        for member, model, optimizer, scheduler in zip(
-            self.members, payload["models"], payload["optimizers"], payload["schedulers"], strict=True
+        for member, model, optimizer in zip(
+            self.members, payload["models"], payload["optimizers"], strict=True
         ):
             member.model.load_state_dict(model)
             member.optimizer.load_state_dict(optimizer)
-            member.scheduler.load_state_dict(scheduler)
+            # The schedule is planned anew for this run's total (a resume may ask for more epochs)
+            # and replayed to the epoch reached: the saved scheduler kept the old total.
+            member.scheduler = replay_schedule(self.config, member.optimizer, payload["epoch"])
         for member, scaler in zip(self.members, payload.get("scalers", []), strict=False):
             if member.scaler is not None and scaler:
                 member.scaler.load_state_dict(scaler)

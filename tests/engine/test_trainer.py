@@ -68,12 +68,16 @@ def test_tiny_grafted_run_writes_metrics_checkpoint_and_logs(splits, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("workers", [0, 2])  # 2: persistent workers, which must see every epoch
-def test_resume_equals_straight_through(splits, tmp_path, workers):
-    _, straight = run(splits, tmp_path / "straight", epochs=2, workers=workers)
-    run(splits, tmp_path / "stopped", epochs=1, workers=workers)
+# A run planned for 1 epoch, resumed to 2, ends as a straight 2-epoch run: its schedule is planned
+# anew (cosine over 2 epochs; step with step_size 1). workers=2: persistent workers, which must
+# see every epoch.
+@pytest.mark.parametrize("workers, schedule", [(0, "cosine"), (0, "step"), (2, "cosine")])
+def test_resume_to_more_epochs_equals_straight_through(splits, tmp_path, workers, schedule):
+    plan = dict(workers=workers, scheduler=schedule, step_size=1, gamma=0.5)
+    _, straight = run(splits, tmp_path / "straight", epochs=2, **plan)
+    run(splits, tmp_path / "stopped", epochs=1, **plan)
     payload = load_checkpoint(tmp_path / "stopped")
-    config = tiny_config(epochs=2, workers=workers)
+    config = tiny_config(epochs=2, **plan)
     resumed_trainer = Trainer(config, splits, tmp_path / "stopped", log=lambda line: None)
     resumed_trainer.load_state(payload)
     resumed = resumed_trainer.fit()
@@ -83,6 +87,8 @@ def test_resume_equals_straight_through(splits, tmp_path, workers):
         assert torch.equal(tensor, straight_state[key]), key
     history = json.loads((tmp_path / "stopped" / "metrics.json").read_text())["epochs"]
     assert [e["epoch"] for e in history] == [1, 2]
+    straight_history = json.loads((tmp_path / "straight" / "metrics.json").read_text())["epochs"]
+    assert history[1]["lr"] == straight_history[1]["lr"] and min(history[1]["lr"]) > 0
 
 
 def test_per_model_learning_rates(splits, tmp_path):
