@@ -26,7 +26,13 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for a damaged or foreign file
-        raise ValueError(f"cannot load checkpoint {path}: {str(error).splitlines()[0]}") from None
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        size = path.stat().st_size
+        raise ValueError(
+            f"{path} is not a reidgraft checkpoint or is damaged ({size} bytes; torch.load says {reason}); "
+            "point at a run folder or its checkpoint.pt"
+        ) from None
     if not isinstance(payload, dict) or "models" not in payload or "config" not in payload:
         raise ValueError(f"{path} is not a reidgraft checkpoint (no models and config in it)")
     return payload

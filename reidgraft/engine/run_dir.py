@@ -120,10 +120,28 @@ class RunDir:
             )
 
     def mark(self) -> None:
-        """Create the folder (if needed) with the marker that says reidgraft made it."""
+        """Create the folder (if needed) with the marker that says reidgraft made it, and clear
+        what an interrupted write left behind."""
         self.path.mkdir(parents=True, exist_ok=True)
         if not self.marker.exists():
             atomic_write_text(self.marker, "reidgraft run folder\n")
+        self.remove_leftovers()
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete the temporary files of writes that a kill -9 interrupted (`.checkpoint.pt.*.tmp`
+        and the like, see `files.atomic_write`); only our own files' names are touched."""
+        names = (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, METRICS_NAME, CONFIG_NAME, MARKER_NAME)
+        folders = [self.path, *sorted(self.path.glob("rank*"))]
+        removed = [
+            leftover
+            for folder in folders
+            for name in names
+            for leftover in folder.glob(f".{name}.*.tmp")
+            if leftover.is_file()
+        ]
+        for leftover in removed:
+            leftover.unlink(missing_ok=True)
+        return removed
 
     def write_config(self, config: TrainConfig) -> None:
         atomic_write_text(self.config_file, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -94,3 +94,14 @@ def test_a_distributed_run_is_not_resumed_in_one_process(tmp_path):
         run.save(rank_payload(k, epoch=1), rank=k)
     with pytest.raises(ConfigError, match="is a distributed run; resume it under torchrun .*2 processes"):
         run.resume_payload()
+
+
+def test_a_start_or_resume_clears_what_an_interrupted_save_left(tmp_path):
+    run = RunDir(tmp_path)
+    (tmp_path / "rank1").mkdir()
+    leftovers = [tmp_path / ".checkpoint.pt.abc123.tmp", tmp_path / "rank1" / ".metrics.json.x.tmp"]
+    theirs = tmp_path / ".notes.txt.tmp"  # not one of ours: left alone
+    for path in [*leftovers, theirs]:
+        path.write_bytes(b"half a file")
+    run.mark()
+    assert not any(path.exists() for path in leftovers) and theirs.exists()
