@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +206,10 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check every value; raise ConfigError naming the first bad field."""
+        for f in dataclasses.fields(self):  # inf and nan pass every comparison below
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
         positive = ("height", "width", "models", "epochs", "batch_size", "eval_batch_size", "bins")
         for name in positive:
             if getattr(self, name) < 1:

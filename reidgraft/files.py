@@ -32,4 +32,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    """Standard JSON only: a NaN or an infinity (which `json` would write as bare `NaN`, invalid
+    for every other reader) is a ValueError naming the file, and nothing is written."""
+    try:
+        text = json.dumps(data, indent=2, allow_nan=False)
+    except ValueError as error:
+        raise ValueError(
+            f"{path} would hold a value JSON cannot represent ({error}); nothing was written"
+        ) from None
+    atomic_write_text(path, text + "\n")

@@ -125,3 +125,18 @@ def test_validate_takes_its_choices_from_the_metadata():
     for f in dataclasses.fields(TrainConfig):
         if "choices" in f.metadata:
             assert getattr(TrainConfig(), f.name) in f.metadata["choices"], f.name
+
+
+@pytest.mark.parametrize("name", ["lr", "momentum", "A", "kd_tau", "ring_timeout"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_numbers_are_refused_before_any_work(name, value):
+    with pytest.raises(ConfigError, match=f"{name} must be a finite number, got {value}"):
+        build_config(**{name: value})
+
+
+def test_json_files_never_hold_nan(tmp_path):
+    from reidgraft.files import atomic_write_json
+
+    with pytest.raises(ValueError, match="would hold a value JSON cannot represent"):
+        atomic_write_json(tmp_path / "report.json", {"ratio": float("nan")})
+    assert not list(tmp_path.iterdir())

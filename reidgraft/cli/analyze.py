@@ -11,6 +11,7 @@ iou.png; prints a summary table.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -164,6 +165,9 @@ def print_summary(report: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        bad = [t for t in args.split_thresholds if not (math.isfinite(t) and t > 0)]
+        if bad:
+            raise ValueError(f"--split-thresholds must be positive finite L1 norms, got {bad[0]}")
         models, config = load_models(args.run_dir, "model")
         baselines = {}
         if args.baseline:

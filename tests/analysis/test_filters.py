@@ -126,3 +126,13 @@ def test_analyze_refuses_another_architecture(tiny_run, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the baseline trained resnet50, the run mobilenetv2_x1_0" in result.stderr
+
+
+@pytest.mark.parametrize("thresholds", [["-1"], ["nan"], ["0.1", "inf"]])
+def test_split_thresholds_must_be_positive_and_finite(tiny_run, tmp_path, capsys, thresholds):
+    from reidgraft.cli import analyze
+
+    code = analyze.main([str(tiny_run), "--output", str(tmp_path / "out"), "--split-thresholds", *thresholds])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and "--split-thresholds must be positive finite L1 norms" in error[0]
+    assert not (tmp_path / "out").exists()
