@@ -98,6 +98,17 @@ def test_unreadable_image_names_the_file(tmp_path, items):
         list(loader)
 
 
+def test_a_worker_reports_the_unreadable_file_as_the_main_process_does(tmp_path, items):
+    broken = tmp_path / "0002_c1s1_000009_00.jpg"
+    broken.write_bytes(b"not a jpeg")
+    loader = build_test_loader(
+        [*items[:3], (str(broken), 1, 0)], height=32, width=16, batch_size=8, workers=1
+    )
+    with pytest.raises(ImageReadError) as caught:
+        list(loader)
+    assert str(caught.value).startswith(f"cannot read image {broken}") and "\n" not in str(caught.value)
+
+
 def test_too_few_images_for_a_batch(items):
     with pytest.raises(ValueError, match="fewer than one batch"):
         build_train_loaders(items[:3], count=1, seed=0, height=32, width=16, augment=[], batch_size=4)
