@@ -41,3 +41,23 @@ def atomic_write_json(path: Path, data: Any) -> None:
             f"{path} would hold a value JSON cannot represent ({error}); nothing was written"
         ) from None
     atomic_write_text(path, text + "\n")
+
+
+def check_writable(folder: Path, what: str = "--output") -> None:
+    """ValueError (one line) unless files can be created in `folder`, or in the folder that would
+    hold it when it does not exist yet. Checked before any work, so nothing is computed in vain.
+    Probing is the only honest test: as root a read-only mode still lets writes through, while a
+    read-only file system does not."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what} {folder}: {existing} is a file, not a folder; choose another {what}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{what} {folder} cannot be written ({error.strerror or error}); choose another {what}"
+        ) from None

@@ -25,7 +25,7 @@ from ..analysis import (
     valid_invalid_l1,
 )
 from ..engine import RunDir, load_checkpoint
-from ..files import atomic_write, atomic_write_json
+from ..files import atomic_write, atomic_write_json, check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,9 +177,10 @@ def main(argv=None) -> int:
                     f"the baseline trained {baseline_config['arch']}, the run {config['arch']}; "
                     "compare runs of one architecture"
                 )
+        output = Path(args.output) if args.output else RunDir(args.run_dir).path / "analysis"
+        check_writable(output)
         report = analyse(models, baselines, args.split_thresholds)
         report["run"], report["baseline"] = str(args.run_dir), args.baseline
-        output = Path(args.output) if args.output else RunDir(args.run_dir).path / "analysis"
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_json(output / "analysis.json", report)
         pictures = plot(report, output)

@@ -21,7 +21,7 @@ from ..engine.features import models_from_checkpoint
 from ..engine.logging import metrics_table
 from ..engine.tasks import ReidTask
 from ..evaluation import ranked_results_grid
-from ..files import atomic_write_json
+from ..files import atomic_write_json, check_writable
 from ..index import GalleryIndex
 from . import with_cpu_allocator
 
@@ -69,6 +69,8 @@ def evaluate_run(args) -> int:
         raise ValueError(f"--model {args.model}: the run has models 0..{count - 1}")
     if args.visualize < 0 or args.batch_size < 1:
         raise ValueError("--visualize must be >= 0 and --batch-size >= 1")
+    output = Path(args.output) if args.output else RunDir(args.run_dir).path
+    check_writable(output)  # before the features are extracted, not after
     chosen = list(range(count)) if args.model is None else [args.model]
     config = build_config(
         payload["config"], dataset=dataset, root=args.root, eval_batch_size=args.batch_size,
@@ -83,7 +85,6 @@ def evaluate_run(args) -> int:
     query_features, gallery_features = task.features([every_model[k] for k in chosen])
     rows = task.score(query_features, gallery_features, model_ids=chosen, rerank=args.rerank)
 
-    output = Path(args.output) if args.output else RunDir(args.run_dir).path
     if args.visualize:
         draw_ranked(splits, chosen, query_features, gallery_features, config.metric, args.visualize, output)
     atomic_write_json(output / "evaluation.json", {"dataset": dataset, "rerank": args.rerank, "models": rows})

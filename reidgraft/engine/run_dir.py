@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, TrainConfig, build_config
-from ..files import atomic_write_json, atomic_write_text
+from ..files import atomic_write_json, atomic_write_text, check_writable
 from .checkpoint import read_checkpoint, save_checkpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -113,6 +113,10 @@ class RunDir:
             )
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path} is a file, not a run folder; choose another --output")
+        try:
+            check_writable(self.path)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if self.path.is_dir() and any(self.path.iterdir()) and not self.is_ours():
             raise ConfigError(
                 f"{self.path} is not empty and is not a reidgraft run; choose another --output "
