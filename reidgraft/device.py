@@ -16,13 +16,13 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # is the default only where it was faster AND the quick recipe's mAP stayed within 1 point of
 # fp32. On the project's 2-core AVX512-BF16 CPU channels_last helped every backbone and size
 # measured (1.1-1.7x); bf16 autocast helped ResNet50 (1.65x at 128x64, 2.25x at 256x128) and
-# MobileNetV2 at 256x128 (1.9x), but slowed MobileNetV2 at 128x64 (0.93x), where its depthwise
-# convolutions are too small to gain. bf16 is nevertheless the default for dense convolutions
-# only: twice, in a full test-suite process, a tiny bf16 + channels_last MobileNetV2 run grew NaN
-# weights in a depthwise convolution (never reproduced in a fresh process; see the session notes),
-# so MobileNetV2 keeps fp32 + channels_last (1.74x at 256x128) unless --amp bf16 is asked for.
+# MobileNetV2 at 256x128 (1.52x over fp32 + channels_last), but slowed MobileNetV2 at 128x64
+# (0.73x), where its depthwise convolutions are too small to gain.
+# bf16 training is never the default where `models.shapes.bf16_training_hazard` finds a strided
+# convolution fed a map one pixel wide (tiny inputs): oneDNN's bf16 weight gradient is wrong there.
 # CUDA has not been measured here yet: fp32 (with cuDNN's TF32 convolutions) until it is.
 BF16_ON_CPU_ARCHS = ("resnet", "resnext")  # name prefixes: dense convolutions gain at any size
+BF16_ON_CPU_MIN_AREA = 256 * 128  # every other torchreid backbone gains from this input area up
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,17 +53,35 @@ def ring_devices(device: str, ids: list[int], count: int) -> list[torch.device]:
 def default_precision(device: torch.device, arch: str, size: tuple[int, int]) -> tuple[str, bool]:
     """The measured default (amp, channels_last) for `arch` at input `size` on `device`'s kind."""
     if device.type == "cpu":
-        dense = arch.startswith(BF16_ON_CPU_ARCHS)
-        return ("bf16" if dense and cpu_has_bf16() else "none"), True
+        gains = arch.startswith(BF16_ON_CPU_ARCHS) or size[0] * size[1] >= BF16_ON_CPU_MIN_AREA
+        return ("bf16" if gains and cpu_has_bf16() else "none"), True
     return "none", False
 
 
 def resolve_precision(
-    amp: str, channels_last: bool | None, device: torch.device, arch: str, size: tuple[int, int]
+    amp: str,
+    channels_last: bool | None,
+    device: torch.device,
+    arch: str,
+    size: tuple[int, int],
+    *,
+    bf16_hazard: str | None = None,
 ) -> tuple[str, bool]:
     """(amp, channels_last) with `auto`/None replaced by the measured default for `arch` at input
-    `size` (height, width); ValueError (one line) for a precision this hardware lacks."""
+    `size` (height, width); ValueError (one line) for a precision this hardware lacks.
+
+    `bf16_hazard`: for training, the layer where CPU bf16 goes wrong at this size
+    (`models.shapes.bf16_training_hazard`): the default falls back to fp32, and an explicit
+    `--amp bf16` is refused."""
     default_amp, default_layout = default_precision(device, arch, size)
+    if bf16_hazard and device.type == "cpu":
+        if amp == "bf16":
+            raise ValueError(
+                f"--amp bf16 cannot train {arch} at {size[0]}x{size[1]} on the CPU: {bf16_hazard} "
+                "gets a map one pixel wide, where oneDNN's bf16 weight gradient turns to NaN; "
+                f"use --width {2 * size[1]} or more, or --amp none"
+            )
+        default_amp = "none"
     amp = default_amp if amp == "auto" else amp
     channels_last = default_layout if channels_last is None else channels_last
     if amp == "fp16" and device.type != "cuda":

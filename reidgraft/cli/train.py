@@ -43,6 +43,7 @@ from ..engine.distributed import (
 )
 from ..engine.logging import metrics_table
 from ..engine.runs import check_names, load_data
+from ..engine.trainer import training_bf16_hazard
 from ..models.imagenet import IMAGENET, InitialWeights, WeightsError, resolve_weights
 from . import with_cpu_allocator
 
@@ -98,7 +99,12 @@ def check_hardware(config: TrainConfig) -> None:
     try:
         device = ring_devices(config.device, config.device_ids(), config.models)[0]
         resolve_precision(
-            config.amp, config.channels_last, device, config.arch, (config.height, config.width)
+            config.amp,
+            config.channels_last,
+            device,
+            config.arch,
+            (config.height, config.width),
+            bf16_hazard=training_bf16_hazard(config),
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None

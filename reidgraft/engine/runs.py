@@ -12,6 +12,7 @@ import torch
 from ..config import ConfigError, TrainConfig
 from ..data import CLASSIFICATION, ClassificationData, ReidSplits, dataset_spec, load_dataset
 from ..models import CIFAR_MODELS, backbone_names, torchreid_names
+from ..models.shapes import check_input_size
 from .run_dir import RunDir
 from .trainer import Trainer, threads_warning
 
@@ -29,6 +30,11 @@ def check_names(config: TrainConfig) -> None:
             f"arch {config.arch!r} is a re-ID backbone; {config.dataset} trains one of: "
             f"{', '.join(CIFAR_MODELS)}"
         )
+    if spec.task != CLASSIFICATION:
+        try:
+            check_input_size(config.arch, config.height, config.width)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if spec.task != CLASSIFICATION and config.arch in CIFAR_MODELS:
         raise ConfigError(
             f"arch {config.arch!r} is a CIFAR classifier; re-ID datasets train torchreid backbones "

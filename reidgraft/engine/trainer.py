@@ -30,6 +30,7 @@ from ..device import allow_fast_kernels, autocast, make_deterministic, resolve_p
 from ..grafting import distillation_loss, ring_learning_rates
 from ..models import build_backbone, load_pretrained
 from ..models.imagenet import resolve_weights
+from ..models.shapes import bf16_training_hazard
 from .checkpoint import read_checkpoint, restore_rng_state, rng_state
 from .distributed import OneModelPerProcess, SingleProcess
 from .logging import EpochLog, best_epochs, metrics_file
@@ -50,6 +51,11 @@ class Member:
     initial_lr: float
     device: torch.device
     scaler: torch.amp.GradScaler | None = None
+
+
+def training_bf16_hazard(config: TrainConfig) -> str | None:
+    """The layer where CPU bf16 training would go wrong at the config's input size, or None."""
+    return bf16_training_hazard(config.arch, config.height, config.width)
 
 
 def threads_warning(threads: int, what: str) -> str:
@@ -87,7 +93,12 @@ class Trainer:
         self.devices = ring_devices(config.device, config.device_ids(), config.models)
         self.device = self.devices[self.model_ids[0]]  # where teachers and the task's evaluation run
         self.amp, self.channels_last = resolve_precision(
-            config.amp, config.channels_last, self.device, config.arch, (config.height, config.width)
+            config.amp,
+            config.channels_last,
+            self.device,
+            config.arch,
+            (config.height, config.width),
+            bf16_hazard=training_bf16_hazard(config),
         )
         self.task.runs_on(self.amp, self.channels_last)
         torch.manual_seed(config.seed)
