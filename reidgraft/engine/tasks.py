@@ -5,6 +5,8 @@ trainer, the ring, checkpoints and metrics files are the same for both.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from typing import Any
 
 import torch
@@ -18,7 +20,7 @@ from ..data.classification import (
     build_classification_loaders,
     build_classification_test_loader,
 )
-from ..evaluation import evaluate, topk_accuracy
+from ..evaluation import CollapsedEmbeddingWarning, evaluate, topk_accuracy
 from .features import extract_features, predict_logits
 
 REID_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10")
@@ -44,6 +46,7 @@ class ReidTask(Task):
     def __init__(self, config: TrainConfig, splits: ReidSplits):
         self.config, self.splits = config, splits
         self.num_classes = splits.num_train_pids
+        self.collapse_reported = False
 
     def train_loaders(self, model_ids: list[int], pin_memory: bool = False) -> list[DataLoader]:
         """A loader per model; model k's order and augmentation come from seed + k alone."""
@@ -93,10 +96,18 @@ class ReidTask(Task):
         rows = []
         ids = model_ids if model_ids is not None else range(len(query_features))
         for k, query, gallery in zip(ids, query_features, gallery_features, strict=True):
-            result = evaluate(
-                query, gallery, query_pids, gallery_pids, query_cams, gallery_cams,
-                metric=self.config.metric, max_rank=self.config.max_rank, rerank=rerank,
-            )  # fmt: skip
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", CollapsedEmbeddingWarning)
+                result = evaluate(
+                    query, gallery, query_pids, gallery_pids, query_cams, gallery_cams,
+                    metric=self.config.metric, max_rank=self.config.max_rank, rerank=rerank,
+                )  # fmt: skip
+            collapsed = [w for w in caught if issubclass(w.category, CollapsedEmbeddingWarning)]
+            for other in (w for w in caught if w not in collapsed):
+                warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+            if collapsed and not self.collapse_reported:  # once per run: it recurs every epoch
+                print(f"warning: model {k}: {collapsed[0].message}", file=sys.stderr)
+                self.collapse_reported = True
             rows.append({"model": k, **{key: float(getattr(result, key)) for key in REID_METRICS}})
         return rows
 

@@ -2,7 +2,14 @@
 re-ranking, ranked-result pictures, and classification top-k accuracy."""
 
 from reidgraft.evaluation.rerank import k_reciprocal_rerank
-from reidgraft.evaluation.retrieval import RetrievalResult, evaluate, topk_accuracy
+from reidgraft.evaluation.retrieval import CollapsedEmbeddingWarning, RetrievalResult, evaluate, topk_accuracy
 from reidgraft.evaluation.visualize import ranked_results_grid
 
-__all__ = ["RetrievalResult", "evaluate", "k_reciprocal_rerank", "ranked_results_grid", "topk_accuracy"]
+__all__ = [
+    "CollapsedEmbeddingWarning",
+    "RetrievalResult",
+    "evaluate",
+    "k_reciprocal_rerank",
+    "ranked_results_grid",
+    "topk_accuracy",
+]

@@ -27,6 +27,10 @@ _QUERY_CHUNK_SIZE = 4096
 _NORMALIZE_EPS = 1e-12
 
 
+class CollapsedEmbeddingWarning(UserWarning):
+    """Most of a query's gallery distances are equal: the features carry almost no information."""
+
+
 @dataclass(frozen=True)
 class RetrievalResult:
     """The scores of one query set against one gallery.
@@ -105,8 +109,12 @@ def evaluate(
     - `metric="euclidean"` ranks by squared L2 distance, `"cosine"` by 1 - cosine similarity;
     - AP averages the precision at each hit over the number of relevant items; mINP (fast-reid)
       averages (number of relevant items) / (1-based rank of the last one).
-    Ties are broken deterministically: at equal distance a true match ranks before the other
-    items (torchreid's unstable sort orders exact ties arbitrarily; without ties the two agree).
+    Ties are broken as a stable sort breaks them: at equal distance the item earlier in the
+    gallery ranks first, so the result equals torchreid's with a stable argsort, ties included
+    (torchreid's default quicksort orders exact ties arbitrarily). When more than half of a
+    query's gallery distances tie, a `CollapsedEmbeddingWarning` says so: constant features
+    would otherwise score whatever the gallery order gives. Distances that overflow float32
+    raise a ValueError.
 
     No row is sorted: one GEMM gives the exact distances of a chunk of queries (torchreid's
     formula), and each true match's rank is counted from them (see `_score_chunk`). A top-k
@@ -165,18 +173,30 @@ def evaluate(
     # Bound the (chunk x gallery) working arrays to about 2^25 entries whatever the gallery size.
     chunk_size = max(1, min(_QUERY_CHUNK_SIZE, (1 << 25) // len(gallery)))
     average_precisions, inverse_negative_penalties, first_hit_ranks = [], [], []
+    collapsed_queries = 0
     for start in range(0, len(query), chunk_size):
         chunk = slice(start, start + chunk_size)
         if reranked is not None:
             distances = torch.from_numpy(np.array(reranked[chunk], dtype=np.float32))
         else:
             distances = _distances(query_t[chunk], gallery_t, gallery_norms, metric).cpu()
+        _check_finite(distances, metric)
+        collapsed_queries += _count_collapsed(distances)
         scores = _score_chunk(distances, *same_identity.entries(query_pids[chunk], query_camids[chunk]))
         del distances
         average_precisions.append(scores[0])
         inverse_negative_penalties.append(scores[1])
         first_hit_ranks.append(scores[2])
 
+    if collapsed_queries:
+        warnings.warn(
+            CollapsedEmbeddingWarning(
+                f"{collapsed_queries} of {len(query)} queries have more than half of their gallery "
+                "distances tied: the embedding has collapsed (near-constant features), and those "
+                "ties are ranked by gallery order alone"
+            ),
+            stacklevel=2,
+        )
     average_precision = np.concatenate(average_precisions)
     first_hit_rank = np.concatenate(first_hit_ranks)
     num_valid = len(average_precision)
@@ -263,48 +283,51 @@ def _score_chunk(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """AP, INP and 1-based first-hit rank of each valid query in a chunk, without sorting rows.
 
-    A true match's rank is what a full sort would give: the other kept items (not the query's
-    identity) closer than it, plus its place among the true matches. Only items closer than a
-    query's last true match can matter, so those are picked in one comparison pass and each is
-    placed among that query's sorted match distances. At equal distance a true match ranks
-    before other items. `distances` is overwritten.
+    A true match's rank is what a stable sort of the row would give: the other kept items (not
+    the query's identity) that come before it in (distance, gallery index) order, plus its place
+    among the true matches in that order. Only items no farther than a query's last true match
+    can matter, so those are picked in one comparison pass and each is placed among that query's
+    sorted match keys. `distances` is overwritten.
     """
-    num_rows = distances.shape[0]
+    num_rows, num_columns = distances.shape
     match_rows, match_columns = rows[is_match], columns[is_match]
     num_relevant = np.bincount(match_rows, minlength=num_rows)
     valid = num_relevant > 0
     if not valid.any():
         return np.empty(0), np.empty(0), np.empty(0, dtype=np.int64)
 
-    # Each query's true-match distances, sorted, padded with +inf (rows are grouped already).
+    # Each query's true-match keys, sorted, padded past every item's key (rows are grouped already).
     most = int(num_relevant.max())
     place_in_row = np.arange(len(match_rows)) - np.repeat(
         np.cumsum(num_relevant) - num_relevant, num_relevant
     )
-    match_distances = torch.full((num_rows, most), float("inf"), dtype=distances.dtype)
-    match_distances[match_rows, place_in_row] = distances[match_rows, match_columns]
-    match_distances = match_distances.sort(dim=1).values
-    last = match_distances.gather(1, torch.from_numpy(np.maximum(num_relevant - 1, 0))[:, None])
+    match_columns_t = torch.from_numpy(match_columns)
+    match_keys = torch.full((num_rows, most), torch.iinfo(torch.int64).max, dtype=torch.int64)
+    match_keys[match_rows, place_in_row] = _order_keys(distances[match_rows, match_columns], match_columns_t)
+    match_keys = match_keys.sort(dim=1).values
+    last_place = torch.from_numpy(np.maximum(num_relevant - 1, 0))[:, None]
+    last = _distance_of_key(match_keys.gather(1, last_place))
     last[torch.from_numpy(~valid)] = -float("inf")
 
     # The query's own identity (true matches and same-camera junk) leaves the count of closer items.
     distances[rows, columns] = float("inf")
-    # numpy's comparison and flatnonzero take about half the time of torch's on CPU.
-    candidates = distances.numpy() < last.numpy()
+    # numpy's comparison and flatnonzero take about half the time of torch's on CPU. `<=`: an
+    # item tied with the last match comes before it when its gallery index is smaller.
+    candidates = distances.numpy() <= last.numpy()
     sample = candidates[::8]  # every 8th row tells dense from sparse well enough, at 1/8 the cost
     if np.count_nonzero(sample) * 8 > sample.size:
-        # Poor rankings: most items are candidates, so place whole rows at once. Items at or past
-        # a query's last match (own identity included, at +inf) fall in buckets no match counts.
-        buckets = torch.searchsorted(match_distances, distances, right=True)
+        # Poor rankings: most items are candidates, so place whole rows at once. Items past a
+        # query's last match (own identity included, at +inf) fall in buckets no match counts.
+        keys = _order_keys(distances, torch.arange(num_columns).expand(num_rows, -1))
+        buckets = torch.searchsorted(match_keys, keys, right=True)
         bins = torch.arange(num_rows)[:, None] * (most + 1) + buckets
     else:
         flat = torch.from_numpy(np.flatnonzero(candidates))
-        candidate_rows = flat // distances.shape[1]
-        buckets = torch.searchsorted(
-            match_distances[candidate_rows], distances.view(-1)[flat][:, None], right=True
-        ).squeeze(1)
+        candidate_rows, candidate_columns = flat // num_columns, flat % num_columns
+        keys = _order_keys(distances.view(-1)[flat], candidate_columns)
+        buckets = torch.searchsorted(match_keys[candidate_rows], keys[:, None], right=True).squeeze(1)
         bins = candidate_rows * (most + 1) + buckets
-    # bucket = number of match distances <= the item's: it is closer than match j iff bucket <= j.
+    # bucket = number of match keys below the item's: it comes before match j iff bucket <= j.
     histogram = torch.bincount(bins.reshape(-1), minlength=num_rows * (most + 1))
     closer = torch.cumsum(histogram.view(num_rows, most + 1)[:, :most], dim=1)[torch.from_numpy(valid)]
 
@@ -316,6 +339,48 @@ def _score_chunk(
     last_rank = rank.gather(1, (num_relevant - 1)[:, None]).squeeze(1)
     inverse_negative_penalty = num_relevant / last_rank.double()
     return average_precision.numpy(), inverse_negative_penalty.numpy(), rank[:, 0].numpy()
+
+
+def _check_finite(distances: torch.Tensor, metric: str) -> None:
+    values = distances.numpy()
+    # min and max carry any NaN or infinity, at a tenth of the cost of torch.isfinite(...).all()
+    if not (np.isfinite(values.min()) and np.isfinite(values.max())):
+        cause = "the features' squared norms" if metric == "euclidean" else "the features"
+        raise ValueError(
+            f"{metric} distances are not finite: {cause} overflow float32; scale the features "
+            "down (re-ID features are usually L2-normalised)"
+        )
+
+
+def _count_collapsed(distances: torch.Tensor) -> int:
+    """How many rows have more than half of their values equal.
+
+    Such a run of equal values holds the row's median, and almost surely the median of an evenly
+    spaced sample of the row too; the tie is then confirmed by counting that value exactly. (An
+    exact median of every row took 4x the rest of the ranking.)"""
+    step = max(1, distances.shape[1] // 257)
+    sample = distances[:, ::step].contiguous()
+    middle = sample.kthvalue(sample.shape[1] // 2 + 1, dim=1, keepdim=True).values
+    ties = np.count_nonzero(distances.numpy() == middle.numpy(), axis=1)  # 4x faster than torch's
+    return int(np.count_nonzero(ties * 2 > distances.shape[1]))
+
+
+def _order_keys(distances: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered as (distance, gallery index): a stable sort's order, as one number.
+
+    A float32's bits, read as an int32 and with the magnitude bits of negatives flipped, order
+    as the floats do; the gallery index fills the low 32 bits. `+ 0.0` turns -0.0 into +0.0,
+    which compare equal as floats and must tie here too.
+    """
+    bits = (distances.float() + 0.0).view(torch.int32)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    return (ordered << 32) | columns.to(torch.int64)
+
+
+def _distance_of_key(keys: torch.Tensor) -> torch.Tensor:
+    """The float32 distance an `_order_keys` key was made from (padding keys give NaN)."""
+    ordered = (keys >> 32).to(torch.int32)
+    return torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
 
 
 def _distances(query: torch.Tensor, gallery: torch.Tensor, gallery_norms: torch.Tensor, metric: str):
@@ -336,9 +401,23 @@ def _squared_norms(features: torch.Tensor, block: int = 1 << 16) -> torch.Tensor
 
 
 def _l2_normalised(features: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Rows divided by their norms (floored as torch's normalize does). A row whose norm
+    overflows float32 is first divided by its largest magnitude, which leaves its direction."""
     if isinstance(features, torch.Tensor):
-        return features / features.norm(dim=1, keepdim=True).clamp_min(_NORMALIZE_EPS)
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
+        norms = features.norm(dim=1, keepdim=True)
+        huge = ~torch.isfinite(norms.squeeze(1))
+        if bool(huge.any()):
+            features = features.clone()
+            features[huge] /= features[huge].abs().amax(dim=1, keepdim=True)
+            norms = features.norm(dim=1, keepdim=True)
+        return features / norms.clamp_min(_NORMALIZE_EPS)
+    with np.errstate(over="ignore"):
+        norms = np.linalg.norm(features, axis=1, keepdims=True)
+    huge = ~np.isfinite(norms[:, 0])
+    if huge.any():
+        features = features.copy()
+        features[huge] /= np.abs(features[huge]).max(axis=1, keepdims=True)
+        norms = np.linalg.norm(features, axis=1, keepdims=True)
     return features / np.maximum(norms, np.float32(_NORMALIZE_EPS))
 
 
@@ -381,10 +460,35 @@ def _features_as_numpy(features: Any, name: str) -> np.ndarray:
 
 
 def _labels_as_numpy(labels: Any, name: str, expected_length: int, features_name: str) -> np.ndarray:
+    """int64 labels; ValueError naming `name` for anything that is not an integer exactly."""
     array = _as_numpy(labels)
     if array.ndim != 1 or len(array) != expected_length:
         raise ValueError(
             f"{name} must be 1-D with one entry per row of {features_name} ({expected_length}), "
             f"got shape {array.shape}"
         )
-    return array
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64, copy=False)
+    if array.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
+        if len(bad):
+            raise ValueError(f"{name}[{bad[0]}] is {array[bad[0]]}: labels must be integers")
+        return array.astype(np.int64)
+    if array.dtype.kind == "O":
+        for index, value in enumerate(array):
+            if isinstance(value, bool) or not _is_integral(value):
+                raise ValueError(f"{name}[{index}] is {value!r}: labels must be integers")
+        return array.astype(np.int64)
+    # strings (camera "c1" against camera 1 would silently never match), booleans, dates...
+    kind = "strings" if array.dtype.kind in "US" else f"{array.dtype} values"
+    example = array[0].item() if len(array) else ""
+    raise ValueError(
+        f"{name} holds {kind} such as {example!r}: labels must be integers "
+        "(convert them, the same way on the query and the gallery side)"
+    )
+
+
+def _is_integral(value: Any) -> bool:
+    if isinstance(value, int | np.integer):
+        return True
+    return isinstance(value, float | np.floating) and bool(np.isfinite(value)) and value == int(value)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import reidgraft.evaluation.retrieval as retrieval
-from reidgraft.evaluation import RetrievalResult, evaluate, topk_accuracy
+from reidgraft.evaluation import CollapsedEmbeddingWarning, RetrievalResult, evaluate, topk_accuracy
 
 with warnings.catch_warnings():
     # torchreid warns at import that its Cython evaluator is absent; the python one is the reference.
@@ -173,34 +173,93 @@ def test_no_valid_query_raises():
         evaluate(line_features([0]), line_features([1, 2]), [1], [1, 2], [0], [0, 0])
 
 
-def test_at_equal_distance_true_matches_rank_first():
+def torchreid_with_stable_sort(monkeypatch, distmat, *labels, max_rank=50):
+    """torchreid's evaluate_rank on a stably sorted ranking (its own argsort is quicksort)."""
+    argsort = np.argsort
+    monkeypatch.setattr(np, "argsort", lambda array, axis=-1, **_: argsort(array, axis=axis, kind="stable"))
+    try:
+        return evaluate_rank(distmat, *labels, max_rank=max_rank, use_metric_cuhk03=False, use_cython=False)
+    finally:
+        monkeypatch.setattr(np, "argsort", argsort)
+
+
+def test_at_equal_distance_the_earlier_gallery_item_ranks_first():
     # Small integers make every distance exact, so the three gallery items tie exactly.
     query = np.array([[1.0, 2.0, 0.0]], dtype=np.float32)
     gallery = np.tile(np.array([[2.0, 0.0, 1.0]], dtype=np.float32), (3, 1))
 
-    match_last = evaluate(query, gallery, [1], [4, 5, 1], [0], [1, 1, 1])
-    match_first = evaluate(query, gallery, [1], [1, 4, 5], [0], [1, 1, 1])
+    with pytest.warns(CollapsedEmbeddingWarning, match="1 of 1 queries have more than half"):
+        match_last = evaluate(query, gallery, [1], [4, 5, 1], [0], [1, 1, 1])
+        match_first = evaluate(query, gallery, [1], [1, 4, 5], [0], [1, 1, 1])
 
-    # Wherever the match sits in the gallery list, it ranks first among its ties.
-    assert match_last == match_first
-    assert match_last.cmc.tolist() == [1, 1, 1] and match_last.mAP == 1.0
+    assert match_first.cmc.tolist() == [1, 1, 1] and match_first.mAP == 1.0
+    assert match_last.cmc.tolist() == [0, 0, 1] and match_last.mAP == pytest.approx(1 / 3)
 
 
-def test_ties_in_a_long_gallery_put_matches_first_among_equals():
+def test_ties_in_a_long_gallery_follow_gallery_order(monkeypatch):
     # 30 items on three exact distances (1, 4, 9), interleaved, with matches scattered among them:
-    # the expected ranking sorts by (distance, not a match), written out independently of numpy.
+    # the expected ranking sorts by (distance, gallery index), written out independently of numpy.
     positions = [(1, 2, 3)[index % 3] for index in range(30)]
     gallery_pids = [1 if index in (4, 7, 13, 21, 29) else 2 + index % 4 for index in range(30)]
-    ranked = sorted(range(30), key=lambda index: (positions[index] ** 2, gallery_pids[index] != 1, index))
+    ranked = sorted(range(30), key=lambda index: (positions[index] ** 2, index))
     hit_ranks = [rank + 1 for rank, index in enumerate(ranked) if gallery_pids[index] == 1]
     expected_ap = sum((hit + 1) / rank for hit, rank in enumerate(hit_ranks)) / len(hit_ranks)
 
-    result = evaluate(line_features([0]), line_features(positions), [1], gallery_pids, [0], [1] * 30)
+    with warnings.catch_warnings():  # 10 of 30 tie at each distance: not a collapse
+        warnings.simplefilter("error", CollapsedEmbeddingWarning)
+        result = evaluate(line_features([0]), line_features(positions), [1], gallery_pids, [0], [1] * 30)
 
-    assert hit_ranks[0] == 1 and hit_ranks[-1] < 30  # the rule matters here
     assert result.mAP == pytest.approx(expected_ap, abs=1e-12)
     assert result.mINP == pytest.approx(len(hit_ranks) / hit_ranks[-1], abs=1e-12)
     assert result.cmc.tolist() == [float(rank >= hit_ranks[0]) for rank in range(1, 31)]
+    distmat = np.array([[p**2 for p in positions]], dtype=np.float32)
+    cmc, mean_ap = torchreid_with_stable_sort(
+        monkeypatch,
+        distmat,
+        np.array([1]),
+        np.array(gallery_pids),
+        np.array([0]),
+        np.ones(30, dtype=int),
+        max_rank=30,
+    )
+    assert result.mAP == pytest.approx(mean_ap, abs=1e-6) and np.array_equal(result.cmc, cmc)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_constant_features_score_as_torchreid_with_a_stable_sort_and_warn(monkeypatch, metric, value):
+    # A collapsed embedding: every distance ties. It once scored a perfect 1.0.
+    split = list(synthetic_reid_split(5))
+    split[0] = np.full_like(split[0], value)
+    split[1] = np.full_like(split[1], value)
+    distmat = compute_distance_matrix(torch.from_numpy(split[0]), torch.from_numpy(split[1]), metric=metric)
+    expected_cmc, expected_map = torchreid_with_stable_sort(monkeypatch, distmat.numpy(), *split[2:])
+
+    with pytest.warns(CollapsedEmbeddingWarning, match="60 of 60 queries"):
+        result = evaluate(*split, metric=metric)
+
+    assert result.mAP == pytest.approx(expected_map, abs=1e-6) and result.mAP < 0.2
+    assert np.array_equal(result.cmc, expected_cmc[:50])
+
+
+def test_a_healthy_embedding_gives_no_collapse_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedEmbeddingWarning)
+        evaluate(*synthetic_reid_split(0))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_distances_that_overflow_float32_are_refused(metric):
+    split = list(synthetic_reid_split(0))
+    split[0], split[1] = split[0] * 1e20, split[1] * 1e20
+    if metric == "cosine":  # normalised first, so only the raw norms overflow, and they are not used
+        result = evaluate(*split, metric=metric)
+        assert 0.1 < result.mAP < 0.95
+        return
+    with pytest.raises(
+        ValueError, match="euclidean distances are not finite: the features' squared norms overflow"
+    ):
+        evaluate(*split, metric=metric)
 
 
 def test_chunking_does_not_change_the_result(monkeypatch):
@@ -289,6 +348,15 @@ def valid_arguments():
         ({"metric": "manhattan"}, "unknown metric 'manhattan'; valid metrics are euclidean, cosine"),
         ({"max_rank": 0}, "max_rank must be an integer >= 1"),
         ({"max_rank": 2.5}, "max_rank must be an integer >= 1"),
+        # labels: a string camera never equals an integer one; None and NaN are not identities
+        (
+            {"query_camids": np.array(["0", "0"])},
+            r"query_camids holds strings such as '0': labels must be integers",
+        ),
+        ({"gallery_pids": [1, None, 1, 2]}, r"gallery_pids\[1\] is None: labels must be integers"),
+        ({"query_pids": np.array([1.0, np.nan])}, r"query_pids\[1\] is nan: labels must be integers"),
+        ({"gallery_camids": np.array([1, 1, 1.5, 1])}, r"gallery_camids\[2\] is 1.5"),
+        ({"gallery_pids": np.array([True, False, True, False])}, "gallery_pids holds bool values"),
     ],
 )
 def test_bad_input_raises_clear_value_error(changes, message):
@@ -297,6 +365,13 @@ def test_bad_input_raises_clear_value_error(changes, message):
     arguments.update(changes)
     with pytest.raises(ValueError, match=message):
         evaluate(*arguments.values(), **keyword_only)
+
+
+def test_labels_that_are_integers_exactly_score_as_integers():
+    split = synthetic_reid_split(0)
+    as_floats = [*split[:2], *(labels.astype(np.float64) for labels in split[2:])]
+    as_objects = [*split[:2], *(np.array(labels.tolist(), dtype=object) for labels in split[2:])]
+    assert evaluate(*as_floats) == evaluate(*as_objects) == evaluate(*split)
 
 
 def test_topk_accuracy_on_hand_built_logits():

@@ -37,3 +37,24 @@ def test_bad_model_index_is_one_line(tiny_run):
     result = evaluate_cli(tiny_run, "--model", "5")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "evaluate: --model 5: the run has models 0..1"
+
+
+def test_a_collapsed_embedding_is_warned_about_once(tiny_run, tmp_path):
+    import shutil
+
+    from reidgraft.engine.checkpoint import read_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    payload = read_checkpoint(run / "checkpoint.pt")
+    for state in payload["models"]:  # a zero first convolution: every image gives the same feature
+        state["conv1.conv.weight"].zero_()
+    save_checkpoint(run / "checkpoint.pt", payload)
+
+    result = evaluate_cli(run, "--output", tmp_path / "out")
+
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "collapsed" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: model 0: ")
+    rows = json.loads((tmp_path / "out" / "evaluation.json").read_text())["models"]
+    assert len(rows) == 2 and all(row["mAP"] < 0.5 for row in rows)
