@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from .data import REID, dataset_names, load_reid_dataset
+from .data import REID, dataset_names, load_reid_dataset, load_run_splits
 from .data.loaders import reid_transforms
 from .device import autocast, resolve_precision
 from .engine import RunDir, load_checkpoint
@@ -95,10 +95,17 @@ def folder_gallery(folder: str | Path) -> Gallery:
     return Gallery(str(root), root, paths, [p for p, _ in labels], [c for _, c in labels])
 
 
-def dataset_gallery(name: str, root: str | Path, examples: int = 8) -> Gallery:
+def dataset_gallery(name: str, root: str | Path, examples: int = 8, run: RunModel | None = None) -> Gallery:
     """A dataset's gallery split, with query images of different people, each with a match from
-    another camera in the gallery, as examples."""
-    splits = load_reid_dataset(name, root)
+    another camera in the gallery, as examples. With the `run` it was trained on, the data must
+    be what that run recorded."""
+    if run is None:
+        splits = load_reid_dataset(name, root)
+    else:
+        try:
+            splits = load_run_splits(name, root, run.data, str(run.run_dir))
+        except ValueError as error:
+            raise DemoError(str(error)) from None
     gallery_root = Path(os.path.commonpath([path for path, _, _ in splits.gallery]))
     cameras_of: dict[int, set[int]] = {}
     for _, pid, camid in splits.gallery:
@@ -120,11 +127,13 @@ def dataset_gallery(name: str, root: str | Path, examples: int = 8) -> Gallery:
     )
 
 
-def resolve_gallery(gallery: str | None, config: dict) -> Gallery:
-    """`gallery` as a dataset name or a folder; by default the run's own dataset."""
+def resolve_gallery(gallery: str | None, config: dict, run: RunModel | None = None) -> Gallery:
+    """`gallery` as a dataset name or a folder; by default the run's own dataset (which must
+    then be the data `run` recorded)."""
     gallery = gallery or config["dataset"]
     if gallery in dataset_names(REID):
-        return dataset_gallery(gallery, config["root"])
+        own = run if gallery == config["dataset"] else None
+        return dataset_gallery(gallery, config["root"], run=own)
     if Path(gallery).is_dir():
         return folder_gallery(gallery)
     raise DemoError(
@@ -158,6 +167,7 @@ class RunModel:
     device: torch.device
     fingerprint: str
     amp: str = "none"  # autocast for embedding (resolved: none, bf16 or fp16)
+    data: dict | None = None  # what the run recorded about its data (`ReidSplits.fingerprint`)
 
     @property
     def label(self) -> str:
@@ -197,7 +207,10 @@ def load_run_model(
     shape = (config["arch"], config["height"], config["width"], config["metric"])
     # features under autocast differ from fp32 ones in the last bits: another cache entry
     fingerprint = state_fingerprint(states[k], extra=shape if amp == "none" else (*shape, amp))
-    run_model = RunModel(run_dir, k, *shape, model=model, device=device, fingerprint=fingerprint, amp=amp)
+    run_model = RunModel(
+        run_dir, k, *shape, model=model, device=device, fingerprint=fingerprint, amp=amp,
+        data=payload.get("data"),
+    )  # fmt: skip
     return run_model, config
 
 

@@ -70,7 +70,7 @@ def prepare(args) -> tuple[list[GallerySearch], list[str]]:
     device = resolve_device(args.device)
     run_dir = args.checkpoint or newest_run()
     run_model, config = load_run_model(run_dir, args.model, device, args.amp)
-    gallery = resolve_gallery(args.gallery, config)
+    gallery = resolve_gallery(args.gallery, config, run_model)
     runs = [run_model]
     if args.compare:
         runs.append(load_run_model(args.compare, args.compare_model, device, args.amp)[0])

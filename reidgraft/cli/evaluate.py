@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..config import AMP_CHOICES, DEVICES, build_config
-from ..data import REID, DataMissingError, dataset_spec, load_reid_dataset
+from ..data import REID, DataMissingError, dataset_spec, load_reid_dataset, load_run_splits
 from ..data.loaders import ImageReadError
 from ..device import resolve_device, resolve_precision
 from ..engine import METRIC_KEYS, RunDir, load_checkpoint
@@ -76,7 +76,10 @@ def evaluate_run(args) -> int:
         payload["config"], dataset=dataset, root=args.root, eval_batch_size=args.batch_size,
         workers=args.workers,
     )  # fmt: skip
-    splits = load_reid_dataset(dataset, config.root)
+    if args.dataset and args.dataset != payload["config"]["dataset"]:
+        splits = load_reid_dataset(dataset, config.root)
+    else:  # the run's own data: it must be what the run recorded
+        splits = load_run_splits(dataset, config.root, payload.get("data"), args.run_dir)
     device = resolve_device(args.device)
     amp, channels_last = run_precision(args, payload, device, config)
     every_model = models_from_checkpoint(payload, device, channels_last)

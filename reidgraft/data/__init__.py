@@ -16,6 +16,7 @@ from .registry import (
     load_classification_dataset,
     load_dataset,
     load_reid_dataset,
+    load_run_splits,
 )
 
 __all__ = [
@@ -35,5 +36,6 @@ __all__ = [
     "load_classification_dataset",
     "load_dataset",
     "load_reid_dataset",
+    "load_run_splits",
     "read_rgb",
 ]

@@ -9,11 +9,16 @@ class, so it takes exactly the path real data takes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import io
+import json
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 Item = tuple[str, int, int]  # image path, person id, camera index (0-based)
 SUBSETS = ("bounding_box_train", "query", "bounding_box_test")
@@ -32,9 +37,27 @@ class ReidSplits:
     query: list[Item]
     gallery: list[Item]
 
+    # for the synthetic set: the parameters it was generated with, and its manifest's hash
+    generator: dict[str, Any] | None = None
+
     @property
     def num_train_pids(self) -> int:
         return len({pid for _, pid, _ in self.train})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a run records about its data, to tell later whether other data is the same: the
+        image counts and a hash of every item (path below the dataset's folder, pid, camera)."""
+        every = [(split, item) for split in ("train", "query", "gallery") for item in getattr(self, split)]
+        base = os.path.commonpath([path for _, (path, _, _) in every]) if every else ""
+        listing = hashlib.sha256()
+        for split, (path, pid, camid) in every:
+            listing.update(f"{split}\t{os.path.relpath(path, base)}\t{pid}\t{camid}\n".encode())
+        found = {
+            "dataset": self.name,
+            "images": {"train": len(self.train), "query": len(self.query), "gallery": len(self.gallery)},
+            "items_sha256": listing.hexdigest(),
+        }
+        return found | ({"generator": self.generator} if self.generator else {})
 
 
 @dataclass(frozen=True)
@@ -118,11 +141,17 @@ def synthetic_splits(root: Path, **params) -> ReidSplits:
     Without params, a complete synthetic set already there is used whatever its size (a test or
     a user may have written a smaller one); otherwise the default set is written.
     """
-    from .synthetic import existing_params, write_synthetic_market
+    from .synthetic import MANIFEST_NAME, existing_params, write_synthetic_market
 
     synthetic_root = Path(root) / "synthetic"
-    write_synthetic_market(synthetic_root, **(params or existing_params(synthetic_root) or {}))
-    return _splits("synthetic", *_parse_with_torchreid(MARKET1501.torchreid_class, synthetic_root))
+    folder = write_synthetic_market(synthetic_root, **(params or existing_params(synthetic_root) or {}))
+    manifest = (folder / MANIFEST_NAME).read_bytes()
+    generator = {
+        "params": json.loads(manifest)["params"],
+        "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+    }
+    splits = _splits("synthetic", *_parse_with_torchreid(MARKET1501.torchreid_class, synthetic_root))
+    return dataclasses.replace(splits, generator=generator)
 
 
 # Dataset name -> loader of its splits from a data root (the registry, `registry.py`, names them).

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .classification import ClassificationData, load_classification_data
-from .datasets import ReidSplits, load_reid_splits
+from .datasets import ReidSplits, load_reid_splits, synthetic_splits
 
 REID = "reid"
 CLASSIFICATION = "classification"
@@ -99,6 +100,35 @@ def load_dataset(name: str, root: str | Path, *, download: bool = False) -> Reid
 def load_reid_dataset(name: str, root: str | Path) -> ReidSplits:
     """The re-ID splits of dataset `name` under `root`; ValueError for a name that is not re-ID."""
     return dataset_spec(name, REID).load(Path(root).expanduser(), False)
+
+
+def load_run_splits(name: str, root: str | Path, recorded: dict[str, Any] | None, run: str) -> ReidSplits:
+    """The splits a run was trained and evaluated on, or ValueError (one line) when the data
+    under `root` differs from what the run recorded. A synthetic set that is missing is written
+    again with the run's parameters (the generator is deterministic), never at the default size."""
+    if name == "synthetic" and recorded and recorded.get("generator"):
+        try:
+            splits = synthetic_splits(Path(root).expanduser().resolve(), **recorded["generator"]["params"])
+        except ValueError as error:
+            raise ValueError(f"{run} was trained on another synthetic set: {error}") from None
+    else:
+        splits = load_reid_dataset(name, root)
+    if recorded is None:  # a run from before data was recorded
+        return splits
+
+    found = splits.fingerprint()
+    if found != recorded:
+        counts = [
+            f"{count} {split} images (the run had {recorded['images'].get(split)})"
+            for split, count in found["images"].items()
+            if recorded.get("images", {}).get(split) != count
+        ]
+        what = ", ".join(counts) if counts else "the same counts but other files or labels"
+        raise ValueError(
+            f"the {name} data under {root} is not what {run} was trained and evaluated on: {what}; "
+            "point --root at the run's data"
+        )
+    return splits
 
 
 def load_classification_dataset(name: str, root: str | Path, download: bool = False) -> ClassificationData:

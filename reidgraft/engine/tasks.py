@@ -37,6 +37,10 @@ class Task:
         """Run feature extraction and prediction under `amp` autocast in this memory format."""
         self.amp, self.channels_last = amp, channels_last
 
+    def data_fingerprint(self) -> dict[str, Any] | None:
+        """What the run records about its data (`ReidSplits.fingerprint`); None: nothing yet."""
+        return None
+
 
 class ReidTask(Task):
     kind = "reid"
@@ -47,6 +51,12 @@ class ReidTask(Task):
         self.config, self.splits = config, splits
         self.num_classes = splits.num_train_pids
         self.collapse_reported = False
+        self._fingerprint: dict[str, Any] | None = None
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = self.splits.fingerprint()
+        return self._fingerprint
 
     def train_loaders(self, model_ids: list[int], pin_memory: bool = False) -> list[DataLoader]:
         """A loader per model; model k's order and augmentation come from seed + k alone."""

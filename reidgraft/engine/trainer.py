@@ -166,6 +166,7 @@ class Trainer:
         return {
             "format": 1,
             "task": self.task.kind,
+            "data": self.task.data_fingerprint(),
             "model_ids": self.model_ids,
             "config": self.config.to_dict(),
             "num_classes": self.num_classes,
@@ -219,6 +220,7 @@ class Trainer:
             initialisation=self.initial_weights.description,
             precision={"amp": self.amp, "channels_last": self.channels_last},
             intra_op_threads=torch.get_num_threads(),
+            data=self.task.data_fingerprint(),
         )
 
     def best(self) -> list[dict[str, Any]] | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from reidgraft.demo import (
@@ -248,3 +249,15 @@ def test_any_size_aspect_and_mode_is_searched(demo_run, run_config, cpu, tmp_pat
         image.save(path)
         result = search.search(read_query(path), 4)
         assert len(result.hits) == 4 and np.isfinite([hit.distance for hit in result.hits]).all()
+
+
+def test_the_runs_own_gallery_must_be_the_data_it_recorded(tiny_run, tmp_path):
+    from reidgraft.data.datasets import synthetic_splits
+    from reidgraft.demo import load_run_model, resolve_gallery
+
+    other_root = tmp_path / "other"
+    synthetic_splits(other_root, train_ids=4, test_ids=4, images_per_id=4, distractors=2, height=32, width=16)
+    run_model, config = load_run_model(tiny_run, 0, torch.device("cpu"))
+    assert len(resolve_gallery(None, config, run_model)) > 0  # its own data
+    with pytest.raises(DemoError, match="was trained on another synthetic set"):
+        resolve_gallery(None, {**config, "root": str(other_root)}, run_model)

@@ -58,3 +58,33 @@ def test_a_collapsed_embedding_is_warned_about_once(tiny_run, tmp_path):
     assert len(warnings) == 1 and warnings[0].startswith("warning: model 0: ")
     rows = json.loads((tmp_path / "out" / "evaluation.json").read_text())["models"]
     assert len(rows) == 2 and all(row["mAP"] < 0.5 for row in rows)
+
+
+def test_data_that_differs_from_the_runs_is_refused(tiny_run, tmp_path):
+    from reidgraft.data.datasets import synthetic_splits
+
+    other_root = tmp_path / "other"  # the same generator at another size
+    synthetic_splits(other_root, train_ids=4, test_ids=4, images_per_id=4, distractors=2, height=32, width=16)
+
+    result = evaluate_cli(tiny_run, "--root", other_root, "--output", tmp_path / "out")
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "was trained on another synthetic set" in line and "train_ids=4 (wanted 8)" in line
+    assert not (tmp_path / "out" / "evaluation.json").exists()
+
+
+def test_a_missing_synthetic_set_is_written_again_as_the_run_had_it(tiny_run, tmp_path):
+    result = evaluate_cli(tiny_run, "--root", tmp_path / "gone", "--output", tmp_path / "out")
+
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "out" / "evaluation.json").read_text())["models"]
+    final = json.loads((tiny_run / "metrics.json").read_text())["final"]
+    assert len(rows) == len(final) == 2
+    assert all(row == pytest.approx(expected, abs=1e-9) for row, expected in zip(rows, final, strict=True))
+
+
+def test_the_run_records_its_data(tiny_run):
+    data = json.loads((tiny_run / "metrics.json").read_text())["data"]
+    assert data["dataset"] == "synthetic" and data["generator"]["params"]["train_ids"] == 8
+    assert data["images"]["train"] == 8 * 6 and len(data["items_sha256"]) == 64
