@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -379,7 +380,12 @@ def answer_query(searchers: Sequence[GallerySearch], image_path: str | Path, top
     return outputs
 
 
-def build_app(searchers: Sequence[GallerySearch], examples: Sequence[str] = (), max_top_k: int = 50):
+def build_app(
+    searchers: Sequence[GallerySearch],
+    examples: Sequence[str] = (),
+    max_top_k: int = 50,
+    cache_seconds: int = 300,
+):
     """The Gradio page: a query image, a top-k slider, and one ranked gallery per model.
 
     The search endpoint is `api_name="search"`: inputs (image, top_k); outputs, per model, the
@@ -395,9 +401,13 @@ def build_app(searchers: Sequence[GallerySearch], examples: Sequence[str] = (), 
         try:
             return answer_query(searchers, image_path, top_k)
         except (DemoError, OSError) as error:
-            raise gr.Error(str(error)) from None
+            raise _rejected(str(error), error) from None
 
-    with gr.Blocks(title="reidgraft gallery search") as app:
+    # Uploads and result thumbnails land in Gradio's cache folder: delete each once it is
+    # `cache_seconds` old (a query is answered long before; a second click on Search needs its
+    # upload for a while), and everything this app made when it shuts down.
+    cleanup = (max(1, min(60, cache_seconds // 2)), cache_seconds)
+    with gr.Blocks(title="reidgraft gallery search", delete_cache=cleanup) as app:
         gr.Markdown(
             f"## reidgraft gallery search\n{len(first.gallery)} gallery images from `{first.gallery.label}`. "
             "Drop a picture of a person: the nearest gallery images come back ranked, framed green "
@@ -437,9 +447,19 @@ def _readable_upload(preprocess):
             raise
         except Exception as error:  # PIL raises several kinds for a non-image or damaged file
             name = getattr(payload, "orig_name", None) or "the upload"
-            raise gr.Error(f"{name} is not an image that can be read; upload a JPEG or PNG file") from error
+            raise _rejected(
+                f"{name} is not an image that can be read; upload a JPEG or PNG file", error
+            ) from None
 
     return checked
+
+
+def _rejected(message: str, cause: Exception):
+    """The page shows `message`; the server log gets one line, not Gradio's traceback."""
+    import gradio as gr
+
+    print(f"demo: rejected a query: {message} ({type(cause).__name__}: {cause})", file=sys.stderr, flush=True)
+    return gr.Error(message, print_exception=False)
 
 
 def launch(app, host: str, port: int) -> str:

@@ -114,3 +114,39 @@ def test_in_chromium_an_uploaded_query_shows_k_results(server):
         finally:
             chromium.close()
     assert (ARTIFACTS / "demo-page.png").stat().st_size > 10_000
+
+
+def test_uploads_are_deleted_once_old_and_rejections_log_one_line(demo_run, planted, tmp_path, capfd):
+    import time
+
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    folder, query = planted
+    args = demo_app.parse_args(["--checkpoint", str(demo_run), "--model", "0", "--gallery", str(folder)])
+    page = demo_app.build_app(*demo_app.prepare(args), cache_seconds=2)
+    url = demo_app.launch(page, "127.0.0.1", free_port())
+    try:
+        client = Client(url, verbose=False)
+        results, _ = search(client, query, 3)
+        uploads = [Path(path) for path in page.upload_file_set]
+        assert len(results) == 3 and uploads and all(path.is_file() for path in uploads)
+        fake = tmp_path / "broken.jpg"
+        fake.write_text("not a picture")
+        capfd.readouterr()
+        with pytest.raises(AppError, match="broken.jpg is not an image"):
+            search(client, fake, 3)
+        deadline = time.monotonic() + 30
+        while any(path.exists() for path in uploads) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(path.exists() for path in uploads)
+        made = [Path(path) for files in page.temp_file_sets for path in files]  # thumbnails too
+    finally:
+        page.close()
+    assert made and not any(path.exists() for path in made)  # the rest goes at shutdown
+    log = capfd.readouterr().err
+    assert "Traceback" not in log
+    assert [line for line in log.splitlines() if "rejected" in line] == [
+        "demo: rejected a query: broken.jpg is not an image that can be read; upload a JPEG or PNG "
+        f"file (UnidentifiedImageError: cannot identify image file {log.split('image file ')[1].split(')')[0]})"
+    ]
