@@ -146,7 +146,8 @@ def test_uploads_are_deleted_once_old_and_rejections_log_one_line(demo_run, plan
     assert made and not any(path.exists() for path in made)  # the rest goes at shutdown
     log = capfd.readouterr().err
     assert "Traceback" not in log
-    assert [line for line in log.splitlines() if "rejected" in line] == [
+    (rejected,) = [line for line in log.splitlines() if "rejected" in line]
+    assert rejected.startswith(
         "demo: rejected a query: broken.jpg is not an image that can be read; upload a JPEG or PNG "
-        f"file (UnidentifiedImageError: cannot identify image file {log.split('image file ')[1].split(')')[0]})"
-    ]
+        "file (UnidentifiedImageError: cannot identify image file "
+    )
