@@ -87,6 +87,14 @@ class TrainConfig:
         default=True,
         metadata=_doc("grafting", "graft the models into each other in a ring at every epoch end"),
     )
+    eval_after_graft: bool = field(
+        default=False,
+        metadata=_doc(
+            "grafting",
+            "evaluate and save after each epoch's graft (and graft after the last epoch); by default "
+            "the authors' order: evaluate, save, then graft, never after the last epoch",
+        ),
+    )
     diverse_lr: bool = field(
         default=True, metadata=_doc("grafting", "cosine-spaced initial learning rates across the K models")
     )

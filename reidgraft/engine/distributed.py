@@ -44,6 +44,10 @@ class SingleProcess:
     def gather_results(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return results
 
+    def gather_alphas(self, alphas: list[dict[str, float]]) -> tuple[list[dict[str, float]], dict[str, Any]]:
+        """A graft's alphas in model order, and facts about its exchange (none in one process)."""
+        return alphas, {}
+
 
 class DistributedRing:
     """Model `rank`'s part of the ring over torch.distributed: `.graft()` blends in the previous
@@ -98,6 +102,23 @@ class OneModelPerProcess:
         parts: list[list[dict[str, Any]]] = [[] for _ in range(self.world)]
         dist.all_gather_object(parts, results)
         return [result for part in parts for result in part]
+
+    def gather_alphas(self, alphas: list[dict[str, float]]) -> tuple[list[dict[str, float]], dict[str, Any]]:
+        """Every rank's alphas in model order, and the ring exchange's bytes and slowest time."""
+        stats, self.ring.last_exchange = self.ring.last_exchange, None
+        mine = (alphas, (stats.bytes_sent, stats.seconds) if stats else None)
+        parts: list[Any] = [None] * self.world
+        dist.all_gather_object(parts, mine)
+        merged = [alpha for part_alphas, _ in parts for alpha in part_alphas]
+        exchanges = [exchange for _, exchange in parts if exchange is not None]
+        if not exchanges:
+            return merged, {}
+        return merged, {
+            "ring_exchange": {
+                "bytes": sum(sent for sent, _ in exchanges),
+                "seconds": round(max(seconds for _, seconds in exchanges), 3),
+            }
+        }
 
 
 # --------------------------------------------------------------------------- the process group

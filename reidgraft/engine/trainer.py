@@ -111,6 +111,7 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
         self.train_loaders = self.task.train_loaders(self.model_ids, pin_memory=self.device.type == "cuda")
         self.epoch = 0  # epochs completed
+        self.graft_pending = False  # the models were saved before this epoch end's graft
         self.history: list[dict[str, Any]] = []
         self.final: list[dict[str, Any]] | None = None
         self.log = log if self.group.leader else lambda *parts, **options: None
@@ -178,6 +179,8 @@ class Trainer:
             "rng": rng_state(),
             "intra_op_threads": torch.get_num_threads(),
             "history": self.history,
+            # saved before the epoch end's graft (the authors' order): a resume grafts first
+            "graft_pending": self.graft_pending,
         }
 
     def load_state(self, payload: dict[str, Any]) -> None:
@@ -195,6 +198,7 @@ class Trainer:
                 member.scaler.load_state_dict(scaler)
         self.epoch = payload["epoch"]
         self.history = list(payload["history"])
+        self.graft_pending = bool(payload.get("graft_pending")) and self.ring is not None
         restore_rng_state(payload["rng"])
         threads = payload.get("intra_op_threads")
         if self.config.deterministic and threads not in (None, torch.get_num_threads()):
@@ -204,10 +208,12 @@ class Trainer:
         """Where this process keeps its checkpoint: the run folder, or `rank<k>/` of it."""
         return self.run.checkpoint(self.group.rank)
 
-    def _save(self) -> None:
-        self.run.save(self.state(), rank=self.group.rank)
-        if self.group.leader:
-            self.run.write_metrics(self.metrics_file())
+    def _graft_after_save(self) -> None:
+        """Graft the models saved at the last epoch end, and note the alphas in that epoch's
+        record (every process does it: the ring is collective)."""
+        alphas, exchange = self.group.gather_alphas(self.ring.graft())
+        self.history[-1] = {**self.history[-1], "alphas": alphas, **exchange}
+        self.graft_pending = False
 
     def metrics_file(self) -> dict[str, Any]:
         """metrics.json: every epoch's record, the last epoch's metrics ("final"), and each model's
@@ -236,13 +242,15 @@ class Trainer:
             self.run.write_config(config)
         try:
             while self.epoch < config.epochs:
+                if self.graft_pending:  # the last epoch end's graft, when the run stopped after its save
+                    self._graft_after_save()
                 started = time.perf_counter()
                 record = {"epoch": self.epoch + 1, **self.train_epoch(self.epoch)}
                 self._check_finite(record["loss"])
                 record["lr"] = [m.optimizer.param_groups[0]["lr"] for m in self.members]
                 for member in self.members:
                     member.scheduler.step()
-                record["alphas"] = self.ring.graft() if self.ring else None
+                record["alphas"] = self.ring.graft() if self.ring and config.eval_after_graft else None
                 record.update(self.filter_health())
                 self.epoch += 1
                 last = self.epoch == config.epochs
@@ -255,7 +263,14 @@ class Trainer:
                 self.history.append(record)
                 if self.group.leader:
                     self.epoch_log.record(record)
-                self._save()
+                # The authors' order (GRAFTING.md section 4): evaluate, save, then graft; none
+                # after the last epoch, so the saved final models are the evaluated ones.
+                self.graft_pending = self.ring is not None and not config.eval_after_graft
+                self.run.save(self.state(), rank=self.group.rank)
+                if self.graft_pending and not last:
+                    self._graft_after_save()
+                if self.group.leader:
+                    self.run.write_metrics(self.metrics_file())
         finally:
             self.epoch_log.close()
         if self.final is None:  # resumed a run that had already reached its epochs

@@ -46,8 +46,10 @@ def test_tiny_grafted_run_writes_metrics_checkpoint_and_logs(splits, tmp_path):
     trainer, final = run(splits, tmp_path, eval_every=1)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["epochs"][-1]["alphas"] is None  # no graft after the last epoch
     for epoch in metrics["epochs"]:
         assert len(epoch["loss"]) == 2 and all(loss > 0 for loss in epoch["loss"])
+    for epoch in metrics["epochs"][:-1]:
         assert len(epoch["alphas"]) == 2
         assert list(epoch["alphas"][0]) == scored_keys(trainer.members[0].model.state_dict())
         assert all(0.3 <= a <= 0.7 for a in epoch["alphas"][1].values())
@@ -58,14 +60,40 @@ def test_tiny_grafted_run_writes_metrics_checkpoint_and_logs(splits, tmp_path):
         assert set(row) == {"model", *METRIC_KEYS}
         assert all(0.0 <= row[key] <= 1.0 for key in METRIC_KEYS)
         assert row["rank1"] <= row["rank5"] <= row["rank10"]
-    # K = 2: the graft leaves both models with the same floating weights.
-    a, b = (m.model.state_dict() for m in trainer.members)
-    assert all(torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    # The authors' order: evaluated, saved, then grafted, and no graft after the last epoch. A
+    # K = 2 graft leaves both models with the same weights, so only this order tells them apart.
+    assert final[0] != final[1]
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 2 and len(checkpoint["models"]) == 2
+    for member, saved in zip(trainer.members, checkpoint["models"], strict=True):
+        state = member.model.state_dict()
+        assert all(torch.equal(state[key], saved[key]) for key in saved)
+    assert trainer.evaluate() == final  # the saved weights are the evaluated ones
     assert (tmp_path / "config.yaml").is_file()
     assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_eval_after_graft_keeps_the_old_order(splits, tmp_path):
+    trainer, final = run(splits, tmp_path, epochs=1, eval_after_graft=True)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["epochs"][0]["alphas"]) == 2  # grafted after the last epoch too
+    a, b = (m.model.state_dict() for m in trainer.members)
+    assert all(torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    assert final[0] == {**final[1], "model": 0}  # so K = 2 evaluates one model twice
+
+
+def test_a_resume_grafts_what_was_saved_before_its_graft(splits, tmp_path):
+    _, straight = run(splits, tmp_path / "straight", epochs=2)
+    stopped, _ = run(splits, tmp_path / "stopped", epochs=1)
+    payload = load_checkpoint(tmp_path / "stopped")
+    assert payload["graft_pending"] and payload["history"][-1]["alphas"] is None
+    resumed = Trainer(tiny_config(epochs=2), splits, tmp_path / "stopped", log=lambda line: None)
+    resumed.load_state(payload)
+    assert resumed.fit() == straight
+    history = json.loads((tmp_path / "stopped" / "metrics.json").read_text())["epochs"]
+    expected = json.loads((tmp_path / "straight" / "metrics.json").read_text())["epochs"]
+    assert history[0]["alphas"] == expected[0]["alphas"] and len(history[0]["alphas"]) == 2
 
 
 # A run planned for 1 epoch, resumed to 2, ends as a straight 2-epoch run: its schedule is planned
