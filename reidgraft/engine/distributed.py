@@ -18,10 +18,12 @@ import torch.distributed as dist
 from torch import nn
 
 from ..config import ConfigError, TrainConfig
-from ..grafting import GraftRing, RingExchangeError, distributed_graft
+from ..grafting import GraftRing, RingExchangeError, distributed_graft, peer_lost
 
 # Per-model entries of an epoch record: each rank has its own, rank 0 writes them all.
-PER_MODEL_KEYS = ("loss", "train_accuracy", "lr", "alphas", "invalid_ratio_1e-3", "network_entropy")
+PER_MODEL_KEYS = (
+    "loss", "train_accuracy", "lr", "alphas", "graft_alphas", "invalid_ratio_1e-3", "network_entropy",
+)  # fmt: skip
 
 
 class SingleProcess:
@@ -43,10 +45,6 @@ class SingleProcess:
 
     def gather_results(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return results
-
-    def gather_alphas(self, alphas: list[dict[str, float]]) -> tuple[list[dict[str, float]], dict[str, Any]]:
-        """A graft's alphas in model order, and facts about its exchange (none in one process)."""
-        return alphas, {}
 
 
 class DistributedRing:
@@ -72,8 +70,10 @@ class OneModelPerProcess:
         self.model_ids = [rank]
         self.leader = rank == 0
         self.ring: DistributedRing | None = None
+        self.timeout_s = TrainConfig.ring_timeout
 
     def build_ring(self, models: list[nn.Module], config: TrainConfig) -> DistributedRing | None:
+        self.timeout_s = config.ring_timeout  # the process group's timeout too
         if config.graft and config.models > 1:
             self.ring = DistributedRing(models[0], timeout_s=config.ring_timeout, **config.graft_options())
         return self.ring
@@ -85,7 +85,7 @@ class OneModelPerProcess:
             record["ring_exchange"] = {"bytes": stats.bytes_sent, "seconds": round(stats.seconds, 3)}
             self.ring.last_exchange = None
         parts: list[dict[str, Any]] = [{} for _ in range(self.world)]
-        dist.all_gather_object(parts, record)
+        self._all_gather(parts, record, "the epoch's records")
         merged = dict(record)
         for key in PER_MODEL_KEYS:
             values = [part.get(key) for part in parts]
@@ -100,25 +100,21 @@ class OneModelPerProcess:
 
     def gather_results(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         parts: list[list[dict[str, Any]]] = [[] for _ in range(self.world)]
-        dist.all_gather_object(parts, results)
+        self._all_gather(parts, results, "the evaluation results")
         return [result for part in parts for result in part]
 
-    def gather_alphas(self, alphas: list[dict[str, float]]) -> tuple[list[dict[str, float]], dict[str, Any]]:
-        """Every rank's alphas in model order, and the ring exchange's bytes and slowest time."""
-        stats, self.ring.last_exchange = self.ring.last_exchange, None
-        mine = (alphas, (stats.bytes_sent, stats.seconds) if stats else None)
-        parts: list[Any] = [None] * self.world
-        dist.all_gather_object(parts, mine)
-        merged = [alpha for part_alphas, _ in parts for alpha in part_alphas]
-        exchanges = [exchange for _, exchange in parts if exchange is not None]
-        if not exchanges:
-            return merged, {}
-        return merged, {
-            "ring_exchange": {
-                "bytes": sum(sent for sent, _ in exchanges),
-                "seconds": round(max(seconds for _, seconds in exchanges), 3),
-            }
-        }
+    def _all_gather(self, parts: list[Any], mine: Any, what: str) -> None:
+        """all_gather_object, with a peer that died or hangs named as the ring names it."""
+        try:
+            dist.all_gather_object(parts, mine)
+        except RuntimeError as error:
+            if not peer_lost(error):
+                raise
+            raise RingExchangeError(
+                f"rank {self.rank}: gathering {what} from the other ranks did not complete within "
+                f"{self.timeout_s:g} s ({str(error).splitlines()[0]}); a process died or hangs. "
+                "Each rank's last complete checkpoint stays loadable"
+            ) from None
 
 
 # --------------------------------------------------------------------------- the process group

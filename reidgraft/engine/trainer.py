@@ -112,6 +112,7 @@ class Trainer:
         self.train_loaders = self.task.train_loaders(self.model_ids, pin_memory=self.device.type == "cuda")
         self.epoch = 0  # epochs completed
         self.graft_pending = False  # the models were saved before this epoch end's graft
+        self.graft_alphas: list[dict[str, float]] | None = None  # that graft's, not yet recorded
         self.history: list[dict[str, Any]] = []
         self.final: list[dict[str, Any]] | None = None
         self.log = log if self.group.leader else lambda *parts, **options: None
@@ -209,11 +210,23 @@ class Trainer:
         return self.run.checkpoint(self.group.rank)
 
     def _graft_after_save(self) -> None:
-        """Graft the models saved at the last epoch end, and note the alphas in that epoch's
-        record (every process does it: the ring is collective)."""
-        alphas, exchange = self.group.gather_alphas(self.ring.graft())
-        self.history[-1] = {**self.history[-1], "alphas": alphas, **exchange}
+        """Graft the models saved at the last epoch end. Its alphas travel with the next epoch's
+        record and are filed under the grafted epoch when that record is gathered: no extra
+        collective, so a hung rank still meets the ring's timeout first."""
+        self.graft_alphas = self.ring.graft()
         self.graft_pending = False
+
+    def _file_graft_alphas(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Move the alphas (and ring exchange) of the graft before this epoch into the record of
+        the epoch that graft ended."""
+        if record.get("graft_alphas") is None:  # (a gathered record has the key, set to None)
+            return {key: value for key, value in record.items() if key != "graft_alphas"}
+        record = dict(record)
+        grafted = {**self.history[-1], "alphas": record.pop("graft_alphas")}
+        if "ring_exchange" in record and not self.config.eval_after_graft:
+            grafted["ring_exchange"] = record.pop("ring_exchange")
+        self.history[-1] = grafted
+        return record
 
     def metrics_file(self) -> dict[str, Any]:
         """metrics.json: every epoch's record, the last epoch's metrics ("final"), and each model's
@@ -259,7 +272,9 @@ class Trainer:
                     if last:
                         self.final = record["metrics"]
                 record["seconds"] = round(time.perf_counter() - started, 3)
-                record = self.group.gather_record(record)
+                if self.graft_alphas is not None:
+                    record["graft_alphas"], self.graft_alphas = self.graft_alphas, None
+                record = self._file_graft_alphas(self.group.gather_record(record))
                 self.history.append(record)
                 if self.group.leader:
                     self.epoch_log.record(record)

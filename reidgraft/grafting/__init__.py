@@ -24,7 +24,14 @@ from .graft import (
     head_keys,
     scored_keys,
 )
-from .ring import GraftRing, RingExchangeError, distributed_graft, ring_exchange, ring_learning_rates
+from .ring import (
+    GraftRing,
+    RingExchangeError,
+    distributed_graft,
+    peer_lost,
+    ring_exchange,
+    ring_learning_rates,
+)
 from .weighting import adaptive_alpha
 
 __all__ = [
@@ -32,6 +39,7 @@ __all__ = [
     "GraftOptions",
     "GraftRing",
     "RingExchangeError",
+    "peer_lost",
     "adaptive_alpha",
     "distillation_loss",
     "distributed_graft",

@@ -190,7 +190,7 @@ def ring_exchange(
             if not work.wait(timeout=timedelta(seconds=timeout_s)):
                 raise TimeoutError("timed out")
     except (TimeoutError, RuntimeError) as error:
-        if isinstance(error, TimeoutError | dist.DistNetworkError) or _peer_lost(error):
+        if isinstance(error, TimeoutError | dist.DistNetworkError) or peer_lost(error):
             raise RingExchangeError(
                 f"rank {rank}: the ring exchange with {peers} did not complete "
                 f"within {timeout_s:g} s ({str(error).splitlines()[0]}); a process died or hangs. "
@@ -214,7 +214,8 @@ def ring_exchange(
 PEER_LOST = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe", "refused")
 
 
-def _peer_lost(error: BaseException) -> bool:
+def peer_lost(error: BaseException) -> bool:
+    """Whether a collective's error says a peer died, hung or went away (not a bug of ours)."""
     message = str(error).lower()
     return any(words in message for words in PEER_LOST)
 
