@@ -49,6 +49,12 @@ def methods_for(k: int) -> list[tuple[str, bool]]:
     return [(f"{k} models, no grafting (best)", False), (f"{k} models, grafting (best)", True)]
 
 
+def replicate_seed(replicate: int) -> int:
+    """The run seed of replicate s: its model k uses seed 1000 * s + k (the trainer adds k), so
+    no two replicates share an initialisation or a data order for K up to 1000."""
+    return 1000 * replicate
+
+
 def score(metrics: dict, primary: str, secondary: str) -> dict[str, float]:
     """The run's best model at the last epoch, and the best evaluated epoch of any model."""
     final = max(metrics["final"], key=lambda row: row[primary])
@@ -117,11 +123,11 @@ def main(argv=None) -> int:
                 scores, runs = [], []
                 for seed in range(args.seeds):
                     name = f"seed{seed}-k{k}-{'graft' if graft else 'nograft'}"
-                    chosen = {"seed": seed, "models": k, "graft": graft}
+                    chosen = {"seed": replicate_seed(seed), "models": k, "graft": graft}
                     config = build_config(recipe, **chosen, output=str(output / name))
                     log = lambda line, name=name: print(f"[{name}] {line}")  # noqa: E731
-                    # a run already in the folder continues only if it trained this recipe
-                    metrics, done = finish_run(config, data, given={**recipe, **chosen}, log=log)
+                    # a run already in the folder continues only if it trained this very recipe
+                    metrics, done = finish_run(config, data, log=log)
                     print(f"[{name}] {done}")
                     scores.append(score(metrics, *keys))
                     runs.append(name)

@@ -4,6 +4,8 @@ under the run folder's resume policy). Shared by tools/train.py and tools/compar
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -57,15 +59,31 @@ def load_data(config: TrainConfig, log: Callable[[str], None] = print) -> ReidSp
     return data
 
 
+# Settings that decide where and how fast a run goes, not what it computes: a run reused or
+# resumed by `finish_run` may differ in these alone.
+NOT_IN_RESULT = frozenset({"output", "workers", "download", "ring_timeout", "eval_batch_size"})
+
+
+def result_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide a run's result (its whole resolved config but NOT_IN_RESULT)."""
+    return {name: value for name, value in config.items() if name not in NOT_IN_RESULT}
+
+
+def config_sha256(config: dict[str, Any]) -> str:
+    """A hash of `result_config`: equal hashes, equal recipes."""
+    return hashlib.sha256(json.dumps(result_config(config), sort_keys=True).encode()).hexdigest()
+
+
 def finish_run(
     config: TrainConfig,
     data: ReidSplits | ClassificationData,
-    given: dict[str, Any],
     log: Callable[[str], None] = print,
 ) -> tuple[dict[str, Any], str]:
     """Carry the run in `config.output` to `config.epochs`: reuse it if it has finished, resume it
-    from its checkpoint if it was interrupted (`given`, the settings asked for, must pass the
-    resume policy), else train it in a new folder. Returns (metrics.json, what was done)."""
+    from its checkpoint if it was interrupted, else train it in a new folder. A run already there
+    is reused or resumed only when its whole resolved config equals `config` (but
+    NOT_IN_RESULT); anything else is a ConfigError naming the fields. Returns (metrics.json,
+    what was done)."""
     run = RunDir(config.output)
     if not run.has_checkpoint():
         run.check_new()
@@ -73,7 +91,16 @@ def finish_run(
         trainer.fit()
         return trainer.metrics_file(), "trained"
     payload = run.resume_payload()
-    config = run.resume_config(payload, given)
+    saved, wanted = result_config(payload["config"]), result_config(config.to_dict())
+    if config_sha256(saved) != config_sha256(wanted):
+        differing = sorted(
+            name for name in saved.keys() | wanted.keys() if saved.get(name) != wanted.get(name)
+        )
+        shown = ", ".join(f"{name} {saved.get(name)!r} (now {wanted.get(name)!r})" for name in differing[:3])
+        raise ConfigError(
+            f"{run.path} holds a run of another recipe: {shown}"
+            f"{' and more' if len(differing) > 3 else ''}; use another --output, or delete that run"
+        )
     metrics = run.read_metrics()
     if payload["epoch"] == config.epochs and metrics and metrics.get("final"):
         threads = metrics.get("intra_op_threads")
