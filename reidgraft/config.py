@@ -177,6 +177,14 @@ class TrainConfig:
         ),
     )
     max_rank: int = field(default=50, metadata=_doc("evaluation", "CMC ranks to compute (re-ID)"))
+    val_ids: int = field(
+        default=0,
+        metadata=_doc(
+            "evaluation",
+            "hold out N training identities as a validation query/gallery set (classification: N "
+            "training images per class); best epochs and the best of K are then chosen on it",
+        ),
+    )
     seed: int = field(default=0, metadata=_doc("run", "random seed (model k uses seed + k)"))
     deterministic: bool = field(
         default=False, metadata=_doc("run", "deterministic kernels: same run, same numbers, somewhat slower")
@@ -222,7 +230,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("workers", "eval_every", "weight_decay", "label_smooth", "kd_weight"):
+        for name in ("workers", "eval_every", "weight_decay", "label_smooth", "kd_weight", "val_ids"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.ring_timeout <= 0:

@@ -41,7 +41,7 @@ from ..engine.distributed import (
     leave_process_group,
     smallest_over_ranks,
 )
-from ..engine.logging import metrics_table
+from ..engine.logging import metrics_table, report_lines
 from ..engine.runs import check_names, load_data
 from ..engine.trainer import training_bf16_hazard
 from ..models.imagenet import IMAGENET, InitialWeights, WeightsError, resolve_weights
@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if rank in (None, 0):
         best = trainer.best() if trainer.task.kind == "classification" else None
         for line in metrics_table(trainer.final, trainer.task.metric_keys, best, trainer.task.primary):
+            print(line)
+        for line in report_lines(trainer.report(), trainer.task.primary):
             print(line)
         print(f"metrics: {RunDir(config.output).metrics}")
     return 0

@@ -3,6 +3,7 @@ metrics.json, and the table of final metrics the CLIs print."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,17 +64,50 @@ def epoch_line(record: dict[str, Any], epochs: int, primary: str) -> str:
     return line
 
 
-def best_epochs(history: list[dict[str, Any]], models: int, primary: str) -> list[dict[str, Any]] | None:
-    """Each model's best evaluated epoch by `primary`, labelled as chosen on the test data (the
-    papers' practice); None before any evaluation."""
-    evaluated = [record for record in history if record.get("metrics")]
+def best_epochs(
+    history: list[dict[str, Any]], models: int, primary: str, on_validation: bool = False
+) -> list[dict[str, Any]] | None:
+    """Each model's best evaluated epoch by `primary`: its test metrics at the epoch chosen on the
+    validation set when `on_validation`, else on the test set (the papers' practice), labelled
+    either way; None before any evaluation."""
+    chooser = "val_metrics" if on_validation else "metrics"
+    evaluated = [record for record in history if record.get(chooser) and record.get("metrics")]
     if not evaluated:
         return None
     best = []
     for k in range(models):
-        record = max(evaluated, key=lambda r: (r["metrics"][k][primary], -r["epoch"]))
-        best.append({**record["metrics"][k], "epoch": record["epoch"], "chosen_on": "test set"})
+        record = max(evaluated, key=lambda r: (r[chooser][k][primary], -r["epoch"]))
+        row = {**record["metrics"][k], "epoch": record["epoch"]}
+        if on_validation:
+            row.update({f"validation_{primary}": record[chooser][k][primary], "chosen_on": "validation"})
+        else:
+            row["chosen_on"] = "test set"
+        best.append(row)
     return best
+
+
+def k_model_report(
+    final: list[dict[str, Any]] | None,
+    final_validation: list[dict[str, Any]] | None,
+    keys: Sequence[str],
+    primary: str,
+) -> dict[str, Any] | None:
+    """What a K-model run reports at its last epoch, each part labelled: model 0 (declared
+    before training, as the papers report it), the mean over the K models, and the best of K,
+    chosen on validation when there is one, else on the test set (and then said to be)."""
+    if not final:
+        return None
+    if final_validation:
+        chosen = max(range(len(final)), key=lambda k: (final_validation[k][primary], -k))
+        chosen_on = "validation"
+    else:
+        chosen = max(range(len(final)), key=lambda k: (final[k][primary], -k))
+        chosen_on = "test set"
+    return {
+        "model0": dict(final[0]),
+        "mean": {"models": len(final), **{key: statistics.fmean(row[key] for row in final) for key in keys}},
+        "best_of_k": {**final[chosen], "chosen_on": chosen_on},
+    }
 
 
 def metrics_file(
@@ -95,7 +129,7 @@ def metrics_table(
     by `primary` when `best` is given."""
     header = f"{'model':>5}  " + "  ".join(f"{key:>7}" for key in keys)
     if best:
-        header += f"  best {primary} (epoch, chosen on the test set)"
+        header += f"  best {primary} (epoch, chosen on the {best[0]['chosen_on']})"
     lines = [header]
     for k, row in enumerate(rows):
         line = f"{row['model']:>5}  " + "  ".join(f"{100 * row[key]:>6.2f}%" for key in keys)
@@ -103,3 +137,16 @@ def metrics_table(
             line += f"  {100 * best[k][primary]:>6.2f}% ({best[k]['epoch']})"
         lines.append(line)
     return lines
+
+
+def report_lines(report: dict[str, Any] | None, primary: str) -> list[str]:
+    """The K-model report in three labelled lines (nothing for one model)."""
+    if not report or report["mean"]["models"] < 2:
+        return []
+    best = report["best_of_k"]
+    return [
+        f"model 0 (declared before training): {primary} {100 * report['model0'][primary]:.2f}%",
+        f"mean of the {report['mean']['models']} models: {primary} {100 * report['mean'][primary]:.2f}%",
+        f"best of the {report['mean']['models']} (model {best['model']}, chosen on the {best['chosen_on']}): "
+        f"{primary} {100 * best[primary]:.2f}%",
+    ]

@@ -20,6 +20,7 @@ from ..data.classification import (
     build_classification_loaders,
     build_classification_test_loader,
 )
+from ..data.validation import hold_out_identities, hold_out_images
 from ..evaluation import CollapsedEmbeddingWarning, evaluate, topk_accuracy
 from .features import extract_features, predict_logits
 
@@ -28,14 +29,18 @@ CLASSIFICATION_METRICS = ("top1", "top5")
 
 
 class Task:
-    """What both tasks share: the precision and memory format their models run in."""
+    """What both tasks share: the precision and memory format their models run in, and the
+    validation data held out of training (a task of the same kind, or None)."""
 
     amp = "none"
     channels_last = False
+    validation: Task | None = None
 
     def runs_on(self, amp: str, channels_last: bool) -> None:
         """Run feature extraction and prediction under `amp` autocast in this memory format."""
         self.amp, self.channels_last = amp, channels_last
+        if self.validation is not None:
+            self.validation.runs_on(amp, channels_last)
 
     def data_fingerprint(self) -> dict[str, Any] | None:
         """What the run records about its data (`ReidSplits.fingerprint`); None: nothing yet."""
@@ -161,7 +166,16 @@ class ClassificationTask(Task):
 
 
 def make_task(config: TrainConfig, data: ReidSplits | ClassificationData) -> ReidTask | ClassificationTask:
-    """The task of the config's dataset (the registry says which), over its loaded data."""
-    if dataset_spec(config.dataset).task == CLASSIFICATION:
-        return ClassificationTask(config, data)
-    return ReidTask(config, data)
+    """The task of the config's dataset (the registry says which), over its loaded data; with
+    `config.val_ids`, training data without the held-out part, which `task.validation` scores."""
+    classification = dataset_spec(config.dataset).task == CLASSIFICATION
+    kind = ClassificationTask if classification else ReidTask
+    if not config.val_ids:
+        return kind(config, data)
+    hold_out = hold_out_images if classification else hold_out_identities
+    train, held = hold_out(data, config.val_ids)
+    task = kind(config, train)
+    task.validation = kind(config, held)
+    if not classification:
+        task._fingerprint = data.fingerprint()  # the data as loaded, before the hold-out
+    return task

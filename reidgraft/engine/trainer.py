@@ -33,10 +33,10 @@ from ..models.imagenet import resolve_weights
 from ..models.shapes import bf16_training_hazard
 from .checkpoint import read_checkpoint, restore_rng_state, rng_state
 from .distributed import OneModelPerProcess, SingleProcess
-from .logging import EpochLog, best_epochs, metrics_file
+from .logging import EpochLog, best_epochs, k_model_report, metrics_file
 from .optim import build_optimizer, build_scheduler, replay_schedule
 from .run_dir import RunDir
-from .tasks import REID_METRICS, make_task
+from .tasks import REID_METRICS, Task, make_task
 
 METRIC_KEYS = REID_METRICS
 
@@ -229,13 +229,15 @@ class Trainer:
         return record
 
     def metrics_file(self) -> dict[str, Any]:
-        """metrics.json: every epoch's record, the last epoch's metrics ("final"), and each model's
-        best evaluated epoch ("best", chosen on the test data, as the papers report)."""
+        """metrics.json: every epoch's record, the last epoch's metrics ("final"), each model's
+        best evaluated epoch ("best") and the K-model report ("report"), each choice labelled with
+        where it was made (validation, or the test set as the papers did)."""
         return metrics_file(
             self.task.kind,
             self.history,
             self.final,
             self.best(),
+            report=self.report(),
             initialisation=self.initial_weights.description,
             precision={"amp": self.amp, "channels_last": self.channels_last},
             intra_op_threads=torch.get_num_threads(),
@@ -243,7 +245,18 @@ class Trainer:
         )
 
     def best(self) -> list[dict[str, Any]] | None:
-        return best_epochs(self.history, self.config.models, self.task.primary)
+        return best_epochs(
+            self.history,
+            self.config.models,
+            self.task.primary,
+            on_validation=self.task.validation is not None,
+        )
+
+    def report(self) -> dict[str, Any] | None:
+        """Model 0, the mean over K and the best of K at the last epoch, each labelled."""
+        evaluated = [record for record in self.history if record.get("metrics")]
+        final_validation = evaluated[-1].get("val_metrics") if evaluated else None
+        return k_model_report(self.final, final_validation, self.task.metric_keys, self.task.primary)
 
     # ------------------------------------------------------------------ training
 
@@ -269,6 +282,8 @@ class Trainer:
                 last = self.epoch == config.epochs
                 if last or (config.eval_every and self.epoch % config.eval_every == 0):
                     record["metrics"] = self.evaluate()
+                    if self.task.validation is not None:
+                        record["val_metrics"] = self.evaluate(self.task.validation)
                     if last:
                         self.final = record["metrics"]
                 record["seconds"] = round(time.perf_counter() - started, 3)
@@ -370,9 +385,10 @@ class Trainer:
             "network_entropy": [network_entropy(state, self.config.bins) for state in states],
         }
 
-    def evaluate(self) -> list[dict[str, Any]]:
-        """The task's metrics for every model: re-ID mAP, mINP, rank-1/5/10; classification top-1/5."""
-        results = self.task.evaluate([m.model for m in self.members])
+    def evaluate(self, task: Task | None = None) -> list[dict[str, Any]]:
+        """The task's metrics for every model (on the test data, or on `task`'s, such as the
+        validation set): re-ID mAP, mINP, rank-1/5/10; classification top-1/5."""
+        results = (task or self.task).evaluate([m.model for m in self.members])
         for result, k in zip(results, self.model_ids, strict=True):
             result["model"] = k
         return self.group.gather_results(results)

@@ -26,7 +26,20 @@ def test_every_reader_names_the_damaged_file(broken_run, tmp_path, capsys):
     expected = f"{broken_run / 'checkpoint.pt'} is not a reidgraft checkpoint or is damaged"
     root = tmp_path / "data"
     synthetic_splits(root, **TINY)
-    tiny = ["--root", str(root), "--height", "32", "--width", "16", "--batch-size", "8", "--device", "cpu"]
+    tiny = [
+        "--root",
+        str(root),
+        "--height",
+        "32",
+        "--width",
+        "16",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--val-ids",
+        "0",
+    ]
     commands = [
         (train.main, ["--resume", str(broken_run)]),
         (

@@ -48,7 +48,10 @@ def test_two_grafted_resnet20s_learn_digits_well_above_chance(grafted_run):
         evaluated = [epoch["metrics"][k]["top1"] for epoch in metrics["epochs"]]
         assert best["top1"] == max(evaluated) and best["chosen_on"] == "test set"
         assert metrics["epochs"][best["epoch"] - 1]["metrics"][k]["top1"] == best["top1"]
-    assert all(epoch["alphas"] for epoch in metrics["epochs"])  # the ring grafted every epoch
+    # the ring grafted at every epoch end but the last (the authors' order)
+    assert (
+        all(epoch["alphas"] for epoch in metrics["epochs"][:-1]) and metrics["epochs"][-1]["alphas"] is None
+    )
     assert load_checkpoint(run_dir)["task"] == "classification"
 
 
@@ -73,3 +76,13 @@ def test_a_teacher_from_another_task_is_refused(tiny_run, digits, tmp_path):
     config = digits_config(epochs=1, teacher=[str(tiny_run / "checkpoint.pt")])
     with pytest.raises(ValueError, match="was trained on synthetic with .* this run has digits with 10"):
         Trainer(config, digits, tmp_path, log=lambda line: None)
+
+
+def test_validation_images_per_class_choose_the_best_epoch(digits, tmp_path):
+    trainer = Trainer(digits_config(epochs=2, val_ids=10), digits, tmp_path, log=lambda line: None)
+    trainer.fit()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(trainer.task.data.train_labels) == len(digits.train_labels) - 10 * digits.num_classes
+    assert all(0.0 <= row["top1"] <= 1.0 for epoch in metrics["epochs"] for row in epoch["val_metrics"])
+    assert {best["chosen_on"] for best in metrics["best"]} == {"validation"}
+    assert metrics["report"]["best_of_k"]["chosen_on"] == "validation"

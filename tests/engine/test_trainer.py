@@ -170,3 +170,27 @@ def test_each_epoch_records_invalid_ratio_and_network_entropy(splits, tmp_path):
     assert record["network_entropy"] == [network_entropy(state) for state in states]
     assert record["invalid_ratio_1e-3"] == [invalid_ratios(filter_norms(s), [1e-3])[0] for s in states]
     assert all(0 < entropy for entropy in record["network_entropy"])
+
+
+def test_choices_are_made_on_validation_and_labelled(splits, tmp_path):
+    trainer, final = run(splits, tmp_path, epochs=2, eval_every=1, val_ids=3)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert trainer.num_classes == 8 - 3  # the held-out identities left training
+    assert all(len(epoch["val_metrics"]) == 2 for epoch in metrics["epochs"])
+    for k, best in enumerate(metrics["best"]):
+        assert best["chosen_on"] == "validation"
+        chosen = max(metrics["epochs"], key=lambda epoch: (epoch["val_metrics"][k]["mAP"], -epoch["epoch"]))
+        assert best["epoch"] == chosen["epoch"] and best["mAP"] == chosen["metrics"][k]["mAP"]
+        assert best["validation_mAP"] == chosen["val_metrics"][k]["mAP"]
+    report = metrics["report"]
+    assert report["model0"] == final[0]
+    assert report["mean"]["mAP"] == pytest.approx((final[0]["mAP"] + final[1]["mAP"]) / 2)
+    last_validation = metrics["epochs"][-1]["val_metrics"]
+    chosen = max(range(2), key=lambda k: (last_validation[k]["mAP"], -k))
+    assert report["best_of_k"] == {**final[chosen], "chosen_on": "validation"}
+
+
+def test_without_validation_the_choices_say_test_set(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert {best["chosen_on"] for best in metrics["best"]} == {"test set"}
+    assert metrics["report"]["best_of_k"]["chosen_on"] == "test set"

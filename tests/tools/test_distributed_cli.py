@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 FLAGS = [
     "--deterministic", "--epochs", "2", "--batch-size", "8", "--height", "32", "--width", "16",
-    "--eval-batch-size", "32", "--device", "cpu", "--optimizer", "sgd", "--lr", "0.01",
+    "--eval-batch-size", "32", "--device", "cpu", "--optimizer", "sgd", "--lr", "0.01", "--val-ids", "0",
 ]  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TINY_FLAGS = [
     "--models", "2", "--epochs", "1", "--batch-size", "8", "--height", "32", "--width", "16",
-    "--eval-batch-size", "32", "--device", "cpu", "--optimizer", "sgd", "--lr", "0.01",
+    "--eval-batch-size", "32", "--device", "cpu", "--optimizer", "sgd", "--lr", "0.01", "--val-ids", "0",
 ]  # fmt: skip
 
 
