@@ -19,13 +19,17 @@ import yaml
 
 from .data.registry import DEFAULT_DATASET, dataset_names, dataset_spec
 from .device import AMP_MODES
-from .grafting import CRITERION_NAMES, GraftOptions
+from .grafting import CRITERION_NAMES, SCIONS, GraftOptions
+from .grafting.ring import LEVELS as GRAFT_LEVELS
 
 OPTIMIZERS = ("amsgrad", "adam", "sgd")
 SCHEDULERS = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_CHOICES = ("auto", *AMP_MODES)
 GRAFT_OPTIONS = tuple(f.name for f in dataclasses.fields(GraftOptions))
+LR_SPREADS = ("cosine", "none")
+# Former field names that recipes and saved runs may still hold: name -> (new name, value map).
+RENAMED = {"diverse_lr": ("lr_spread", {True: "cosine", False: "none"})}
 GROUPS = ("data", "model", "grafting", "optimisation", "evaluation", "run")
 
 
@@ -95,8 +99,49 @@ class TrainConfig:
             "the authors' order: evaluate, save, then graft, never after the last epoch",
         ),
     )
-    diverse_lr: bool = field(
-        default=True, metadata=_doc("grafting", "cosine-spaced initial learning rates across the K models")
+    lr_spread: str = field(
+        default="cosine",
+        metadata=_doc(
+            "grafting",
+            "initial learning rates across the K models: cosine-spaced (the papers') or all the base lr "
+            "(--no-diverse-lr is the same as --lr-spread none)",
+            LR_SPREADS,
+        ),
+    )
+    scion: str = field(
+        default="external",
+        metadata=_doc(
+            "grafting",
+            "where a model's weak filters get new weights: its ring neighbour (the papers' method), "
+            "Gaussian noise, or its own strongest filters (the ablations of CVPR Table 2)",
+            SCIONS,
+        ),
+    )
+    scion_threshold: float = field(
+        default=0.1,
+        metadata=_doc("grafting", "noise and internal scions: a filter with L1 norm below this is grafted"),
+    )
+    noise_decay: float = field(
+        default=0.975, metadata=_doc("grafting", "noise scion: the noise's std is noise_decay ** epoch")
+    )
+    graft_level: str = field(
+        default="layer",
+        metadata=_doc(
+            "grafting",
+            "external scion: blend whole layers (the papers') or only each layer's lowest-entropy "
+            "filters (supplement section 2)",
+            GRAFT_LEVELS,
+        ),
+    )
+    filter_fraction: float = field(
+        default=0.2,
+        metadata=_doc("grafting", "graft_level filter: the fraction of each layer's filters grafted"),
+    )
+    same_data_order: bool = field(
+        default=False,
+        metadata=_doc(
+            "grafting", "every model reads model 0's data order and augmentation (CVPR Table 4, row 1)"
+        ),
     )
     # The grafting options default to the engine's (the papers'), written once in GraftOptions.
     criterion: str = field(
@@ -246,6 +291,14 @@ class TrainConfig:
                 )
         if not 0 <= self.label_smooth < 1:
             raise ConfigError(f"label_smooth must lie in [0, 1), got {self.label_smooth}")
+        if self.scion_threshold <= 0:
+            raise ConfigError(f"scion_threshold must be positive, got {self.scion_threshold}")
+        if not 0 < self.noise_decay < 1:
+            raise ConfigError(f"noise_decay must lie in (0, 1), got {self.noise_decay}")
+        if not 0 < self.filter_fraction <= 1:
+            raise ConfigError(f"filter_fraction must lie in (0, 1], got {self.filter_fraction}")
+        if self.graft_level == "filter" and self.scion != "external":
+            raise ConfigError("graft_level filter grafts a neighbour's filters: it needs scion external")
         if self.devices is not None:
             try:
                 self.device_ids()
@@ -328,6 +381,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 options["choices"] = f.metadata["choices"]
             arguments.add_argument("--" + f.name.replace("_", "-"), **options)
 
+    # the former switch, kept working (outside the groups: it is no field of its own)
+    parser.add_argument(
+        "--no-diverse-lr", dest="lr_spread", action="store_const", const="none", default=None,
+        help="the same as --lr-spread none, its former name (default: off)",
+    )  # fmt: skip
+
 
 def given_fields(args: argparse.Namespace) -> dict[str, Any]:
     """{field: value} for every config flag that was given on the command line."""
@@ -371,10 +430,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of field: value")
-    unknown = sorted(set(data) - set(FIELDS))
+    unknown = sorted(set(data) - set(FIELDS) - set(RENAMED))
     if unknown:
         raise ConfigError(f"unknown field {unknown[0]!r} in {path}; valid fields: {', '.join(FIELDS)}")
-    return {name: _coerce(name, value) for name, value in data.items()}
+    return _renamed({name: _coerce(name, value) if name in FIELDS else value for name, value in data.items()})
 
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -391,9 +450,19 @@ def recipe_for(dataset: str | None, arch: str | None) -> Path:
     return CONFIGS_DIR / spec.recipe(arch)
 
 
+def _renamed(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with former field names (RENAMED) under their new names."""
+    for old, (new, mapping) in RENAMED.items():
+        if old in values:
+            value = values.pop(old)
+            if value is not None:
+                values.setdefault(new, mapping.get(value, value))
+    return values
+
+
 def build_config(base: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then `base` (a recipe), then `overrides` whose value is not None; validated."""
-    values = dict(base or {})
+    values, overrides = _renamed(dict(base or {})), _renamed(overrides)
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown field {unknown[0]!r}; valid fields: {', '.join(FIELDS)}")

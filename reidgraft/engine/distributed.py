@@ -18,12 +18,21 @@ import torch.distributed as dist
 from torch import nn
 
 from ..config import ConfigError, TrainConfig
-from ..grafting import GraftRing, RingExchangeError, distributed_graft, peer_lost
+from ..grafting import GraftRing, RingExchangeError, SelfGraft, distributed_graft, peer_lost
 
 # Per-model entries of an epoch record: each rank has its own, rank 0 writes them all.
 PER_MODEL_KEYS = (
-    "loss", "train_accuracy", "lr", "alphas", "graft_alphas", "invalid_ratio_1e-3", "network_entropy",
+    "loss", "train_accuracy", "lr", "alphas", "graft_alphas", "grafted_filters", "invalid_ratio_1e-3",
+    "network_entropy",
 )  # fmt: skip
+
+
+def self_graft(models: list[nn.Module], model_ids: list[int], config: TrainConfig) -> SelfGraft:
+    """The noise or internal scion for these models (model k's noise seeded by seed + k)."""
+    return SelfGraft(
+        models, config.scion, [config.seed + k for k in model_ids],
+        threshold=config.scion_threshold, noise_decay=config.noise_decay,
+    )  # fmt: skip
 
 
 class SingleProcess:
@@ -35,10 +44,14 @@ class SingleProcess:
     def __init__(self, models: int):
         self.model_ids = list(range(models))
 
-    def build_ring(self, models: list[nn.Module], config: TrainConfig) -> GraftRing | None:
+    def build_ring(self, models: list[nn.Module], config: TrainConfig) -> GraftRing | SelfGraft | None:
         if not config.graft or config.models == 1:
             return None
-        return GraftRing(models, **config.graft_options())
+        if config.scion != "external":
+            return self_graft(models, self.model_ids, config)
+        return GraftRing(
+            models, level=config.graft_level, fraction=config.filter_fraction, **config.graft_options()
+        )
 
     def gather_record(self, record: dict[str, Any]) -> dict[str, Any]:
         return record
@@ -74,6 +87,10 @@ class OneModelPerProcess:
 
     def build_ring(self, models: list[nn.Module], config: TrainConfig) -> DistributedRing | None:
         self.timeout_s = config.ring_timeout  # the process group's timeout too
+        if config.graft and config.models > 1 and config.scion != "external":
+            return self_graft(models, self.model_ids, config)  # nothing to exchange
+        if config.graft_level != "layer":
+            raise ConfigError("graft_level filter runs in one process (the distributed ring grafts layers)")
         if config.graft and config.models > 1:
             self.ring = DistributedRing(models[0], timeout_s=config.ring_timeout, **config.graft_options())
         return self.ring

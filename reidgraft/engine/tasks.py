@@ -28,6 +28,11 @@ REID_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10")
 CLASSIFICATION_METRICS = ("top1", "top5")
 
 
+def order_of(config: TrainConfig, k: int) -> int:
+    """Whose data order and augmentation model k reads: its own, or model 0's (same_data_order)."""
+    return 0 if config.same_data_order else k
+
+
 class Task:
     """What both tasks share: the precision and memory format their models run in, and the
     validation data held out of training (a task of the same kind, or None)."""
@@ -68,7 +73,7 @@ class ReidTask(Task):
         config = self.config
         return [
             build_train_loaders(
-                self.splits.train, count=1, seed=config.seed + k, height=config.height,
+                self.splits.train, count=1, seed=config.seed + order_of(config, k), height=config.height,
                 width=config.width, augment=config.transforms, batch_size=config.batch_size,
                 workers=config.workers, pin_memory=pin_memory,
             )[0]
@@ -140,7 +145,7 @@ class ClassificationTask(Task):
         config = self.config
         return [
             build_classification_loaders(
-                self.data, count=1, seed=config.seed + k, augment=config.transforms,
+                self.data, count=1, seed=config.seed + order_of(config, k), augment=config.transforms,
                 batch_size=config.batch_size, workers=config.workers, pin_memory=pin_memory,
             )[0]
             for k in model_ids

@@ -27,7 +27,7 @@ from ..data import ReidSplits
 from ..data.classification import ClassificationData
 from ..data.loaders import set_epoch
 from ..device import allow_fast_kernels, autocast, make_deterministic, resolve_precision, ring_devices
-from ..grafting import distillation_loss, ring_learning_rates
+from ..grafting import SelfGraft, distillation_loss, ring_learning_rates
 from ..models import build_backbone, load_pretrained
 from ..models.imagenet import resolve_weights
 from ..models.shapes import bf16_training_hazard
@@ -124,7 +124,7 @@ class Trainer:
 
     def _build_members(self) -> list[Member]:
         config = self.config
-        rates = ring_learning_rates(config.lr, config.models) if config.diverse_lr else None
+        rates = ring_learning_rates(config.lr, config.models) if config.lr_spread == "cosine" else None
         members = []
         for k in self.model_ids:
             model = build_backbone(config.arch, self.num_classes, seed=config.seed + k)
@@ -213,8 +213,20 @@ class Trainer:
         """Graft the models saved at the last epoch end. Its alphas travel with the next epoch's
         record and are filed under the grafted epoch when that record is gathered: no extra
         collective, so a hung rank still meets the ring's timeout first."""
-        self.graft_alphas = self.ring.graft()
+        self.graft_alphas = self._graft()
         self.graft_pending = False
+
+    def _graft(self) -> list[dict[str, Any]]:
+        """One graft of every model: per model, its alphas (a neighbour's scion), or the number of
+        filters grafted in each layer (noise and internal scions, whose noise decays by epoch)."""
+        if isinstance(self.ring, SelfGraft):
+            return self.ring.graft(self.epoch)
+        return self.ring.graft()
+
+    @property
+    def graft_key(self) -> str:
+        """Where an epoch record keeps what its graft did."""
+        return "grafted_filters" if self.config.scion != "external" else "alphas"
 
     def _file_graft_alphas(self, record: dict[str, Any]) -> dict[str, Any]:
         """Move the alphas (and ring exchange) of the graft before this epoch into the record of
@@ -222,7 +234,7 @@ class Trainer:
         if record.get("graft_alphas") is None:  # (a gathered record has the key, set to None)
             return {key: value for key, value in record.items() if key != "graft_alphas"}
         record = dict(record)
-        grafted = {**self.history[-1], "alphas": record.pop("graft_alphas")}
+        grafted = {**self.history[-1], self.graft_key: record.pop("graft_alphas")}
         if "ring_exchange" in record and not self.config.eval_after_graft:
             grafted["ring_exchange"] = record.pop("ring_exchange")
         self.history[-1] = grafted
@@ -276,7 +288,9 @@ class Trainer:
                 record["lr"] = [m.optimizer.param_groups[0]["lr"] for m in self.members]
                 for member in self.members:
                     member.scheduler.step()
-                record["alphas"] = self.ring.graft() if self.ring and config.eval_after_graft else None
+                record["alphas"] = None  # (what a graft did is filed under graft_key)
+                if self.ring and config.eval_after_graft:
+                    record[self.graft_key] = self._graft()
                 record.update(self.filter_health())
                 self.epoch += 1
                 last = self.epoch == config.epochs

@@ -32,6 +32,7 @@ from .ring import (
     ring_exchange,
     ring_learning_rates,
 )
+from .scions import SCIONS, SelfGraft
 from .weighting import adaptive_alpha
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "GraftOptions",
     "GraftRing",
     "RingExchangeError",
+    "SCIONS",
+    "SelfGraft",
     "peer_lost",
     "adaptive_alpha",
     "distillation_loss",

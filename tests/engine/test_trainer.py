@@ -194,3 +194,41 @@ def test_without_validation_the_choices_say_test_set(tiny_run):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert {best["chosen_on"] for best in metrics["best"]} == {"test set"}
     assert metrics["report"]["best_of_k"]["chosen_on"] == "test set"
+
+
+ABLATIONS = {
+    "noise scion": dict(scion="noise", scion_threshold=1e9),  # every filter takes noise
+    "internal scion": dict(scion="internal", scion_threshold=1.0),
+    "filter level": dict(graft_level="filter", filter_fraction=0.5),
+    "same data order": dict(same_data_order=True),
+    "no lr spread": dict(lr_spread="none"),
+}
+
+
+@pytest.fixture(scope="module")
+def default_weights(splits, tmp_path_factory):
+    trainer, _ = run(splits, tmp_path_factory.mktemp("default"), epochs=2)
+    return [m.model.state_dict() for m in trainer.members]
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_each_ablation_reaches_the_trainer_and_changes_the_run(splits, tmp_path, default_weights, name):
+    trainer, _ = run(splits, tmp_path, epochs=2, **ABLATIONS[name])
+    # epoch 1's graft (or data order, or learning rate) shows in the weights evaluated at epoch 2
+    changed = [
+        not torch.equal(member.model.state_dict()[key], default[key])
+        for member, default in zip(trainer.members, default_weights, strict=True)
+        for key in ("conv1.conv.weight", "classifier.weight")
+    ]
+    assert any(changed), name
+    record = json.loads((tmp_path / "metrics.json").read_text())["epochs"][0]
+    if "scion" in ABLATIONS[name]:
+        assert record["alphas"] is None and sum(record["grafted_filters"][0].values()) > 0
+    if name == "same data order":
+        assert not torch.equal(trainer.members[0].model.state_dict()["conv1.conv.weight"],
+                               trainer.members[1].model.state_dict()["conv1.conv.weight"])  # fmt: skip
+
+
+def test_the_former_no_diverse_lr_still_works():
+    assert tiny_config(diverse_lr=False).lr_spread == "none"
+    assert tiny_config().lr_spread == "cosine"
