@@ -43,6 +43,10 @@ class RetrievalResult:
     mINP: float
     cmc: np.ndarray
     num_valid_queries: int
+    # per valid query, in query order: its AP and the 1-based rank of its first true match (for
+    # paired comparisons and bootstrap intervals; not part of equality)
+    average_precisions: np.ndarray | None = None
+    first_hit_ranks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # A frozen result should not change under its holder: keep a private, read-only copy.
@@ -217,6 +221,8 @@ def evaluate(
         mINP=float(np.mean(np.concatenate(inverse_negative_penalties))),
         cmc=cmc,
         num_valid_queries=num_valid,
+        average_precisions=average_precision,
+        first_hit_ranks=first_hit_rank,
     )
 
 

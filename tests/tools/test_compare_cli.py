@@ -34,48 +34,64 @@ def recipe(tmp_path_factory):
     return path
 
 
-def test_table_has_every_row_and_a_second_call_reuses_the_runs(recipe, tmp_path):
+def test_every_row_and_paired_entry_then_reuse_and_refusal(recipe, tmp_path):
     output = tmp_path / "comparison"
-    first = compare(
-        "--config", recipe, "--seeds", "2", "--models", "1", "2", "--output", output, cwd=tmp_path
-    )
+    args = ("--config", recipe, "--seeds", "2", "--models", "2", "--output", output)
+    first = compare(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     report = json.loads((output / "comparison.json").read_text())
-    assert [row["method"] for row in report["rows"]] == [
-        "single model", "2 models, no grafting (best)", "2 models, grafting (best)",
+    assert [(row["method"], row["models"]) for row in report["rows"]] == [
+        ("single", 1), ("nograft", 2), ("nograft_ensemble", 2), ("nograft_average", 2), ("graft", 2),
+        ("graft_same_lr", 2),
     ]  # fmt: skip
+    rows = {row["method"]: row for row in report["rows"]}
     for row in report["rows"]:
-        assert len(row["per_seed"]) == 2 and len(row["runs"]) == 2
-        values = [seed["mAP"] for seed in row["per_seed"]]
-        assert row["mAP"][0] == pytest.approx(sum(values) / 2)
-        assert row["mAP"][1] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
-        # The score is the run's best model at the last epoch (2 epochs: one graft, after the first).
-        for name, seed_score in zip(row["runs"], row["per_seed"]):
-            final = json.loads((output / name / "metrics.json").read_text())["final"]
-            assert seed_score["mAP"] == max(model["mAP"] for model in final)
+        for part in ("model0", "mean", "best_of_k"):
+            values = row[part]["per_seed"]
+            assert len(values) == 2 and row[part]["mAP"][0] == pytest.approx(sum(values) / 2)
+            assert row[part]["mAP"][1] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    # per-query scores average to the runs' own metrics: model 0 and the mean over K
+    for method in ("nograft", "graft", "graft_same_lr"):
+        for seed in range(2):
+            final = json.loads((output / f"seed{seed}-k2-{method}" / "metrics.json").read_text())["final"]
+            assert rows[method]["model0"]["per_seed"][seed] == pytest.approx(final[0]["mAP"], abs=1e-9)
+            mean = (final[0]["mAP"] + final[1]["mAP"]) / 2
+            assert rows[method]["mean"]["per_seed"][seed] == pytest.approx(mean, abs=1e-9)
+        assert rows[method]["best_of_k"]["chosen_on"] == "test set"  # the recipe holds out no validation
     grafted = json.loads((output / "seed1-k2-graft" / "metrics.json").read_text())
     independent = json.loads((output / "seed1-k2-nograft" / "metrics.json").read_text())
+    same_lr = json.loads((output / "seed1-k2-graft_same_lr" / "metrics.json").read_text())
     assert grafted["epochs"][0]["alphas"] and independent["epochs"][0]["alphas"] is None
     assert grafted["epochs"][0]["lr"] == independent["epochs"][0]["lr"]  # same per-model learning rates
+    assert same_lr["epochs"][0]["lr"][0] == same_lr["epochs"][0]["lr"][1] > grafted["epochs"][0]["lr"][0]
+
+    paired = report["paired"]
+    expected = {(against, part, metric) for against in ("nograft", "nograft_ensemble", "single")
+                for part in ("model0", "mean", "best_of_k") for metric in ("mAP", "rank1")}  # fmt: skip
+    assert {(e["against"], e["report"], e["metric"]) for e in paired} == expected
+    for entry in paired:
+        low, high = entry["ci95"]
+        assert low <= entry["difference"] <= high
+        if entry["report"] == "model0" and entry["metric"] == "mAP":
+            ours, theirs = rows["graft"]["model0"]["per_seed"], rows[entry["against"]]["model0"]["per_seed"]
+            assert entry["difference"] == pytest.approx((ours[0] - theirs[0] + ours[1] - theirs[1]) / 2)
     table = (output / "comparison.md").read_text()
-    assert "mAP (best epoch, chosen on the test set)" in table and table.count("\n| ") == 4
+    assert "| nograft_ensemble | 2 |" in table and "95% interval" in table
     with Image.open(output / "comparison.png") as picture:
         assert picture.format == "PNG"
-    assert first.stdout.count("] trained") == 6
+    assert first.stdout.count("] trained") == 2 * 4  # single, nograft, graft, graft_same_lr per seed
 
     stamps = {path: path.stat().st_mtime_ns for path in output.glob("*/checkpoint.pt")}
-    second = compare(
-        "--config", recipe, "--seeds", "2", "--models", "1", "2", "--output", output, cwd=tmp_path
-    )
+    second = compare(*args, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("] reused") == 6 and "] trained" not in second.stdout
+    assert second.stdout.count("] reused") == 8 and "] trained" not in second.stdout
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
-    assert json.loads((output / "comparison.json").read_text())["rows"] == report["rows"]
+    assert json.loads((output / "comparison.json").read_text()) == report
 
     # Seed blocks do not overlap: model k of replicate s has seed 1000 s + k.
     seeds = {name: torch.load(output / name / "checkpoint.pt", weights_only=True)["config"]["seed"]
-             for name in ("seed0-k2-graft", "seed1-k2-graft", "seed1-k1-nograft")}  # fmt: skip
-    assert seeds == {"seed0-k2-graft": 0, "seed1-k2-graft": 1000, "seed1-k1-nograft": 1000}
+             for name in ("seed0-k2-graft", "seed1-k2-graft", "seed1-k1-single")}  # fmt: skip
+    assert seeds == {"seed0-k2-graft": 0, "seed1-k2-graft": 1000, "seed1-k1-single": 1000}
 
     # A changed recipe never reuses the runs of another one: one line naming the field.
     changed = tmp_path / "changed.yaml"
@@ -90,7 +106,7 @@ def test_table_has_every_row_and_a_second_call_reuses_the_runs(recipe, tmp_path)
 def test_bad_arguments_are_one_line(recipe, tmp_path):
     result = compare("--config", recipe, "--seeds", "0", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip() == (
-        "compare: --seeds and every --models value must be at least 1"
+        "compare: --seeds must be at least 1 and every --models value at least 2 (K = 1 is `single`)"
     )
     missing = compare("--config", tmp_path / "none.yaml", cwd=tmp_path)
     assert missing.returncode == 2 and "config file not found" in missing.stderr
