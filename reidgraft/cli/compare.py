@@ -206,7 +206,8 @@ def write_outputs(
         errors = [100 * row[report][primary][1] for row in rows]
         positions = [i + (offset - 1) * width for i in range(len(rows))]
         bars.bar(positions, means, width, yerr=errors, capsize=2, label=report)
-    bars.set_xticks(range(len(rows)), [f"{row['method']}\nK={row['models']}" for row in rows], fontsize=6)
+    labels = [f"{row['method']} K={row['models']}" for row in rows]
+    bars.set_xticks(range(len(rows)), labels, fontsize=6, rotation=45, ha="right")
     bars.set_ylabel(f"{label[primary]} (%), last epoch")
     bars.legend(fontsize=7)
     shown = [entry for entry in paired if entry["metric"] == primary]
