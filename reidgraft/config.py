@@ -206,6 +206,17 @@ class TrainConfig:
     gamma: float = field(
         default=0.1, metadata=_doc("optimisation", "factor of each learning rate drop (step scheduler)")
     )
+    warmup_epochs: int = field(
+        default=0,
+        metadata=_doc(
+            "optimisation",
+            "linear learning-rate warm-up over the first N epochs, from warmup_factor x the schedule's rate",
+        ),
+    )
+    warmup_factor: float = field(
+        default=0.01,
+        metadata=_doc("optimisation", "the warm-up's starting fraction of the learning rate, in (0, 1]"),
+    )
     label_smooth: float = field(
         default=0.1, metadata=_doc("optimisation", "label smoothing of the cross-entropy loss, in [0, 1)")
     )
@@ -275,7 +286,15 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("workers", "eval_every", "weight_decay", "label_smooth", "kd_weight", "val_ids"):
+        for name in (
+            "workers",
+            "eval_every",
+            "weight_decay",
+            "label_smooth",
+            "kd_weight",
+            "val_ids",
+            "warmup_epochs",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.ring_timeout <= 0:
@@ -291,6 +310,8 @@ class TrainConfig:
                 )
         if not 0 <= self.label_smooth < 1:
             raise ConfigError(f"label_smooth must lie in [0, 1), got {self.label_smooth}")
+        if not 0 < self.warmup_factor <= 1:
+            raise ConfigError(f"warmup_factor must lie in (0, 1], got {self.warmup_factor}")
         if self.scion_threshold <= 0:
             raise ConfigError(f"scion_threshold must be positive, got {self.scion_threshold}")
         if not 0 < self.noise_decay < 1:

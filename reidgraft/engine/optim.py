@@ -6,6 +6,7 @@ Every model of the ring gets its own optimizer and scheduler (its own initial le
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -23,12 +24,33 @@ def build_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optim
 
 
 def build_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch. `cosine` spans the epochs the run was started with."""
+    """Stepped once per epoch. `cosine` spans the epochs the run was started with. With
+    `warmup_epochs`, epoch e < W trains at (f + (1 - f) e / W) times the schedule's rate
+    (f = `warmup_factor`), as the strong re-ID baseline warms up."""
+    if config.warmup_epochs:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: warmed_factor(config, epoch))
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     if config.scheduler == "constant":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=1.0)
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+
+
+def schedule_factor(config: TrainConfig, epoch: int) -> float:
+    """The schedule's learning rate at `epoch` (0-based) as a fraction of the initial one, in
+    closed form: cosine over `config.epochs`, step, or constant."""
+    if config.scheduler == "cosine":
+        return (1 + math.cos(math.pi * epoch / config.epochs)) / 2
+    if config.scheduler == "constant":
+        return 1.0
+    return config.gamma ** (epoch // config.step_size)
+
+
+def warmed_factor(config: TrainConfig, epoch: int) -> float:
+    """`schedule_factor` times the linear warm-up's factor at `epoch`."""
+    warm = config.warmup_epochs
+    ramp = config.warmup_factor + (1 - config.warmup_factor) * epoch / warm if epoch < warm else 1.0
+    return ramp * schedule_factor(config, epoch)
 
 
 def replay_schedule(config: TrainConfig, optimizer, epochs_done: int) -> torch.optim.lr_scheduler.LRScheduler:

@@ -131,3 +131,11 @@ def test_persistent_workers_see_every_epoch_and_match_the_serial_loader(items):
         by_epoch.append({index: image for images, ix in batches for index, image in zip(ix, images)})
     for later in by_epoch[1:]:  # the same image is augmented anew each epoch
         assert any(not torch.equal(by_epoch[0][i], later[i]) for i in range(12))
+
+
+def test_random_erasing_is_one_of_the_transforms():
+    from reidgraft.data.loaders import reid_transforms
+
+    train, test = reid_transforms(64, 32, ["random_flip", "random_erase"])
+    assert "RandomErasing" in [type(step).__name__ for step in train.transforms]
+    assert "RandomErasing" not in [type(step).__name__ for step in test.transforms]

@@ -232,3 +232,27 @@ def test_each_ablation_reaches_the_trainer_and_changes_the_run(splits, tmp_path,
 def test_the_former_no_diverse_lr_still_works():
     assert tiny_config(diverse_lr=False).lr_spread == "none"
     assert tiny_config().lr_spread == "cosine"
+
+
+def test_warm_up_learning_rates_by_epoch(splits, tmp_path):
+    import math
+
+    from reidgraft.engine.optim import build_scheduler
+
+    config = tiny_config(
+        warmup_epochs=2, warmup_factor=0.01, scheduler="step", step_size=3, gamma=0.1, epochs=5
+    )
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(config, optimizer)
+    rates = []
+    for _ in range(5):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.01, 0.505, 1.0, 0.1, 0.1])
+    # through the trainer, with cosine over 2 epochs: epoch 1 warms up, epoch 2 is cosine's midpoint
+    trainer, _ = run(splits, tmp_path, epochs=2, warmup_epochs=1, scheduler="cosine")
+    history = json.loads((tmp_path / "metrics.json").read_text())["epochs"]
+    bases = [member.initial_lr for member in trainer.members]
+    assert history[0]["lr"] == pytest.approx([0.01 * base for base in bases])
+    assert history[1]["lr"] == pytest.approx([base * (1 + math.cos(math.pi / 2)) / 2 for base in bases])
