@@ -20,7 +20,9 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # (0.73x), where its depthwise convolutions are too small to gain.
 # bf16 training is never the default where `models.shapes.bf16_training_hazard` finds a strided
 # convolution fed a map one pixel wide (tiny inputs): oneDNN's bf16 weight gradient is wrong there.
-# CUDA has not been measured here yet: fp32 (with cuDNN's TF32 convolutions) until it is.
+# On one H200 (README "Speed") at batch 32 the step is launch-bound: bf16 was slower than fp32
+# (0.84-0.92x) and channels_last gained 1.03-1.19x, unchecked on the quick recipe's mAP; so CUDA
+# keeps fp32 (cuDNN's TF32 convolutions) in the contiguous layout by default.
 BF16_ON_CPU_ARCHS = ("resnet", "resnext")  # name prefixes: dense convolutions gain at any size
 BF16_ON_CPU_MIN_AREA = 256 * 128  # every other torchreid backbone gains from this input area up
 

@@ -10,8 +10,8 @@ and both.
 
 Every side trains on the same random images and labels, held in memory on the device (so the
 numbers are the training step's, not JPEG decoding's): forward, label-smoothed cross-entropy,
-backward and an AMSGrad step, batch 32. Goals (issue 13): on a GPU, K = 4 in lockstep at least
-0.9x the plain loop's images/s in total.
+backward and an AMSGrad step, batch 32 per model unless --batch-size says otherwise.
+Goals (issue 13): on a GPU, K = 4 in lockstep at least 0.9x the plain loop's images/s in total.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def plain_loop(args, amp: str, channels_last: bool, steps: int) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=5e-4, amsgrad=True)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-    data = MemoryBatches(steps + 1, 32, args.height, args.width, device, seed=0)
+    data = MemoryBatches(steps + 1, args.batch_size, args.height, args.width, device, seed=0)
     total = torch.zeros((), device=device)
     for step, (images, labels, _, _) in enumerate(data):
         if step == 1:  # the first step (allocations, kernel choice) is not timed
@@ -89,29 +89,30 @@ def plain_loop(args, amp: str, channels_last: bool, steps: int) -> float:
             scaler.update()
         total += loss.detach()
     synchronise(device)
-    return steps * 32 / (time.perf_counter() - start)
+    return steps * args.batch_size / (time.perf_counter() - start)
 
 
 def trainer_run(args, models: int, amp: str, channels_last: bool, steps: int) -> float:
     """K models through reidgraft's trainer on in-memory batches: total images per second."""
     device = resolve_device(args.device)
-    items = [(f"unused{i}.jpg", i % CLASSES, i % 2) for i in range(max(32, CLASSES))]
+    items = [(f"unused{i}.jpg", i % CLASSES, i % 2) for i in range(max(args.batch_size, CLASSES))]
     splits = ReidSplits("memory", items, items[:2], items[:2])
     config = build_config(
         dataset="synthetic", arch=args.arch, models=models, height=args.height, width=args.width,
-        batch_size=32, optimizer="amsgrad", lr=3e-4, device=args.device, amp=amp,
+        batch_size=args.batch_size, optimizer="amsgrad", lr=3e-4, device=args.device, amp=amp,
         channels_last=channels_last, weights=None,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, splits, Path(run_dir), log=lambda line: None)
         trainer.train_loaders = [
-            MemoryBatches(steps, 32, args.height, args.width, device, seed=k) for k in trainer.model_ids
+            MemoryBatches(steps, args.batch_size, args.height, args.width, device, seed=k)
+            for k in trainer.model_ids
         ]
         trainer.train_epoch(0, max_steps=1)  # warm-up
         synchronise(device)
         start = time.perf_counter()
         trainer.train_epoch(1, max_steps=steps)  # reads loss and accuracy once, at its end
-        return models * steps * 32 / (time.perf_counter() - start)
+        return models * steps * args.batch_size / (time.perf_counter() - start)
 
 
 def compare_trainer(args) -> None:
@@ -150,6 +151,7 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model per step (default: 32)")
     parser.add_argument("--models", type=int, default=4, help="K for the lockstep run (default: 4)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default: 10)")
     parser.add_argument(
@@ -159,8 +161,8 @@ def main(argv=None) -> int:
         "--sweep", action="store_true", help="fp32, channels_last, bf16, both: the plain loop"
     )
     args = parser.parse_args(argv)
-    if min(args.models, args.steps, args.rounds) < 1:
-        parser.error("--models, --steps and --rounds must be at least 1")
+    if min(args.models, args.steps, args.rounds, args.batch_size) < 1:
+        parser.error("--models, --steps, --rounds and --batch-size must be at least 1")
     device = resolve_device(args.device)
     where = (
         torch.cuda.get_device_name(device)
@@ -168,7 +170,7 @@ def main(argv=None) -> int:
         else f"CPU, {torch.get_num_threads()} threads"
     )
     print(
-        f"{args.arch} at {args.height}x{args.width}, batch 32, {where}, {args.steps} steps, "
+        f"{args.arch} at {args.height}x{args.width}, batch {args.batch_size}, {where}, {args.steps} steps, "
         f"median of {args.rounds} alternating rounds"
         + ("" if args.sweep else f", amp {args.amp}{', channels_last' if args.channels_last else ''}")
     )
