@@ -20,14 +20,16 @@ from reidgraft.data import DATASETS
 def test_every_registered_recipe_loads_and_matches_its_dataset():
     for spec in DATASETS.values():
         assert spec.default_arch in spec.recipes
-        for arch, name in spec.recipes.items():
+        for arch, name in [*spec.recipes.items(), *spec.strong.items()]:
             config = build_config(load_yaml(CONFIGS_DIR / name))
             assert config.models >= 1 and config.epochs >= 1
             assert (config.dataset, config.arch) == (spec.name, arch), name
 
 
 def test_every_recipe_file_is_registered():
-    registered = {name for spec in DATASETS.values() for name in spec.recipes.values()}
+    registered = {
+        name for spec in DATASETS.values() for name in [*spec.recipes.values(), *spec.strong.values()]
+    }
     assert {path.name for path in CONFIGS_DIR.glob("*.yaml")} == registered
 
 

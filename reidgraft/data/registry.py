@@ -8,7 +8,7 @@ classification?" reads `spec.task`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class DatasetSpec:
     load: Callable[[Path, bool], ReidSplits | ClassificationData]  # (data root, download allowed)
     default_arch: str
     recipes: Mapping[str, str]  # arch -> recipe file in configs/; other archs start from the default's
+    # arch -> the strong-baseline recipe (triplet, identity sampler, BNNeck), chosen with --config
+    strong: Mapping[str, str] = field(default_factory=dict)
 
     def recipe(self, arch: str | None) -> str:
         """The recipe file for `arch` (the default arch's recipe when `arch` has none of its own)."""
@@ -54,14 +56,20 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "market1501", REID, _reid("market1501"), "resnet50",
             {"resnet50": "market1501_resnet50.yaml", "mobilenetv2_x1_0": "market1501_mobilenetv2.yaml"},
+            {
+                "resnet50": "market1501_resnet50_bot.yaml",
+                "mobilenetv2_x1_0": "market1501_mobilenetv2_bot.yaml",
+            },
         ),
         DatasetSpec(
             "dukemtmcreid", REID, _reid("dukemtmcreid"), "resnet50",
             {"resnet50": "duke_resnet50.yaml", "mobilenetv2_x1_0": "duke_mobilenetv2.yaml"},
+            {"resnet50": "duke_resnet50_bot.yaml"},
         ),
         DatasetSpec(
             "synthetic", REID, _reid("synthetic"), "mobilenetv2_x1_0",
             {"mobilenetv2_x1_0": "synthetic_quick.yaml"},
+            {"mobilenetv2_x1_0": "synthetic_bot.yaml"},
         ),
         DatasetSpec(
             "cifar10", CLASSIFICATION, _classification("cifar10"), "resnet56", _cifar_recipes("cifar10")
