@@ -57,7 +57,10 @@ class TrainConfig:
     dataset: str = field(
         default="synthetic", metadata=_doc("data", f"dataset to train on: {', '.join(dataset_names())}")
     )
-    root: str = field(default_factory=default_data_root, metadata=_doc("data", "folder holding the datasets"))
+    root: str = field(
+        default_factory=default_data_root,
+        metadata=_doc("data", "folder holding the datasets (for dataset folder: the dataset's own folder)"),
+    )
     height: int = field(default=128, metadata=_doc("data", "input image height in pixels (re-ID)"))
     width: int = field(default=64, metadata=_doc("data", "input image width in pixels (re-ID)"))
     transforms: list[str] = field(

@@ -29,7 +29,7 @@ from .device import autocast, resolve_precision
 from .engine import RunDir, load_checkpoint
 from .engine.features import extract_features
 from .index import GalleryIndex, files_fingerprint, load_gallery_cache, save_gallery_cache, state_fingerprint
-from .models import build_backbone
+from .models.reid_head import build_reid_model, head_options
 
 # Gradio reports usage to a server unless told not to; this machine and many users' have no network.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -96,15 +96,17 @@ def folder_gallery(folder: str | Path) -> Gallery:
     return Gallery(str(root), root, paths, [p for p, _ in labels], [c for _, c in labels])
 
 
-def dataset_gallery(name: str, root: str | Path, examples: int = 8, run: RunModel | None = None) -> Gallery:
+def dataset_gallery(
+    name: str, root: str | Path, examples: int = 8, run: RunModel | None = None, options: dict | None = None
+) -> Gallery:
     """A dataset's gallery split, with query images of different people, each with a match from
     another camera in the gallery, as examples. With the `run` it was trained on, the data must
-    be what that run recorded."""
+    be what that run recorded. `options`: the run's config, for datasets with variants (cuhk03)."""
     if run is None:
-        splits = load_reid_dataset(name, root)
+        splits = load_reid_dataset(name, root, options=options)
     else:
         try:
-            splits = load_run_splits(name, root, run.data, str(run.run_dir))
+            splits = load_run_splits(name, root, run.data, str(run.run_dir), options=options)
         except ValueError as error:
             raise DemoError(str(error)) from None
     gallery_root = Path(os.path.commonpath([path for path, _, _ in splits.gallery]))
@@ -134,7 +136,7 @@ def resolve_gallery(gallery: str | None, config: dict, run: RunModel | None = No
     gallery = gallery or config["dataset"]
     if gallery in dataset_names(REID):
         own = run if gallery == config["dataset"] else None
-        return dataset_gallery(gallery, config["root"], run=own)
+        return dataset_gallery(gallery, config["root"], run=own, options=config)
     if Path(gallery).is_dir():
         return folder_gallery(gallery)
     raise DemoError(
@@ -198,7 +200,7 @@ def load_run_model(
         k = _best_model(run_dir, len(states))
     if not 0 <= k < len(states):
         raise DemoError(f"--model {k}: the run {run_dir} has models 0..{len(states) - 1}")
-    model = build_backbone(config["arch"], payload["num_classes"])
+    model = build_reid_model(config["arch"], payload["num_classes"], **head_options(config))
     model.load_state_dict(states[k])
     model.to(device).eval()
     try:

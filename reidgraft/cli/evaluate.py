@@ -77,9 +77,9 @@ def evaluate_run(args) -> int:
         workers=args.workers,
     )  # fmt: skip
     if args.dataset and args.dataset != payload["config"]["dataset"]:
-        splits = load_reid_dataset(dataset, config.root)
+        splits = load_reid_dataset(dataset, config.root, config.to_dict())
     else:  # the run's own data: it must be what the run recorded
-        splits = load_run_splits(dataset, config.root, payload.get("data"), args.run_dir)
+        splits = load_run_splits(dataset, config.root, payload.get("data"), args.run_dir, config.to_dict())
     device = resolve_device(args.device)
     amp, channels_last = run_precision(args, payload, device, config)
     every_model = models_from_checkpoint(payload, device, channels_last)

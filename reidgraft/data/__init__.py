@@ -1,5 +1,6 @@
-"""Datasets by name in one registry (`registry.py`: torchreid's Market-1501 and DukeMTMC-reID, our
-synthetic set; CIFAR-10/100 and digits for classification), and the loaders that feed K models,
+"""Datasets by name in one registry (`registry.py`: torchreid's Market-1501, DukeMTMC-reID, CUHK03
+and MSMT17, any folder in Market-1501 naming, our synthetic set; CIFAR-10/100 and digits for
+classification), and the loaders that feed K models,
 each with its own order and augmentation."""
 
 from .classification import ClassificationData

@@ -3,7 +3,8 @@
 torchreid's classes start an HTTP download when their folder is missing and leave an empty
 folder behind; reidgraft checks the layout first and stops with one readable line instead.
 The synthetic dataset is written once in Market-1501 layout and read by torchreid's Market1501
-class, so it takes exactly the path real data takes.
+class, so it takes exactly the path real data takes. `folder` (a user's own crops in Market-1501
+naming, `folder.py`) is read by a class of ours registered with torchreid.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ class ReidSplits:
 
     # for the synthetic set: the parameters it was generated with, and its manifest's hash
     generator: dict[str, Any] | None = None
+    # the dataset options it was read with (cuhk03's boxes and split: same names, other images)
+    options: dict[str, Any] | None = None
 
     @property
     def num_train_pids(self) -> int:
@@ -57,6 +61,7 @@ class ReidSplits:
             "images": {"train": len(self.train), "query": len(self.query), "gallery": len(self.gallery)},
             "items_sha256": listing.hexdigest(),
         }
+        found |= {"options": self.options} if self.options else {}
         return found | ({"generator": self.generator} if self.generator else {})
 
 
@@ -106,7 +111,101 @@ DUKEMTMCREID = RealDataset(
 )
 
 
-def _parse_with_torchreid(class_path: str, root: Path) -> tuple[list, list, list]:
+CUHK03_SOURCE = (
+    "Get cuhk03_release.zip from its authors (Li et al., CVPR 2014) and unzip it into <root>/cuhk03/; "
+    "put the new-protocol files cuhk03_new_protocol_config_{detected,labeled}.mat (Zhong et al., "
+    "CVPR 2017, in their person-re-ranking repository) beside it."
+)
+MSMT17_SOURCE = (
+    "Get MSMT17 from its authors (Wei et al., CVPR 2018; on request at pkuvmc.com) and unzip it "
+    "into <root>/msmt17/."
+)
+# torchreid's MSMT17 takes the first version folder that exists: its train and test folders.
+MSMT17_VERSIONS = {"MSMT17_V1": ("train", "test"), "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}
+MSMT17_LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
+
+
+def _missing(missing: Path, layout: str, source: str, folder: str) -> DataMissingError:
+    return DataMissingError(
+        f"dataset not found: {missing} is missing; expected {layout}. {source} Or point --root "
+        f"(or $REIDGRAFT_DATA) at the folder that holds {folder}/. reidgraft never downloads."
+    )
+
+
+def cuhk03_dir(root: Path) -> Path:
+    """`<root>/cuhk03`, checked for the files torchreid's CUHK03 needs; DataMissingError otherwise,
+    or when its one-time conversion of cuhk-03.mat lacks h5py or imageio."""
+    import importlib.util
+
+    base = root / "cuhk03"
+    required = [
+        base / "cuhk03_release" / "cuhk-03.mat",
+        *(base / f"cuhk03_new_protocol_config_{kind}.mat" for kind in ("detected", "labeled")),
+    ]
+    missing = next((path for path in required if not path.is_file()), None)
+    if missing is not None:
+        layout = f"{required[0]} and {base}/cuhk03_new_protocol_config_{{detected,labeled}}.mat"
+        raise _missing(missing, layout, CUHK03_SOURCE, "cuhk03")
+    converted = [
+        base / "images_detected",
+        base / "images_labeled",
+        *(
+            base / f"splits_{split}_{kind}.json"
+            for split in ("classic", "new")
+            for kind in ("detected", "labeled")
+        ),
+    ]
+    absent = [name for name in ("h5py", "imageio") if importlib.util.find_spec(name) is None]
+    if absent and not all(path.exists() for path in converted):
+        raise DataMissingError(
+            f"cuhk03's first use converts {required[0]} into images, which needs {' and '.join(absent)}: "
+            f"pip install {' '.join(absent)}"
+        )
+    return base
+
+
+def msmt17_dir(root: Path) -> Path:
+    """The MSMT17 version folder torchreid will read (V1 before V2), checked for its train and
+    test folders and list files; DataMissingError naming the first thing missing."""
+    base = root / "msmt17"
+    version = next((name for name in MSMT17_VERSIONS if (base / name).is_dir()), "MSMT17_V1")
+    folder = base / version
+    train_dir, test_dir = MSMT17_VERSIONS[version]
+    required = [folder, folder / train_dir, folder / test_dir, *(folder / name for name in MSMT17_LISTS)]
+    missing = next((path for path in required if not path.exists()), None)
+    if missing is not None:
+        layout = (
+            f"{base}/MSMT17_V1/{{train,test}}/ and {base}/MSMT17_V1/{{{','.join(MSMT17_LISTS)}}} "
+            "(MSMT17_V2: mask_train_v2/ and mask_test_v2/)"
+        )
+        raise _missing(missing, layout, MSMT17_SOURCE, "msmt17")
+    for list_name, image_dir in zip(MSMT17_LISTS, (train_dir, train_dir, test_dir, test_dir), strict=True):
+        _check_msmt17_list(folder / list_name, folder / image_dir)
+    return folder
+
+
+def _check_msmt17_list(list_path: Path, image_dir: Path) -> None:
+    """Every line as torchreid's MSMT17 reads it ('PATH PID', camera in PATH), and its image there."""
+    lines = list_path.read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        parts = line.split(" ")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            int(parts[1]), int(parts[0].split("_")[2])
+        except (ValueError, IndexError):
+            raise ValueError(
+                f"{list_path}:{number}: {line!r} is not 'PATH PID' with PATH like "
+                "0000/0000_000_01_0303morning_0015_0.jpg; fix or remove that line"
+            ) from None
+        if not (image_dir / parts[0]).is_file():
+            raise DataMissingError(
+                f"{list_path}:{number} names {image_dir / parts[0]}, which is missing; the MSMT17 "
+                "folder is incomplete: unzip it again"
+            )
+
+
+def _parse_with_torchreid(class_path: str, root: Path, **options: Any) -> tuple[list, list, list]:
     """Run torchreid's dataset class on a checked folder; return its train, query, gallery."""
     import importlib
 
@@ -114,7 +213,7 @@ def _parse_with_torchreid(class_path: str, root: Path) -> tuple[list, list, list
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # its Cython and layout notices; the layout is checked
         module = importlib.import_module(f"torchreid.reid.data.datasets.image.{module_name}")
-        dataset = getattr(module, class_name)(root=str(root), verbose=False)
+        dataset = getattr(module, class_name)(root=str(root), verbose=False, **options)
     return dataset.train, dataset.query, dataset.gallery
 
 
@@ -123,7 +222,12 @@ def _splits(name: str, train, query, gallery) -> ReidSplits:
     def items(data):
         return sorted((str(path), int(pid), int(camid)) for path, pid, camid, *_ in data)
 
-    return ReidSplits(name, items(train), items(query), items(gallery))
+    train = items(train)
+    pids = sorted({pid for _, pid, _ in train})
+    if pids != list(range(len(pids))):  # list files may hold other ids; the classifier needs 0..n-1
+        label = {pid: index for index, pid in enumerate(pids)}
+        train = [(path, label[pid], camid) for path, pid, camid in train]
+    return ReidSplits(name, train, items(query), items(gallery))
 
 
 def _real(spec: RealDataset, name: str) -> Callable[[Path], ReidSplits]:
@@ -132,6 +236,53 @@ def _real(spec: RealDataset, name: str) -> Callable[[Path], ReidSplits]:
         return _splits(name, *_parse_with_torchreid(spec.torchreid_class, root))
 
     return load
+
+
+def load_cuhk03(
+    root: Path, *, cuhk03_labeled: bool = False, cuhk03_classic_split: bool = False
+) -> ReidSplits:
+    """CUHK03 through torchreid's class: detected boxes unless `cuhk03_labeled`; the new 767/700
+    protocol unless `cuhk03_classic_split` (then the first of the 20 classic splits, whose query and
+    gallery are the same test images). Its first use converts the .mat files into images and json
+    splits under `<root>/cuhk03`, as torchreid does."""
+    base = cuhk03_dir(root)  # fail before torchreid can create a folder or download
+    options = {"split_id": 0, "cuhk03_labeled": cuhk03_labeled, "cuhk03_classic_split": cuhk03_classic_split}
+    made = [base / name for name in ("images_detected", "images_labeled") if not (base / name).exists()]
+    try:
+        train, query, gallery = _parse_with_torchreid("cuhk03.CUHK03", root, **options)
+    except (OSError, KeyError, ValueError, IndexError) as error:
+        for folder in made:  # a half-done conversion would be taken as done next time
+            shutil.rmtree(folder, ignore_errors=True)
+        mat = base / "cuhk03_release" / "cuhk-03.mat"
+        reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        raise DataMissingError(
+            f"could not convert {mat} ({reason}); it must be the complete cuhk-03.mat of the CUHK03 "
+            "release: unpack it again"
+        ) from None
+
+    # torchreid's json splits hold the absolute paths of their first use; read them where the
+    # images are now (<root>/cuhk03/images_{detected,labeled}/NAME), wherever the folder moved.
+    def here(data):
+        return [(str(base / Path(path).parent.name / Path(path).name), *rest) for path, *rest in data]
+
+    splits = _splits("cuhk03", here(train), here(query), here(gallery))
+    return dataclasses.replace(
+        splits, options={key: options[key] for key in ("cuhk03_labeled", "cuhk03_classic_split")}
+    )
+
+
+def load_msmt17(root: Path) -> ReidSplits:
+    """MSMT17 through torchreid's class (its train list only: the val list is left out, as
+    published results do)."""
+    msmt17_dir(root)  # fail before torchreid can create a folder or download
+    return _splits("msmt17", *_parse_with_torchreid("msmt17.MSMT17", root))
+
+
+def load_folder_splits(root: Path) -> ReidSplits:
+    """The `folder` dataset: `root` itself holds the three Market-1501 splits (see `folder.py`)."""
+    from .folder import load_folder
+
+    return _splits("folder", *load_folder(root))
 
 
 def synthetic_splits(root: Path, **params) -> ReidSplits:
@@ -154,14 +305,19 @@ def synthetic_splits(root: Path, **params) -> ReidSplits:
     return dataclasses.replace(splits, generator=generator)
 
 
-# Dataset name -> loader of its splits from a data root (the registry, `registry.py`, names them).
-_LOADERS: dict[str, Callable[[Path], ReidSplits]] = {
+# Dataset name -> loader of its splits from a data root (the registry, `registry.py`, names them);
+# a loader with options takes them as keywords named as the config's fields.
+_LOADERS: dict[str, Callable[..., ReidSplits]] = {
     "market1501": _real(MARKET1501, "market1501"),
     "dukemtmcreid": _real(DUKEMTMCREID, "dukemtmcreid"),
+    "cuhk03": load_cuhk03,
+    "msmt17": load_msmt17,
+    "folder": load_folder_splits,
     "synthetic": synthetic_splits,
 }
 
 
-def load_reid_splits(name: str, root: str | Path) -> ReidSplits:
-    """The splits of re-ID dataset `name` under `root` (use `registry.load_reid_dataset`)."""
-    return _LOADERS[name](Path(root).expanduser().resolve())
+def load_reid_splits(name: str, root: str | Path, **options: Any) -> ReidSplits:
+    """The splits of re-ID dataset `name` under `root` (use `registry.load_reid_dataset`);
+    `options` are the dataset's own (cuhk03: cuhk03_labeled, cuhk03_classic_split)."""
+    return _LOADERS[name](Path(root).expanduser().resolve(), **options)

@@ -117,6 +117,80 @@ class EpochShuffle(Sampler[tuple[int, int]]):
         return iter([(epoch, index) for index in torch.randperm(self.size, generator=generator).tolist()])
 
 
+def instance_chunks(count: int, instances: int) -> int:
+    """How many groups of `instances` images an identity with `count` images gives per epoch (one,
+    drawn with replacement, when it has fewer)."""
+    return max(count, instances) // instances
+
+
+class IdentitySampler(Sampler[tuple[int, int]]):
+    """Batches of P identities x N images (N = `instances`), as (epoch, index) pairs in batch
+    order, drawn from (seed, epoch) alone.
+
+    Each identity's images are shuffled and cut into groups of N (an identity with fewer than N
+    is sampled with replacement to N, as torchreid does). The number of batches per epoch, S, is
+    the largest for which every batch can hold P distinct identities: sum(min(groups, S)) >= P*S.
+    It depends only on the labels, so K models with different seeds take the same number of
+    steps. Batches are filled round-robin (identities in random order, each identity's groups in
+    consecutive batches), which puts an identity at most once in a batch; surplus groups and
+    surplus identities of a batch are dropped at random, and the batch order is shuffled."""
+
+    def __init__(self, labels: Sequence[int], instances: int, identities_per_batch: int, seed: int):
+        self.instances, self.per_batch, self.seed, self.epoch = instances, identities_per_batch, seed, 0
+        self.by_label: dict[int, list[int]] = {}
+        for index, label in enumerate(labels):
+            self.by_label.setdefault(int(label), []).append(index)
+        if len(self.by_label) < identities_per_batch:
+            raise ValueError(
+                f"the training set has {len(self.by_label)} identities, fewer than a batch's "
+                f"{identities_per_batch} (batch_size / num_instances); lower the batch size"
+            )
+        groups = sorted(instance_chunks(len(v), instances) for v in self.by_label.values())
+        steps = 0
+        while sum(min(g, steps + 1) for g in groups) >= identities_per_batch * (steps + 1):
+            steps += 1
+        self.steps = steps
+
+    @property
+    def short_identities(self) -> int:
+        """Identities with fewer than N images (their groups repeat images)."""
+        return sum(len(v) < self.instances for v in self.by_label.values())
+
+    def __len__(self) -> int:
+        return self.steps * self.per_batch * self.instances
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, 0x1D))
+
+        def shuffled(values: list) -> list:
+            return [values[i] for i in torch.randperm(len(values), generator=generator).tolist()]
+
+        labels = shuffled(sorted(self.by_label))
+        slots: list[list[list[int]]] = [[] for _ in range(self.steps)]
+        position = 0
+        for label in labels:
+            images = self.by_label[label]
+            if len(images) < self.instances:
+                drawn = torch.randint(len(images), (self.instances,), generator=generator).tolist()
+                images = [images[i] for i in drawn]
+            else:
+                images = shuffled(images)
+            groups = [images[i : i + self.instances] for i in range(0, len(images), self.instances)]
+            groups = shuffled([g for g in groups if len(g) == self.instances])[: self.steps]
+            for group in groups:  # consecutive batches (mod S): distinct while groups <= S
+                slots[position % self.steps].append(group)
+                position += 1
+        batches = []
+        for slot in shuffled(slots):
+            chosen = sorted(torch.randperm(len(slot), generator=generator)[: self.per_batch].tolist())
+            batches.append([index for i in chosen for index in slot[i]])
+        return batches
+
+    def __iter__(self):
+        epoch = self.epoch
+        return iter([(epoch, index) for batch in self.batches(epoch) for index in batch])
+
+
 def reid_transforms(height: int, width: int, augment: Sequence[str]):
     """torchreid's train and test transforms (resize, its augmentations, ImageNet normalisation)."""
     from torchreid.reid.data.transforms import build_transforms
@@ -154,18 +228,29 @@ def build_train_loaders(
     batch_size: int,
     workers: int = 0,
     pin_memory: bool = False,
+    sampler: str = "random",
+    num_instances: int = 4,
 ) -> list[DataLoader]:
-    """`count` loaders over the same items; loader k uses seed + k. Incomplete batches dropped."""
+    """`count` loaders over the same items; loader k uses seed + k. `sampler` random: shuffled
+    images, incomplete batches dropped; identity: P = batch_size / num_instances identities of
+    num_instances images each (`IdentitySampler`)."""
     if len(items) < batch_size:
         raise ValueError(f"the training set has {len(items)} images, fewer than one batch ({batch_size})")
     train_transform, _ = reid_transforms(height, width, augment)
+
+    def order(seed: int) -> Sampler:
+        if sampler == "identity":
+            labels = [pid for _, pid, _ in items]
+            return IdentitySampler(labels, num_instances, batch_size // num_instances, seed)
+        return EpochShuffle(len(items), seed)
+
     return [
         _loader(
             ImageListDataset(items, train_transform, seed=seed + k),
             batch_size,
             workers,
             seed + k,
-            sampler=EpochShuffle(len(items), seed + k),
+            sampler=order(seed + k),
             drop_last=True,
             pin_memory=pin_memory,
         )

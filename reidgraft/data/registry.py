@@ -2,7 +2,9 @@
 backbone and its recipes. Adding a dataset takes one entry here and one YAML in `configs/`.
 
 The registry is a plain dict from name to `DatasetSpec`; everything that asks "is this re-ID or
-classification?" reads `spec.task`.
+classification?" reads `spec.task`. A dataset with options of its own (cuhk03's labelled boxes and
+classic split) names them in `spec.options`, as the config's fields: its loader receives them as
+keywords, other loaders are called as before.
 """
 
 from __future__ import annotations
@@ -26,19 +28,39 @@ class DatasetSpec:
 
     name: str
     task: str  # REID or CLASSIFICATION
-    load: Callable[[Path, bool], ReidSplits | ClassificationData]  # (data root, download allowed)
+    # (data root, download allowed, **options named in `options`) -> the data
+    load: Callable[..., ReidSplits | ClassificationData]
     default_arch: str
     recipes: Mapping[str, str]  # arch -> recipe file in configs/; other archs start from the default's
     # arch -> the strong-baseline recipe (triplet, identity sampler, BNNeck), chosen with --config
     strong: Mapping[str, str] = field(default_factory=dict)
+    # The --metric-protocol its published re-ID numbers use. Informational: the config's
+    # metric_protocol is always the user's explicit choice (default market1501).
+    protocol: str = "market1501"
+    # config fields the loader takes as keywords (cuhk03_labeled, ...)
+    options: tuple[str, ...] = ()
+    # option -> the protocol published numbers use when that option is on
+    protocol_when: Mapping[str, str] = field(default_factory=dict)
 
     def recipe(self, arch: str | None) -> str:
         """The recipe file for `arch` (the default arch's recipe when `arch` has none of its own)."""
         return self.recipes.get(arch or self.default_arch, self.recipes[self.default_arch])
 
+    def published_protocol(self, options: Mapping[str, Any] | None = None) -> str:
+        """The metric protocol published results use for this dataset with these options."""
+        on = [name for name, protocol in self.protocol_when.items() if (options or {}).get(name)]
+        return self.protocol_when[on[0]] if on else self.protocol
 
-def _reid(name: str) -> Callable[[Path, bool], ReidSplits]:
-    return lambda root, download=False: load_reid_splits(name, root)
+    def load_with(
+        self, root: Path, download: bool = False, options: Mapping[str, Any] | None = None
+    ) -> ReidSplits | ClassificationData:
+        """The data under `root`; of `options`, only those this dataset takes reach its loader."""
+        own = {name: options[name] for name in self.options if options and name in options}
+        return self.load(root, download, **own)
+
+
+def _reid(name: str) -> Callable[..., ReidSplits]:
+    return lambda root, download=False, **options: load_reid_splits(name, root, **options)
 
 
 def _classification(name: str) -> Callable[[Path, bool], ClassificationData]:
@@ -65,6 +87,20 @@ DATASETS: dict[str, DatasetSpec] = {
             "dukemtmcreid", REID, _reid("dukemtmcreid"), "resnet50",
             {"resnet50": "duke_resnet50.yaml", "mobilenetv2_x1_0": "duke_mobilenetv2.yaml"},
             {"resnet50": "duke_resnet50_bot.yaml"},
+        ),
+        DatasetSpec(
+            "cuhk03", REID, _reid("cuhk03"), "resnet50",
+            {"resnet50": "cuhk03_resnet50.yaml"}, {"resnet50": "cuhk03_resnet50_bot.yaml"},
+            options=("cuhk03_labeled", "cuhk03_classic_split"),
+            protocol_when={"cuhk03_classic_split": "cuhk03"},
+        ),
+        DatasetSpec(
+            "msmt17", REID, _reid("msmt17"), "resnet50",
+            {"resnet50": "msmt17_resnet50.yaml"}, {"resnet50": "msmt17_resnet50_bot.yaml"},
+        ),
+        DatasetSpec(
+            "folder", REID, _reid("folder"), "resnet50",
+            {"resnet50": "folder_resnet50.yaml"}, {"resnet50": "folder_resnet50_bot.yaml"},
         ),
         DatasetSpec(
             "synthetic", REID, _reid("synthetic"), "mobilenetv2_x1_0",
@@ -100,27 +136,37 @@ def dataset_names(task: str | None = None) -> list[str]:
     return [spec.name for spec in DATASETS.values() if task in (None, spec.task)]
 
 
-def load_dataset(name: str, root: str | Path, *, download: bool = False) -> ReidSplits | ClassificationData:
-    """The data of dataset `name` under `root` (re-ID splits or a classification set)."""
-    return dataset_spec(name).load(Path(root).expanduser(), download)
+def load_dataset(
+    name: str, root: str | Path, *, download: bool = False, options: Mapping[str, Any] | None = None
+) -> ReidSplits | ClassificationData:
+    """The data of dataset `name` under `root` (re-ID splits or a classification set). `options`
+    may hold any dataset's options (the config's fields); each dataset takes only its own."""
+    return dataset_spec(name).load_with(Path(root).expanduser(), download, options)
 
 
-def load_reid_dataset(name: str, root: str | Path) -> ReidSplits:
+def load_reid_dataset(name: str, root: str | Path, options: Mapping[str, Any] | None = None) -> ReidSplits:
     """The re-ID splits of dataset `name` under `root`; ValueError for a name that is not re-ID."""
-    return dataset_spec(name, REID).load(Path(root).expanduser(), False)
+    return dataset_spec(name, REID).load_with(Path(root).expanduser(), False, options)
 
 
-def load_run_splits(name: str, root: str | Path, recorded: dict[str, Any] | None, run: str) -> ReidSplits:
+def load_run_splits(
+    name: str,
+    root: str | Path,
+    recorded: dict[str, Any] | None,
+    run: str,
+    options: Mapping[str, Any] | None = None,
+) -> ReidSplits:
     """The splits a run was trained and evaluated on, or ValueError (one line) when the data
     under `root` differs from what the run recorded. A synthetic set that is missing is written
-    again with the run's parameters (the generator is deterministic), never at the default size."""
+    again with the run's parameters (the generator is deterministic), never at the default size.
+    `options`: the dataset's options the run was trained with (cuhk03's)."""
     if name == "synthetic" and recorded and recorded.get("generator"):
         try:
             splits = synthetic_splits(Path(root).expanduser().resolve(), **recorded["generator"]["params"])
         except ValueError as error:
             raise ValueError(f"{run} was trained on another synthetic set: {error}") from None
     else:
-        splits = load_reid_dataset(name, root)
+        splits = load_reid_dataset(name, root, options)
     if recorded is None:  # a run from before data was recorded
         return splits
 
@@ -131,7 +177,12 @@ def load_run_splits(name: str, root: str | Path, recorded: dict[str, Any] | None
             for split, count in found["images"].items()
             if recorded.get("images", {}).get(split) != count
         ]
-        what = ", ".join(counts) if counts else "the same counts but other files or labels"
+        options = [
+            f"{option} {value} (the run had {recorded.get('options', {}).get(option)})"
+            for option, value in (found.get("options") or {}).items()
+            if recorded.get("options", {}).get(option) != value
+        ]
+        what = ", ".join(options + counts) or "the same counts but other files or labels"
         raise ValueError(
             f"the {name} data under {root} is not what {run} was trained and evaluated on: {what}; "
             "point --root at the run's data"
@@ -141,4 +192,4 @@ def load_run_splits(name: str, root: str | Path, recorded: dict[str, Any] | None
 
 def load_classification_dataset(name: str, root: str | Path, download: bool = False) -> ClassificationData:
     """The classification set `name` (CIFAR from `root`); ValueError for a name that is not one."""
-    return dataset_spec(name, CLASSIFICATION).load(Path(root).expanduser(), download)
+    return dataset_spec(name, CLASSIFICATION).load_with(Path(root).expanduser(), download)

@@ -39,7 +39,7 @@ def _reid_evaluate(task: ReidTask, query: torch.Tensor, gallery: torch.Tensor) -
     query_pids, query_cams, gallery_pids, gallery_cams = labels
     result = evaluate(
         query, gallery, query_pids, gallery_pids, query_cams, gallery_cams,
-        metric=config.metric, max_rank=config.max_rank,
+        metric=config.metric, max_rank=config.max_rank, protocol=config.metric_protocol,
     )  # fmt: skip
     return _retrieval_scores(result)
 

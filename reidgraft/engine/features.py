@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ..data import build_test_loader
 from ..device import autocast
-from ..models import build_backbone
+from ..models.reid_head import build_reid_model, head_options
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -96,7 +96,7 @@ def models_from_checkpoint(
     layout = torch.channels_last if channels_last else torch.preserve_format
     models = []
     for state in payload["models"]:
-        model = build_backbone(arch, classes)
+        model = build_reid_model(arch, classes, **head_options(payload["config"]))
         model.load_state_dict(state)
         models.append(model.to(device, memory_format=layout).eval())
     return models

@@ -33,16 +33,22 @@ def build_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     if config.scheduler == "constant":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=1.0)
+    if config.scheduler == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=config.milestones, gamma=config.gamma
+        )
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
 
 
 def schedule_factor(config: TrainConfig, epoch: int) -> float:
     """The schedule's learning rate at `epoch` (0-based) as a fraction of the initial one, in
-    closed form: cosine over `config.epochs`, step, or constant."""
+    closed form: cosine over `config.epochs`, step, multistep, or constant."""
     if config.scheduler == "cosine":
         return (1 + math.cos(math.pi * epoch / config.epochs)) / 2
     if config.scheduler == "constant":
         return 1.0
+    if config.scheduler == "multistep":
+        return config.gamma ** sum(epoch >= milestone for milestone in config.milestones)
     return config.gamma ** (epoch // config.step_size)
 
 

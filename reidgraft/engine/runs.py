@@ -14,6 +14,7 @@ import torch
 from ..config import ConfigError, TrainConfig
 from ..data import CLASSIFICATION, ClassificationData, ReidSplits, dataset_spec, load_dataset
 from ..models import CIFAR_MODELS, backbone_names, torchreid_names
+from ..models.reid_head import check_last_stride
 from ..models.shapes import check_input_size
 from .run_dir import RunDir
 from .trainer import Trainer, threads_warning
@@ -42,10 +43,24 @@ def check_names(config: TrainConfig) -> None:
             f"arch {config.arch!r} is a CIFAR classifier; re-ID datasets train torchreid backbones "
             f"({', '.join(torchreid_names()[:6])}, ...)"
         )
+    if spec.task == CLASSIFICATION:
+        defaults = TrainConfig()
+        reid_only = ("loss", "sampler", "bnneck", "last_stride", "center_loss_weight", "metric_protocol")
+        changed = [name for name in reid_only if getattr(config, name) != getattr(defaults, name)]
+        if changed:
+            raise ConfigError(
+                f"{changed[0]} is a re-ID setting; {config.dataset} is a classification dataset "
+                "(leave it at its default)"
+            )
+    elif config.last_stride == 1:
+        try:
+            check_last_stride(config.arch)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
 
 def load_data(config: TrainConfig, log: Callable[[str], None] = print) -> ReidSplits | ClassificationData:
-    data = load_dataset(config.dataset, config.root, download=config.download)
+    data = load_dataset(config.dataset, config.root, download=config.download, options=config.to_dict())
     if isinstance(data, ClassificationData):
         log(
             f"{config.dataset}: {len(data.train_images)} train and {len(data.test_images)} test images, "
@@ -65,8 +80,10 @@ NOT_IN_RESULT = frozenset({"output", "workers", "download", "ring_timeout", "eva
 
 
 def result_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings that decide a run's result (its whole resolved config but NOT_IN_RESULT)."""
-    return {name: value for name, value in config.items() if name not in NOT_IN_RESULT}
+    """The settings that decide a run's result (its whole resolved config but NOT_IN_RESULT). A
+    setting missing from a run saved before it existed reads as its default, which that run used."""
+    complete = {**TrainConfig().to_dict(), **config}
+    return {name: value for name, value in complete.items() if name not in NOT_IN_RESULT}
 
 
 def config_sha256(config: dict[str, Any]) -> str:

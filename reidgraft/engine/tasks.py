@@ -22,7 +22,9 @@ from ..data.classification import (
 )
 from ..data.validation import hold_out_identities, hold_out_images
 from ..evaluation import CollapsedEmbeddingWarning, evaluate, topk_accuracy
+from ..models.reid_head import BNNeckClassifier
 from .features import extract_features, predict_logits
+from .losses import batch_hard_triplet
 
 REID_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10")
 CLASSIFICATION_METRICS = ("top1", "top5")
@@ -71,19 +73,49 @@ class ReidTask(Task):
     def train_loaders(self, model_ids: list[int], pin_memory: bool = False) -> list[DataLoader]:
         """A loader per model; model k's order and augmentation come from seed + k alone."""
         config = self.config
-        return [
+        loaders = [
             build_train_loaders(
                 self.splits.train, count=1, seed=config.seed + order_of(config, k), height=config.height,
                 width=config.width, augment=config.transforms, batch_size=config.batch_size,
-                workers=config.workers, pin_memory=pin_memory,
+                workers=config.workers, pin_memory=pin_memory, sampler=config.sampler,
+                num_instances=config.num_instances,
             )[0]
             for k in model_ids
         ]  # fmt: skip
+        short = getattr(loaders[0].sampler, "short_identities", 0)
+        if short:  # said once per run, not once per model
+            print(
+                f"note: {short} of {self.num_classes} training identities have fewer than "
+                f"{config.num_instances} images; their batches repeat images (drawn with replacement)",
+                file=sys.stderr,
+            )
+        return loaders
+
+    def uses_features(self) -> bool:
+        """Whether training needs the pre-neck feature beside the logits (metric losses)."""
+        return "triplet" in self.config.loss or self.config.center_loss_weight > 0
+
+    def loss(
+        self, logits: torch.Tensor, features: torch.Tensor | None, labels: torch.Tensor, criterion: nn.Module
+    ) -> torch.Tensor:
+        """The configured sum: label-smoothed softmax and/or batch-hard triplet (weighted); the
+        center loss is the trainer's, since its centers have their own optimizer."""
+        config = self.config
+        total = logits.new_zeros((), dtype=torch.float32)
+        if "softmax" in config.loss:
+            total = total + criterion(logits, labels)
+        if "triplet" in config.loss:
+            total = total + config.triplet_weight * batch_hard_triplet(
+                features, labels, config.triplet_margin
+            )
+        return total
 
     @staticmethod
     def teacher_logits(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """A torchreid model in eval mode returns features; its classifier maps them to logits."""
-        return teacher.classifier(teacher(images))
+        """A torchreid model in eval mode returns features; its classifier maps them to logits
+        (with a BNNeck the eval feature has been through the neck already)."""
+        head = teacher.classifier
+        return (head.linear if isinstance(head, BNNeckClassifier) else head)(teacher(images))
 
     def evaluate(self, models: list[nn.Module]) -> list[dict[str, Any]]:
         """mAP, mINP and rank-1/5/10 of every model on the query and gallery sets."""
@@ -121,6 +153,7 @@ class ReidTask(Task):
                 result = evaluate(
                     query, gallery, query_pids, gallery_pids, query_cams, gallery_cams,
                     metric=self.config.metric, max_rank=self.config.max_rank, rerank=rerank,
+                    protocol=self.config.metric_protocol,
                 )  # fmt: skip
             collapsed = [w for w in caught if issubclass(w.category, CollapsedEmbeddingWarning)]
             for other in (w for w in caught if w not in collapsed):
@@ -154,6 +187,12 @@ class ClassificationTask(Task):
     @staticmethod
     def teacher_logits(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return teacher(images)
+
+    def uses_features(self) -> bool:
+        return False
+
+    def loss(self, logits, features, labels, criterion: nn.Module) -> torch.Tensor:
+        return criterion(logits, labels)
 
     def evaluate(self, models: list[nn.Module]) -> list[dict[str, Any]]:
         """Top-1 and top-5 accuracy (fractions) of every model on the test set."""

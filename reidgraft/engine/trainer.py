@@ -28,12 +28,14 @@ from ..data.classification import ClassificationData
 from ..data.loaders import set_epoch
 from ..device import allow_fast_kernels, autocast, make_deterministic, resolve_precision, ring_devices
 from ..grafting import SelfGraft, distillation_loss, ring_learning_rates
-from ..models import build_backbone, load_pretrained
+from ..models import load_pretrained
 from ..models.imagenet import resolve_weights
+from ..models.reid_head import build_reid_model, head_options
 from ..models.shapes import bf16_training_hazard
 from .checkpoint import read_checkpoint, restore_rng_state, rng_state
 from .distributed import OneModelPerProcess, SingleProcess
 from .logging import EpochLog, best_epochs, k_model_report, metrics_file
+from .losses import CenterLoss, center_optimizer, step_centers
 from .optim import build_optimizer, build_scheduler, replay_schedule
 from .run_dir import RunDir
 from .tasks import REID_METRICS, Task, make_task
@@ -51,6 +53,15 @@ class Member:
     initial_lr: float
     device: torch.device
     scaler: torch.amp.GradScaler | None = None
+    # the center loss's centers and their own optimizer (with --center-loss-weight); not grafted
+    center: CenterLoss | None = None
+    center_optimizer: torch.optim.Optimizer | None = None
+
+
+def feature_dim(model: nn.Module) -> int:
+    """The size of the pooled feature a torchreid model feeds its classifier."""
+    head = model.classifier
+    return (head.linear if hasattr(head, "linear") else head).in_features
 
 
 def training_bf16_hazard(config: TrainConfig) -> str | None:
@@ -127,7 +138,10 @@ class Trainer:
         rates = ring_learning_rates(config.lr, config.models) if config.lr_spread == "cosine" else None
         members = []
         for k in self.model_ids:
-            model = build_backbone(config.arch, self.num_classes, seed=config.seed + k)
+            model = build_reid_model(
+                config.arch, self.num_classes, seed=config.seed + k, with_features=self.task.uses_features(),
+                **head_options(config.to_dict()),
+            )  # fmt: skip
             if self.initial_weights.source is not None:
                 load_pretrained(model, self.initial_weights.source)
             device = self.devices[k]
@@ -138,7 +152,13 @@ class Trainer:
             optimizer = build_optimizer(config, model.parameters(), lr)
             # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
             scaler = torch.amp.GradScaler(device.type) if self.amp == "fp16" else None
-            members.append(Member(model, optimizer, build_scheduler(config, optimizer), lr, device, scaler))
+            member = Member(model, optimizer, build_scheduler(config, optimizer), lr, device, scaler)
+            if config.center_loss_weight > 0:
+                member.center = CenterLoss(self.num_classes, feature_dim(model), seed=config.seed + k).to(
+                    device
+                )
+                member.center_optimizer = center_optimizer(member.center, config.center_lr)
+            members.append(member)
         return members
 
     def _load_teacher(self, spec: str) -> nn.Module:
@@ -154,7 +174,7 @@ class Trainer:
                 f"teacher {spec} was trained on {teacher_config['dataset']} with {payload['num_classes']} "
                 f"identities; this run has {self.config.dataset} with {self.num_classes}"
             )
-        teacher = build_backbone(teacher_config["arch"], self.num_classes)
+        teacher = build_reid_model(teacher_config["arch"], self.num_classes, **head_options(teacher_config))
         teacher.load_state_dict(payload["models"][k])
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         teacher.to(self.device, memory_format=memory_format).eval()
@@ -177,6 +197,12 @@ class Trainer:
             "optimizers": [m.optimizer.state_dict() for m in self.members],
             "schedulers": [m.scheduler.state_dict() for m in self.members],
             "scalers": [m.scaler.state_dict() if m.scaler else {} for m in self.members],
+            "centers": [
+                {"centers": m.center.state_dict(), "optimizer": m.center_optimizer.state_dict()}
+                if m.center is not None
+                else {}
+                for m in self.members
+            ],
             "rng": rng_state(),
             "intra_op_threads": torch.get_num_threads(),
             "history": self.history,
@@ -197,6 +223,10 @@ class Trainer:
         for member, scaler in zip(self.members, payload.get("scalers", []), strict=False):
             if member.scaler is not None and scaler:
                 member.scaler.load_state_dict(scaler)
+        for member, center in zip(self.members, payload.get("centers", []), strict=False):
+            if member.center is not None and center:
+                member.center.load_state_dict(center["centers"])
+                member.center_optimizer.load_state_dict(center["optimizer"])
         self.epoch = payload["epoch"]
         self.history = list(payload["history"])
         self.graft_pending = bool(payload.get("graft_pending")) and self.ring is not None
@@ -348,20 +378,16 @@ class Trainer:
                     pids.to(member.device, non_blocking=True),
                 )
                 with autocast(member.device, self.amp):
-                    logits = member.model(images)
-                    loss = self.criterion(logits, pids)
+                    output = member.model(images)
+                    logits, features = output if isinstance(output, tuple) else (output, None)
+                    loss = self.task.loss(logits, features, pids, self.criterion)
+                    if member.center is not None:
+                        loss = loss + self.config.center_loss_weight * member.center(features, pids)
                     if self.teachers:
                         loss = loss + self.config.kd_weight * distillation_loss(
                             logits, self._teacher_logits(images, member.device), self.config.kd_tau
                         )
-                member.optimizer.zero_grad(set_to_none=True)
-                if member.scaler is None:
-                    loss.backward()
-                    member.optimizer.step()
-                else:
-                    member.scaler.scale(loss).backward()
-                    member.scaler.step(member.optimizer)
-                    member.scaler.update()
+                self._step(member, loss)
                 loss_sums[k] += loss.detach().double() * len(pids)
                 correct[k] += (logits.detach().argmax(dim=1) == pids).sum()
                 seen[k] += len(pids)
@@ -369,6 +395,29 @@ class Trainer:
             "loss": [float(total) / max(n, 1) for total, n in zip(loss_sums, seen, strict=True)],
             "train_accuracy": [int(hits) / max(n, 1) for hits, n in zip(correct, seen, strict=True)],
         }
+
+    def _step(self, member: Member, loss: torch.Tensor) -> None:
+        """Backward and step the model's optimizer (through the fp16 scaler when there is one),
+        and the centers' own optimizer by the unweighted center-loss gradient."""
+        member.optimizer.zero_grad(set_to_none=True)
+        if member.center_optimizer is not None:
+            member.center_optimizer.zero_grad(set_to_none=True)
+        weight = self.config.center_loss_weight
+        if member.scaler is None:
+            loss.backward()
+            member.optimizer.step()
+            if member.center is not None:
+                step_centers(member.center, member.center_optimizer, weight)
+            return
+        member.scaler.scale(loss).backward()
+        member.scaler.step(member.optimizer)
+        if member.center is not None:
+            member.scaler.unscale_(member.center_optimizer)
+            for parameter in member.center.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.div_(weight)
+            member.scaler.step(member.center_optimizer)
+        member.scaler.update()
 
     def _check_finite(self, losses: list[float]) -> None:
         """A diverged model would poison its neighbours at the graft: stop with the reason."""

@@ -4,6 +4,9 @@ The protocol is torchreid's `evaluate_rank` (market1501 mode): for each query, t
 showing the same person under the same camera are removed before ranking; a query whose identity
 has no remaining gallery item is skipped. Distractors (pid 0) are ordinary negatives. mINP is
 fast-reid's. Exact and fast: GEMM distance blocks per chunk of queries, ranks counted without sorting.
+
+`protocol="cuhk03"` gives CUHK03's single-gallery-shot CMC (torchreid's `eval_cuhk03`), drawn from
+a seeded generator so that the same inputs always give the same numbers.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 VALID_METRICS = ("euclidean", "cosine")
+VALID_PROTOCOLS = ("market1501", "cuhk03")
 
 # Queries ranked per step: bounds memory to a few (chunk x gallery) arrays instead of the full matrix.
 # With the 2^25-entry bound in `evaluate`, Market-1501 takes two chunks; MKL's GEMM ran about 10%
@@ -104,6 +108,9 @@ def evaluate(
     metric: str = "euclidean",
     max_rank: int = 50,
     rerank: bool = False,
+    protocol: str = "market1501",
+    seed: int = 0,
+    repeats: int = 10,
 ) -> RetrievalResult:
     """Rank the gallery for every query and score it: mAP, CMC up to `max_rank`, mINP.
 
@@ -130,6 +137,16 @@ def evaluate(
     A query whose list is shorter than the CMC after removal counts as matched in the ranks past
     its end (its first match came earlier); torchreid fails on, or shortens the curve for, such lists.
 
+    `protocol="cuhk03"` is CUHK03's single-gallery-shot evaluation (torchreid's `eval_cuhk03`, meant
+    for the classic split): for each query and each of `repeats` draws, the same-camera items of its
+    identity are removed as above, then ONE item of every gallery identity is drawn uniformly;
+    the CMC is averaged over the draws and the queries. The draws come from
+    `numpy.random.default_rng(seed)`, one per (query, draw, gallery identity) in that order, so the
+    same inputs give the same numbers on every call, whatever the chunking or device (torchreid
+    draws from the global `np.random`). As in torchreid, mAP (and here mINP, and the per-query
+    `average_precisions` and `first_hit_ranks`) are those of the full ranking, not of the draws:
+    they equal the market1501 protocol's.
+
     `rerank=True` ranks by k-reciprocal re-ranked distances (k1 = 20, k2 = 6, lambda = 0.3, as
     torchreid and fast-reid); its memory grows with (queries + gallery)^2.
 
@@ -142,6 +159,10 @@ def evaluate(
         raise ValueError(f"unknown metric {metric!r}; valid metrics are {', '.join(VALID_METRICS)}")
     if isinstance(max_rank, bool) or not isinstance(max_rank, int | np.integer) or max_rank < 1:
         raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
+    if protocol not in VALID_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid protocols are {', '.join(VALID_PROTOCOLS)}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int | np.integer) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
 
     on_gpu = _on_cuda(query_features) and _on_cuda(gallery_features) and not rerank
     prepare = _features_on_device if on_gpu else _features_as_numpy
@@ -159,6 +180,8 @@ def evaluate(
     if metric == "cosine":
         query, gallery = _l2_normalised(query), _l2_normalised(gallery)
     same_identity = _SameIdentity(gallery_pids, gallery_camids)
+    single_shot = _SingleGalleryShot(gallery_pids, repeats, seed) if protocol == "cuhk03" else None
+    single_shot_ranks = []
     if on_gpu:  # the distance GEMMs run where the features are; ranks are counted on the CPU
         query_t, gallery_t = query, gallery
     else:
@@ -186,7 +209,10 @@ def evaluate(
             distances = _distances(query_t[chunk], gallery_t, gallery_norms, metric).cpu()
         _check_finite(distances, metric)
         collapsed_queries += _count_collapsed(distances)
-        scores = _score_chunk(distances, *same_identity.entries(query_pids[chunk], query_camids[chunk]))
+        entries = same_identity.entries(query_pids[chunk], query_camids[chunk])
+        if single_shot is not None:  # before _score_chunk, which overwrites the distances
+            single_shot_ranks.append(single_shot.first_hit_ranks(distances, query_pids[chunk], *entries))
+        scores = _score_chunk(distances, *entries)
         del distances
         average_precisions.append(scores[0])
         inverse_negative_penalties.append(scores[1])
@@ -212,9 +238,14 @@ def evaluate(
 
     # cmc[k] counts the queries whose first hit is at rank <= k + 1. Kept in float32 and divided
     # in float32 as torchreid does, so the curves agree bit for bit.
-    first_hits_in_range = first_hit_rank[first_hit_rank <= cmc_length] - 1
-    hit_counts = np.cumsum(np.bincount(first_hits_in_range, minlength=cmc_length))
-    cmc = hit_counts.astype(np.float32) / np.float32(num_valid)
+    if single_shot is None:
+        first_hits_in_range = first_hit_rank[first_hit_rank <= cmc_length] - 1
+        hit_counts = np.cumsum(np.bincount(first_hits_in_range, minlength=cmc_length))
+        cmc = hit_counts.astype(np.float32) / np.float32(num_valid)
+    else:  # every (valid query, draw) pair weighs the same, as torchreid's mean of means
+        drawn = np.concatenate(single_shot_ranks).reshape(-1)
+        drawn_hits = np.cumsum(np.bincount(drawn[drawn <= cmc_length] - 1, minlength=cmc_length))
+        cmc = (drawn_hits / (num_valid * repeats)).astype(np.float32)
 
     return RetrievalResult(
         mAP=float(np.mean(average_precision)),
@@ -282,6 +313,67 @@ class _SameIdentity:
         columns = self.order[np.repeat(starts, counts) + within]
         is_match = self.gallery_camids[columns] != query_camids[rows]
         return rows, columns, is_match
+
+
+class _SingleGalleryShot:
+    """CUHK03's single-gallery-shot draws: per query and draw, one item of every gallery identity,
+    and the 1-based rank of the query's drawn true match among the drawn items."""
+
+    def __init__(self, gallery_pids: np.ndarray, repeats: int, seed: int):
+        self.order = np.argsort(gallery_pids, kind="stable")
+        self.identities, self.starts, self.counts = np.unique(
+            gallery_pids[self.order], return_index=True, return_counts=True
+        )
+        self.repeats = repeats
+        self.generator = np.random.default_rng(seed)
+
+    def first_hit_ranks(
+        self,
+        distances: torch.Tensor,
+        query_pids: np.ndarray,
+        rows: np.ndarray,
+        columns: np.ndarray,
+        is_match: np.ndarray,
+    ) -> np.ndarray:
+        """(valid rows, repeats) ranks for a chunk of queries (`_SameIdentity.entries` of it).
+
+        One uniform number per (row, draw, identity), drawn row by row so that chunking never
+        changes the stream: it picks an item of that identity, or for the query's own identity
+        one of its true matches (other cameras; its same-camera items are never drawn)."""
+        num_rows = len(query_pids)
+        match_rows, match_columns = rows[is_match], columns[is_match]
+        num_matches = np.bincount(match_rows, minlength=num_rows)
+        first_match = np.cumsum(num_matches) - num_matches  # where each row's matches start
+        # a row with a true match has its identity in the gallery, so `own` is its index there
+        own = np.minimum(np.searchsorted(self.identities, query_pids), len(self.identities) - 1)
+        values = distances.numpy()
+        num_identities = len(self.identities)
+        block = max(1, (1 << 22) // (self.repeats * num_identities))  # bounds the working arrays
+        ranks = []
+        for start in range(0, num_rows, block):
+            part = np.arange(start, min(start + block, num_rows))
+            uniform = self.generator.random((len(part), self.repeats, num_identities))
+            keep = part[num_matches[part] > 0]
+            if len(keep) == 0:
+                continue
+            uniform = uniform[keep - start]
+            picked = np.minimum((uniform * self.counts).astype(np.int64), self.counts - 1)
+            drawn = self.order[self.starts + picked]  # (rows, repeats, identities) gallery columns
+            own_u = np.take_along_axis(uniform, own[keep][:, None, None], axis=2)[..., 0]
+            m = num_matches[keep][:, None]
+            match_pick = first_match[keep][:, None] + np.minimum((own_u * m).astype(np.int64), m - 1)
+            match_drawn = match_columns[match_pick]  # (rows, repeats)
+            drawn_keys = _order_keys(
+                torch.from_numpy(values[keep[:, None, None], drawn]), torch.from_numpy(drawn)
+            )
+            match_keys = _order_keys(
+                torch.from_numpy(values[keep[:, None], match_drawn]), torch.from_numpy(match_drawn)
+            )
+            before = drawn_keys < match_keys[..., None]
+            # the own identity's slot holds a draw among all its items; its true match stands in
+            before.scatter_(2, torch.from_numpy(own[keep]).view(-1, 1, 1).expand(-1, self.repeats, 1), False)
+            ranks.append(before.sum(dim=2).numpy() + 1)
+        return np.concatenate(ranks) if ranks else np.empty((0, self.repeats), dtype=np.int64)
 
 
 def _score_chunk(

@@ -153,3 +153,26 @@ def test_digits_run_prints_top1_and_refuses_to_resume_as_reid(tmp_path):
         [sys.executable, str(REPO / "tools" / "evaluate.py"), str(run_dir)], capture_output=True, text=True
     )
     assert evaluate.returncode == 2 and "is a classification run" in evaluate.stderr
+
+
+def test_the_strong_recipe_flags_train_two_grafted_models(tiny_root, tmp_path):
+    """--loss softmax triplet --sampler identity --bnneck --warmup-epochs 1 from the command line;
+    every identity of the tiny set has 6 images, fewer than --num-instances 8: said once."""
+    result = train(
+        "--root", str(tiny_root), *TINY_FLAGS, "--epochs", "2", "--weights", "none", "--loss", "softmax",
+        "triplet", "--sampler", "identity", "--num-instances", "8", "--batch-size", "16", "--bnneck",
+        "--warmup-epochs", "1", "--output", str(tmp_path / "run"), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "drawn with replacement" in line]
+    assert notes == ["note: 8 of 8 training identities have fewer than 8 images; their batches repeat "
+                     "images (drawn with replacement)"]  # fmt: skip
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["final"]) == 2 and len(metrics["epochs"][0]["alphas"]) == 2
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "bnneck: true" in saved and "- triplet" in saved
+
+
+def test_triplet_with_random_batches_is_one_line(tiny_root, tmp_path):
+    result = train("--root", str(tiny_root), *TINY_FLAGS, "--loss", "triplet", cwd=tmp_path)
+    assert_one_line_error(result, "loss triplet needs --sampler identity")
