@@ -27,7 +27,7 @@ fi
 if [ "$extras" != gpu ]; then  # back from a GPU install: faiss-cpu's files must not mix with faiss-gpu's
     .venv/bin/python -m pip uninstall --quiet -y faiss-gpu >/dev/null 2>&1 || true
 fi
-.venv/bin/python -m pip install --quiet -e ".[dev${extras:+,$extras}]"
+.venv/bin/python -m pip install --quiet -e ".[dev,export${extras:+,$extras}]"
 if [ "$extras" = gpu ]; then
     # Both wheels install the module `faiss`; keep the GPU build's files alone.
     .venv/bin/python -m pip uninstall --quiet -y faiss-cpu

@@ -15,9 +15,9 @@ from pathlib import Path
 from ..config import AMP_CHOICES, DEVICES, build_config
 from ..data import REID, DataMissingError, dataset_spec, load_reid_dataset, load_run_splits
 from ..data.loaders import ImageReadError
-from ..device import resolve_device, resolve_precision
+from ..device import resolve_device
 from ..engine import METRIC_KEYS, RunDir, load_checkpoint
-from ..engine.features import models_from_checkpoint
+from ..engine.features import models_from_checkpoint, run_precision
 from ..engine.logging import metrics_table
 from ..engine.tasks import ReidTask
 from ..evaluation import ranked_results_grid
@@ -81,7 +81,9 @@ def evaluate_run(args) -> int:
     else:  # the run's own data: it must be what the run recorded
         splits = load_run_splits(dataset, config.root, payload.get("data"), args.run_dir, config.to_dict())
     device = resolve_device(args.device)
-    amp, channels_last = run_precision(args, payload, device, config)
+    amp, channels_last = run_precision(
+        args.amp, RunDir(args.run_dir).read_metrics(), device, config.arch, (config.height, config.width)
+    )
     every_model = models_from_checkpoint(payload, device, channels_last)
     task = ReidTask(config, splits)
     task.runs_on(amp, channels_last)
@@ -100,22 +102,6 @@ def evaluate_run(args) -> int:
         + (f"; pictures: {output / 'ranked'}" if args.visualize else "")
     )
     return 0
-
-
-def run_precision(args, payload, device, config) -> tuple[str, bool]:
-    """`--amp auto` evaluates as the run was evaluated while it trained (the precision and memory
-    format its metrics.json records), so the numbers agree; the measured default for this device
-    when the run recorded none, or one this machine lacks (fp16 from a GPU, on a CPU)."""
-    size = (config.height, config.width)
-    metrics = RunDir(args.run_dir).read_metrics()
-    # runs from before precision was recorded trained and evaluated in fp32, NCHW
-    recorded = metrics.get("precision", {"amp": "none", "channels_last": False}) if metrics else None
-    if args.amp == "auto" and recorded:
-        try:
-            return resolve_precision(recorded["amp"], recorded["channels_last"], device, config.arch, size)
-        except ValueError:
-            pass
-    return resolve_precision(args.amp, None, device, config.arch, size)
 
 
 def draw_ranked(splits, chosen, query_features, gallery_features, metric, count, output: Path) -> None:

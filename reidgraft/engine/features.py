@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import build_test_loader
-from ..device import autocast
+from ..device import autocast, resolve_precision
 from ..models.reid_head import build_reid_model, head_options
 
 
@@ -100,3 +100,19 @@ def models_from_checkpoint(
         model.load_state_dict(state)
         models.append(model.to(device, memory_format=layout).eval())
     return models
+
+
+def run_precision(
+    amp: str, metrics: dict[str, Any] | None, device: torch.device, arch: str, size: tuple[int, int]
+) -> tuple[str, bool]:
+    """(amp, channels_last) to run a trained model in. `auto`: as the run was evaluated while it
+    trained (the precision and memory format its metrics.json records), so the numbers agree; the
+    measured default for this device when the run recorded none it can use (fp16 from a GPU, on
+    a CPU). Runs from before precision was recorded trained and evaluated in fp32, NCHW."""
+    recorded = metrics.get("precision", {"amp": "none", "channels_last": False}) if metrics else None
+    if amp == "auto" and recorded:
+        try:
+            return resolve_precision(recorded["amp"], recorded["channels_last"], device, arch, size)
+        except ValueError:
+            pass
+    return resolve_precision(amp, None, device, arch, size)

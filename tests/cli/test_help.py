@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from reidgraft.cli import analyze, compare, demo, evaluate, train
+from reidgraft.cli import analyze, compare, demo, evaluate, export, train
 from reidgraft.config import FIELDS, GROUPS
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = {"train": train, "evaluate": evaluate, "analyze": analyze, "compare": compare, "demo": demo}
+COMMANDS = {
+    "train": train, "evaluate": evaluate, "analyze": analyze, "compare": compare, "demo": demo,
+    "export": export,
+}  # fmt: skip
 
 
 def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:

@@ -1,0 +1,168 @@
+"""A trained run as a function from images to features, for trackers, retrieval services and
+camera pipelines: `FeatureExtractor(run_dir)(images)`.
+
+It preprocesses exactly as evaluation does (torchreid's test transform: resize to the run's
+size, ImageNet mean and std), runs the model in the run's precision, and returns L2-normalised
+float32 features, so nearest neighbours by cosine or by euclidean distance agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data.loaders import read_rgb, reid_transforms
+from .device import autocast, resolve_device
+from .engine.features import run_precision
+from .engine.run_dir import RunDir, load_checkpoint
+from .models.reid_head import build_reid_model, head_options
+
+# torchreid's test transform normalises with ImageNet's statistics (its default).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def chosen_model(run_dir: str | Path, count: int) -> tuple[int, str]:
+    """The model a run recommends, and why: the best of K chosen on validation, or model 0 (the
+    one declared before training) when the run held no validation set."""
+    metrics = RunDir(run_dir).read_metrics() or {}
+    best = (metrics.get("report") or {}).get("best_of_k") or {}
+    if best.get("chosen_on") == "validation" and 0 <= int(best.get("model", -1)) < count:
+        return int(best["model"]), "the best of K on validation"
+    return 0, "model 0"
+
+
+class FeatureExtractor:
+    """Model k of a reidgraft re-ID run (default: the run's chosen model), ready to embed images.
+
+    Call it on a path, a PIL image, an HWC uint8 array (RGB, or BGR with `bgr=True` for OpenCV
+    frames), a list of those, or an NCHW float tensor already preprocessed as the exported
+    models expect (the run's size, normalised with `mean` and `std`). It returns an (N, dim)
+    float32 array of L2-normalised features; an empty list gives (0, dim)."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        model: int | None = None,
+        device: str = "auto",
+        amp: str = "auto",
+        batch_size: int = 64,
+    ):
+        payload = load_checkpoint(run_dir)
+        if payload.get("task", "reid") != "reid":
+            raise ValueError(
+                f"{run_dir} is a {payload['task']} run; FeatureExtractor embeds images with re-ID models"
+            )
+        config: dict[str, Any] = payload["config"]
+        count = len(payload["models"])
+        if model is None:
+            model, self.chosen_because = chosen_model(run_dir, count)
+        else:
+            self.chosen_because = "asked for"
+        if not 0 <= model < count:
+            raise ValueError(f"model {model}: the run {run_dir} has models 0..{count - 1}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.run_dir, self.k, self.config = Path(run_dir), model, config
+        self.arch, self.metric = config["arch"], config["metric"]
+        self.height, self.width = int(config["height"]), int(config["width"])
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        self.amp, self.channels_last = run_precision(
+            amp, RunDir(run_dir).read_metrics(), self.device, self.arch, (self.height, self.width)
+        )
+        network = build_reid_model(self.arch, payload["num_classes"], **head_options(config))
+        network.load_state_dict(payload["models"][model])
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        self.model = network.to(self.device, memory_format=layout).eval()
+        _, self.transform = reid_transforms(self.height, self.width, [])
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, self.height, self.width, device=self.device)
+            self.dim = int(self.model(probe).shape[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureExtractor({self.run_dir}, model {self.k} ({self.chosen_because}), {self.arch} "
+            f"{self.height}x{self.width}, dim {self.dim}, {self.device}, amp {self.amp})"
+        )
+
+    # ------------------------------------------------------------------ input
+
+    def _as_rgb(self, image: Any, bgr: bool) -> Image.Image:
+        if isinstance(image, str | Path):
+            return read_rgb(str(image))
+        if isinstance(image, Image.Image):
+            return image if image.mode == "RGB" else image.convert("RGB")
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8:
+                raise ValueError(
+                    f"image arrays must be uint8 (0-255), got {image.dtype}; scale and cast them"
+                )
+            if image.ndim == 2:
+                return Image.fromarray(image, "L").convert("RGB")
+            if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+                raise ValueError(
+                    "image arrays must be HxW or HxWxC with C 1, 3 or 4 (HWC, not CHW), got shape "
+                    f"{image.shape}"
+                )
+            if image.shape[2] == 1:
+                return Image.fromarray(image[:, :, 0], "L").convert("RGB")
+            channels = image[:, :, :3]
+            if bgr:
+                channels = channels[:, :, ::-1]
+            return Image.fromarray(np.ascontiguousarray(channels), "RGB")
+        raise ValueError(
+            f"cannot embed a {type(image).__name__}: give paths, PIL images, HWC uint8 arrays or an "
+            "NCHW float tensor"
+        )
+
+    def preprocess(self, images: Sequence[Any], bgr: bool = False) -> torch.Tensor:
+        """The NCHW float tensor evaluation would feed the model for these images."""
+        return torch.stack([self.transform(self._as_rgb(image, bgr)) for image in images])
+
+    # ------------------------------------------------------------------ embedding
+
+    @torch.no_grad()
+    def _embed(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp):
+            features = self.model(batch)
+        return torch.nn.functional.normalize(features.float(), dim=1).cpu()
+
+    def __call__(self, images: Any, bgr: bool = False) -> np.ndarray:
+        if isinstance(images, torch.Tensor):
+            return self._embed_tensor(images)
+        single = isinstance(images, str | Path | Image.Image)
+        if single or (isinstance(images, np.ndarray) and images.ndim <= 3):
+            images = [images]
+        if not isinstance(images, Iterable):
+            raise ValueError(f"cannot embed a {type(images).__name__}")
+        images = list(images)
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        chunks = [
+            self._embed(self.preprocess(images[start : start + self.batch_size], bgr))
+            for start in range(0, len(images), self.batch_size)
+        ]
+        return torch.cat(chunks).numpy()
+
+    def _embed_tensor(self, images: torch.Tensor) -> np.ndarray:
+        expected = (3, self.height, self.width)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected or not images.is_floating_point():
+            raise ValueError(
+                f"a tensor must be preprocessed NCHW float at the run's size, N x {expected}, got "
+                f"{tuple(images.shape)} {images.dtype}; pass images (paths, PIL, arrays) to have them resized"
+            )
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        size = self.batch_size
+        chunks = [self._embed(images[s : s + size].float()) for s in range(0, len(images), size)]
+        return torch.cat(chunks).numpy()

@@ -1,0 +1,105 @@
+"""tools/export.py: ONNX (run with onnxruntime) and TorchScript (run with torch.jit.load) files
+that compute what PyTorch computes, with their contract inside; bad input is one line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+import reidgraft
+from reidgraft.export import export_model, read_contract, sample_images
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def export_cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "export.py"), *args],
+        capture_output=True, text=True, cwd=cwd, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_dynamic_batch_export_runs_like_pytorch(tiny_run, tmp_path, fmt):
+    output = tmp_path / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
+    result = export_cli(str(tiny_run), "--format", fmt, "--dynamic-batch", "--model", "1",
+                        "--output", str(output), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "max abs difference" in result.stdout and ": ok" in result.stdout
+    extractor = reidgraft.FeatureExtractor(tiny_run, model=1, device="cpu", amp="none")
+    contract = read_contract(output)
+    assert contract == json.loads(output.with_name(output.name + ".json").read_text())
+    assert contract["input"]["height"] == extractor.height and contract["output"]["dim"] == extractor.dim
+    assert contract["input"]["mean"] == list(extractor.mean) and contract["output"]["l2_normalised"]
+    # batches of 3 and 1, neither the traced size: the file runs them, and equals the extractor
+    images = sample_images(extractor, 3, seed=5)
+    expected = extractor(images)
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        got = [session.run(None, {"images": images[:n].numpy()})[0] for n in (3, 1)]
+    else:
+        loaded = torch.jit.load(str(output))
+        with torch.no_grad():
+            got = [loaded(images[:n]).numpy() for n in (3, 1)]
+    for n, features in zip((3, 1), got, strict=True):
+        np.testing.assert_allclose(features, expected[:n], atol=1e-4)
+
+
+def test_parity_report_and_fixed_batch(tiny_run, tmp_path):
+    report = export_model(tiny_run, tmp_path / "fixed.onnx", "onnx", model=0)
+    assert report.ok and report.checked_batches == (1,) and report.max_abs_difference < 1e-4
+    assert report.contract["input"]["batch"] == 1
+
+
+def test_a_broken_export_is_caught_by_the_parity_check(tiny_run, tmp_path, monkeypatch):
+    """The check runs the written file: a file that computes something else fails it."""
+    import reidgraft.export as export
+
+    writer = export._write_torchscript
+
+    def wrong_model(model, sample, output, contract):
+        class Doubled(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = model
+
+            def forward(self, images):
+                return self.inner(images) * 2
+
+        writer(Doubled(), sample, output, contract)
+
+    monkeypatch.setattr(export, "_write_torchscript", wrong_model)
+    report = export_model(tiny_run, tmp_path / "wrong.pt", "torchscript")
+    assert not report.ok and report.max_abs_difference > 0.1
+
+
+def test_bad_requests_are_one_line(tiny_run, tmp_path, classification_run):
+    existing = tmp_path / "taken.onnx"
+    existing.write_bytes(b"mine")
+    taken = export_cli(str(tiny_run), "--format", "onnx", "--output", str(existing), cwd=tmp_path)
+    assert taken.returncode == 2 and "exists; choose another --output" in taken.stderr
+    assert existing.read_bytes() == b"mine"
+    classification = export_cli(str(classification_run), "--format", "onnx", "--output",
+                                str(tmp_path / "c.onnx"), cwd=tmp_path)  # fmt: skip
+    assert classification.returncode == 2 and "is a classification run" in classification.stderr
+    assert "Traceback" not in classification.stderr and not (tmp_path / "c.onnx").exists()
+    missing = export_cli(str(tmp_path / "nothing"), "--format", "torchscript", "--output",
+                         str(tmp_path / "m.pt"), cwd=tmp_path)  # fmt: skip
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def classification_run(tmp_path_factory):
+    from reidgraft.config import build_config
+    from reidgraft.data.registry import load_classification_dataset
+    from reidgraft.engine import Trainer
+
+    config = build_config(dataset="digits", arch="resnet20", models=1, epochs=1, batch_size=64, device="cpu")
+    run_dir = tmp_path_factory.mktemp("digits-run")
+    Trainer(config, load_classification_dataset("digits", "unused"), run_dir, log=lambda line: None).fit()
+    return run_dir

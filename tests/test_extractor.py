@@ -1,0 +1,78 @@
+"""FeatureExtractor: a run as a function from images to features, equal to evaluation's."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import reidgraft
+from reidgraft.data.registry import load_reid_dataset
+from reidgraft.engine import load_checkpoint
+from reidgraft.engine.features import extract_features, models_from_checkpoint, run_precision
+from reidgraft.engine.run_dir import RunDir
+
+
+@pytest.fixture(scope="module")
+def extractor(tiny_run):
+    return reidgraft.FeatureExtractor(tiny_run, model=1, device="cpu")
+
+
+def test_features_equal_evaluation_features(tiny_run, extractor):
+    payload = load_checkpoint(tiny_run)
+    config = payload["config"]
+    splits = load_reid_dataset("synthetic", config["root"])
+    amp, channels_last = run_precision("auto", RunDir(tiny_run).read_metrics(), torch.device("cpu"),
+                                       config["arch"], (config["height"], config["width"]))  # fmt: skip
+    models = models_from_checkpoint(payload, torch.device("cpu"), channels_last)
+    (evaluated,) = extract_features(
+        models[1:], splits.query, height=config["height"], width=config["width"], batch_size=7, workers=0,
+        amp=amp, channels_last=channels_last,
+    )  # fmt: skip
+    paths = [path for path, _, _ in splits.query]
+    features = extractor(paths)
+    assert features.dtype == np.float32 and features.shape == (len(paths), extractor.dim)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+    expected = torch.nn.functional.normalize(evaluated, dim=1).numpy()
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+    assert extractor.metric == config["metric"] and extractor.k == 1
+
+
+def test_every_input_kind_gives_the_same_features(tiny_run, extractor):
+    splits = load_reid_dataset("synthetic", load_checkpoint(tiny_run)["config"]["root"])
+    path = splits.query[0][0]
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    reference = extractor(path)
+    np.testing.assert_allclose(extractor(Image.open(path)), reference, atol=1e-6)
+    np.testing.assert_allclose(extractor(rgb), reference, atol=1e-6)
+    np.testing.assert_allclose(extractor(rgb[:, :, ::-1].copy(), bgr=True), reference, atol=1e-6)
+    np.testing.assert_allclose(extractor(extractor.preprocess([path])), reference, atol=1e-6)
+    # another mode is converted (RGBA, grey); a BGR frame read as RGB is another picture
+    rgba = Image.open(path).convert("RGBA")
+    np.testing.assert_allclose(extractor(rgba), reference, atol=1e-6)
+    assert extractor(Image.open(path).convert("L")).shape == (1, extractor.dim)
+    swapped = extractor.preprocess([rgb[:, :, ::-1].copy()])  # a BGR frame read as RGB
+    assert (swapped - extractor.preprocess([path])).abs().max() > 0.5
+    assert np.abs(extractor(rgb[:, :, ::-1].copy()) - reference).max() > 1e-6
+    # batched internally: a list longer than a batch equals one by one
+    many = [path, *[item[0] for item in splits.query[1:5]]]
+    small = reidgraft.FeatureExtractor(tiny_run, model=1, device="cpu", batch_size=2)
+    np.testing.assert_allclose(small(many), np.concatenate([extractor(p) for p in many]), atol=1e-6)
+
+
+def test_empty_and_bad_inputs(extractor):
+    assert extractor([]).shape == (0, extractor.dim) and extractor([]).dtype == np.float32
+    with pytest.raises(ValueError, match="image arrays must be uint8"):
+        extractor(np.zeros((32, 16, 3), np.float32))
+    with pytest.raises(ValueError, match=r"HWC, not CHW"):
+        extractor(np.zeros((3, 32, 16, 2), np.uint8)[0])
+    with pytest.raises(ValueError, match="a tensor must be preprocessed NCHW float at the run's size"):
+        extractor(torch.zeros(2, 3, 64, 32))
+    with pytest.raises(ValueError, match="cannot embed a int"):
+        extractor([3])
+
+
+def test_default_model_is_the_one_the_run_recommends(tiny_run):
+    chosen = reidgraft.FeatureExtractor(tiny_run, device="cpu")
+    assert chosen.k == 0 and chosen.chosen_because == "model 0"  # the tiny run held no validation
+    with pytest.raises(ValueError, match="model 5: the run .* has models 0..1"):
+        reidgraft.FeatureExtractor(tiny_run, model=5, device="cpu")

@@ -1,0 +1,9 @@
+"""Export a run's model to ONNX or TorchScript with a parity check: the same program as the
+installed `reidgraft-export` (see `reidgraft/cli/export.py`, or `python tools/export.py --help`)."""
+
+import sys
+
+from reidgraft.cli.export import run
+
+if __name__ == "__main__":
+    sys.exit(run())
