@@ -28,7 +28,15 @@ from .data.loaders import reid_transforms
 from .device import autocast, resolve_precision
 from .engine import RunDir, load_checkpoint
 from .engine.features import extract_features
-from .index import GalleryIndex, files_fingerprint, load_gallery_cache, save_gallery_cache, state_fingerprint
+from .index import (
+    KINDS,
+    GalleryIndex,
+    files_fingerprint,
+    index_key,
+    load_gallery_cache,
+    save_gallery_cache,
+    state_fingerprint,
+)
 from .models.reid_head import build_reid_model, head_options
 
 # Gradio reports usage to a server unless told not to; this machine and many users' have no network.
@@ -218,12 +226,16 @@ def load_run_model(
 
 
 def gallery_index(
-    run_model: RunModel, gallery: Gallery, *, batch_size: int = 64, workers: int = 0
+    run_model: RunModel, gallery: Gallery, *, batch_size: int = 64, workers: int = 0, kind: str = "auto"
 ) -> tuple[GalleryIndex, bool]:
-    """The gallery's FAISS index for this model, read from the run's cache when the model and every
-    image are unchanged, else extracted (progress bar) and cached. Returns (index, was cached)."""
+    """The gallery's FAISS index of `kind` for this model, read from the run's cache when the model,
+    every image and the index kind are unchanged, else extracted (progress bar) and cached.
+    Returns (index, was cached)."""
+    if kind not in KINDS:
+        raise DemoError(f"unknown index kind {kind!r}; choose one of: {', '.join(KINDS)}")
+    files = files_fingerprint(gallery.paths, gallery.root)
     key = hashlib.blake2b(
-        f"{run_model.fingerprint}\0{files_fingerprint(gallery.paths, gallery.root)}".encode(), digest_size=20
+        f"{run_model.fingerprint}\0{files}\0{index_key(kind)}".encode(), digest_size=20
     ).hexdigest()
     cache = run_model.run_dir / CACHE_FOLDER / f"model{run_model.k}-{key[:16]}.npz"
     cached = load_gallery_cache(cache, key)
@@ -240,7 +252,7 @@ def gallery_index(
         amp=run_model.amp,
         what=f"indexing {len(items)} gallery images",
     )
-    index = GalleryIndex(features.cpu().numpy(), run_model.metric)
+    index = GalleryIndex(features.cpu().numpy(), run_model.metric, kind=kind)
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_gallery_cache(cache, index, [gallery.name_of(i) for i in range(len(gallery))], key)
     return index, False

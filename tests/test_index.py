@@ -90,3 +90,45 @@ def test_the_gpu_index_finds_what_the_cpu_index_finds():
     cpu_distances, cpu_indices = on_cpu.search(queries, 10)
     assert (gpu_indices == cpu_indices).mean() > 0.99
     np.testing.assert_allclose(gpu_distances, cpu_distances, rtol=1e-4, atol=1e-4)
+
+
+def clustered(count: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features around 50 centres (people seen many times) and queries near some of them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, dim)).astype(np.float32)
+    gallery = centres[rng.integers(0, 50, count)] + 0.3 * rng.normal(size=(count, dim)).astype(np.float32)
+    queries = gallery[:40] + 0.05 * rng.normal(size=(40, dim)).astype(np.float32)
+    return gallery, queries
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_approximate_kinds_find_what_flat_finds(kind, metric):
+    gallery, queries = clustered(20_000, 32, seed=1)
+    exact = GalleryIndex(gallery, metric)
+    approximate = GalleryIndex(gallery, metric, kind=kind)
+    assert approximate.kind == kind and approximate.note == ""
+    _, truth = exact.search(queries, 10)
+    distances, found = approximate.search(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    assert recall >= 0.99
+    assert np.all(np.diff(distances, axis=1) >= -1e-6)  # nearest first
+    np.testing.assert_array_equal(approximate.features, exact.features)  # gallery order kept
+    # stored and read back: same kind, same parameters, same answers
+    back = GalleryIndex.from_bytes(approximate.to_bytes(), metric, approximate.params)
+    assert back.params == approximate.params
+    np.testing.assert_array_equal(back.search(queries, 10)[1], found)
+
+
+def test_auto_and_the_ivf_fallback():
+    gallery, _ = clustered(3_000, 16, seed=2)
+    assert GalleryIndex(gallery, kind="auto").kind == "flat"  # below 100,000 images
+    small = GalleryIndex(gallery[:500], kind="ivf")
+    assert small.kind == "flat"
+    assert small.note.startswith("an ivf index of 64 cells needs at least 2496 images, the gallery has 500")
+    assert GalleryIndex(gallery, kind="ivf").kind == "flat"  # 256 cells need 9,984 images
+    assert GalleryIndex(clustered(30_000, 16, seed=3)[0], kind="ivf").kind == "ivf"  # 512 cells
+    with pytest.raises(ValueError, match="unknown index kind 'annoy'; choose one of: flat, ivf, hnsw, auto"):
+        GalleryIndex(gallery, kind="annoy")
+    with pytest.raises(ValueError, match="the stored index is hnsw, not ivf"):
+        GalleryIndex.from_bytes(GalleryIndex(gallery, kind="hnsw").to_bytes(), "euclidean", {"kind": "ivf"})

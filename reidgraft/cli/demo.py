@@ -28,6 +28,7 @@ from ..demo import (
     resolve_gallery,
 )
 from ..device import resolve_device
+from ..index import KINDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, default=0, help="image-reading processes for indexing (default: 0)"
     )
+    parser.add_argument(
+        "--index", default="auto", choices=KINDS,
+        help="gallery search: flat (exact), ivf or hnsw (approximate, for large galleries), auto: flat "
+        "below 100,000 images, ivf from there; the AP shown is always exact (default: auto)",
+    )  # fmt: skip
     return parser
 
 
@@ -76,8 +82,15 @@ def prepare(args) -> tuple[list[GallerySearch], list[str]]:
         runs.append(load_run_model(args.compare, args.compare_model, device, args.amp)[0])
     searchers = []
     for run in runs:
-        index, cached = gallery_index(run, gallery, batch_size=args.batch_size, workers=args.workers)
-        print(f"{run.label}: {len(gallery)} gallery images {'from the cache' if cached else 'indexed'}")
+        index, cached = gallery_index(
+            run, gallery, batch_size=args.batch_size, workers=args.workers, kind=args.index
+        )
+        if index.note:
+            print(f"note: {index.note}")
+        print(
+            f"{run.label}: {len(gallery)} gallery images {'from the cache' if cached else 'indexed'} "
+            f"({index.kind} index)"
+        )
         searchers.append(GallerySearch(run, gallery, index))
     print(f"ready in {time.perf_counter() - started:.1f} s")
     return searchers, gallery.example_queries

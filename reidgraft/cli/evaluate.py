@@ -22,7 +22,7 @@ from ..engine.logging import metrics_table
 from ..engine.tasks import ReidTask
 from ..evaluation import ranked_results_grid
 from ..files import atomic_write_json, check_writable
-from ..index import GalleryIndex
+from ..index import KINDS, GalleryIndex
 from . import with_cpu_allocator
 
 
@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="autocast for feature extraction (default: auto, the measured default for the arch and device)",
     )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default: 128)")
+    parser.add_argument(
+        "--index", default="auto", choices=KINDS,
+        help="search behind --visualize's pictures: flat, ivf, hnsw or auto (flat below 100,000 gallery "
+        "images); metrics are always exact (default: auto)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=0, help="image-reading processes (default: 0)")
     return parser
 
@@ -91,7 +96,16 @@ def evaluate_run(args) -> int:
     rows = task.score(query_features, gallery_features, model_ids=chosen, rerank=args.rerank)
 
     if args.visualize:
-        draw_ranked(splits, chosen, query_features, gallery_features, config.metric, args.visualize, output)
+        draw_ranked(
+            splits,
+            chosen,
+            query_features,
+            gallery_features,
+            config.metric,
+            args.visualize,
+            output,
+            args.index,
+        )
     atomic_write_json(output / "evaluation.json", {"dataset": dataset, "rerank": args.rerank, "models": rows})
     label = f"{dataset} (re-ranked)" if args.rerank else dataset
     print(f"{label}: {len(splits.query)} queries, {len(splits.gallery)} gallery")
@@ -104,13 +118,17 @@ def evaluate_run(args) -> int:
     return 0
 
 
-def draw_ranked(splits, chosen, query_features, gallery_features, metric, count, output: Path) -> None:
+def draw_ranked(
+    splits, chosen, query_features, gallery_features, metric, count, output: Path, kind: str = "auto"
+) -> None:
     """PNG grids of the first `count` queries' top-10 for each chosen model."""
     gallery_paths = [path for path, _, _ in splits.gallery]
     gallery_pids = [pid for _, pid, _ in splits.gallery]
     gallery_cams = [cam for _, _, cam in splits.gallery]
     for k, query, gallery in zip(chosen, query_features, gallery_features, strict=True):
-        index = GalleryIndex(gallery.cpu().numpy(), metric)
+        index = GalleryIndex(gallery.cpu().numpy(), metric, kind=kind)
+        if index.note:
+            print(f"note: {index.note}", file=sys.stderr)
         # Enough neighbours that 10 remain after same-id-same-camera items are skipped.
         _, ranked = index.search(query[:count].cpu().numpy(), 60)
         for q, ((path, pid, cam), order) in enumerate(zip(splits.query, ranked, strict=False)):

@@ -261,3 +261,22 @@ def test_the_runs_own_gallery_must_be_the_data_it_recorded(tiny_run, tmp_path):
     assert len(resolve_gallery(None, config, run_model)) > 0  # its own data
     with pytest.raises(DemoError, match="was trained on another synthetic set"):
         resolve_gallery(None, {**config, "root": str(other_root)}, run_model)
+
+
+def test_the_index_kind_is_part_of_the_cache_key(demo_run, run_config, tmp_path, cpu):
+    run = copy_of(demo_run, tmp_path)
+    gallery = dataset_gallery("synthetic", run_config["root"])
+    model = load_run_model(run, 0, cpu)[0]
+    for cache in (run / "gallery_cache").glob("*.npz"):  # left by other tests of the shared run
+        cache.unlink()
+    flat, cached = gallery_index(model, gallery, kind="flat")
+    assert not cached and flat.kind == "flat"
+    hnsw, cached = gallery_index(model, gallery, kind="hnsw")
+    assert not cached and hnsw.kind == "hnsw"  # not the flat index from the cache
+    again, cached = gallery_index(model, gallery, kind="hnsw")
+    assert cached and again.kind == "hnsw" and again.params == hnsw.params
+    assert len(list((run / "gallery_cache").glob("*.npz"))) == 2
+    np.testing.assert_array_equal(again.features, flat.features)
+    # ivf on a gallery smaller than its cells need: searched exactly, and said so
+    small, _ = gallery_index(model, gallery, kind="ivf")
+    assert small.kind == "flat" and "searching it exactly (flat) instead" in small.note
