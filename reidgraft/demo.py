@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from .data.loaders import reid_transforms
 from .device import autocast, resolve_precision
 from .engine import RunDir, load_checkpoint
 from .engine.features import extract_features
+from .files import atomic_write
 from .index import (
     KINDS,
     GalleryIndex,
@@ -241,21 +243,66 @@ def gallery_index(
     cached = load_gallery_cache(cache, key)
     if cached is not None:
         return cached[0], True
-    items = [(path, 0, 0) for path in gallery.paths]
-    (features,) = extract_features(
-        [run_model.model],
-        items,
-        height=run_model.height,
-        width=run_model.width,
-        batch_size=batch_size,
-        workers=workers,
-        amp=run_model.amp,
-        what=f"indexing {len(items)} gallery images",
+    features = extract_resumably(
+        run_model, gallery, cache.with_suffix(".partial.npz"), key, batch_size, workers
     )
-    index = GalleryIndex(features.cpu().numpy(), run_model.metric, kind=kind)
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    index = GalleryIndex(features, run_model.metric, kind=kind)
     save_gallery_cache(cache, index, [gallery.name_of(i) for i in range(len(gallery))], key)
+    cache.with_suffix(".partial.npz").unlink(missing_ok=True)
     return index, False
+
+
+SAVE_EVERY_SECONDS = 30.0  # an interrupted indexing loses at most about this much work
+
+
+def extract_resumably(
+    run_model: RunModel, gallery: Gallery, partial: Path, key: str, batch_size: int, workers: int
+) -> np.ndarray:
+    """The gallery's features, extracted in chunks of batches with one progress bar; the rows
+    done so far are saved to `partial` every SAVE_EVERY_SECONDS, so an interrupted extraction
+    (Ctrl-C, a crash) restarts where it stopped. A partial file of another key is ignored."""
+    import time
+
+    from tqdm import tqdm
+
+    done = _read_partial(partial, key)
+    total = len(gallery.paths)
+    chunk = batch_size * 8
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    saved_at = time.monotonic()
+    with tqdm(total=total, initial=len(done), desc=f"indexing {total} gallery images", disable=None) as bar:
+        parts = [done] if len(done) else []
+        position = len(done)
+        while position < total:
+            items = [(path, 0, 0) for path in gallery.paths[position : position + chunk]]
+            (features,) = extract_features(
+                [run_model.model], items, height=run_model.height, width=run_model.width,
+                batch_size=batch_size, workers=workers, amp=run_model.amp, what="",
+            )  # fmt: skip
+            parts.append(features.cpu().numpy())
+            position += len(items)
+            bar.update(len(items))
+            if position < total and time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
+                _write_partial(partial, key, np.concatenate(parts))
+                saved_at = time.monotonic()
+    return np.concatenate(parts)
+
+
+def _read_partial(path: Path, key: str) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["key"]) == key:
+                return np.array(stored["features"], dtype=np.float32)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass
+    return np.zeros((0, 0), np.float32)
+
+
+def _write_partial(path: Path, key: str, features: np.ndarray) -> None:
+    def write(file) -> None:
+        np.savez(file, key=np.array(key), features=features)
+
+    atomic_write(path, write)
 
 
 @dataclass(frozen=True)

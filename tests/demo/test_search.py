@@ -280,3 +280,41 @@ def test_the_index_kind_is_part_of_the_cache_key(demo_run, run_config, tmp_path,
     # ivf on a gallery smaller than its cells need: searched exactly, and said so
     small, _ = gallery_index(model, gallery, kind="ivf")
     assert small.kind == "flat" and "searching it exactly (flat) instead" in small.note
+
+
+def test_an_interrupted_indexing_resumes_where_it_stopped(demo_run, run_config, tmp_path, cpu, monkeypatch):
+    import reidgraft.demo as demo
+
+    run = copy_of(demo_run, tmp_path)
+    folder = tmp_path / "gallery"
+    folder.mkdir()
+    for path in dataset_gallery("synthetic", run_config["root"]).paths[:40]:
+        shutil.copy(path, folder)
+    gallery = folder_gallery(folder)
+    model = load_run_model(run, 0, cpu)[0]
+    for cache in (run / "gallery_cache").glob("*"):
+        cache.unlink()
+    assert len(gallery) > 3 * 8  # chunks of 8 batches of 1 image: the third is interrupted
+    one_pass, _ = gallery_index(model, gallery, batch_size=1, kind="flat")
+    reference = np.array(one_pass.features)
+    for cache in (run / "gallery_cache").glob("*"):
+        cache.unlink()
+
+    extract, calls = demo.extract_features, []
+
+    def interrupted(models, items, **options):
+        calls.append(len(items))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third chunk
+        return extract(models, items, **options)
+
+    monkeypatch.setattr(demo, "SAVE_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(demo, "extract_features", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gallery_index(model, gallery, batch_size=1, kind="flat")
+    assert [path.name.endswith(".partial.npz") for path in (run / "gallery_cache").iterdir()] == [True]
+    calls.clear()
+    resumed, cached = gallery_index(model, gallery, batch_size=1, kind="flat")
+    assert not cached and sum(calls) == len(gallery) - 2 * 8  # the two chunks done were kept
+    np.testing.assert_array_equal(resumed.features, reference)
+    assert not list((run / "gallery_cache").glob("*.partial.npz"))
