@@ -52,6 +52,14 @@ class EpochLog:
                 scalar(f"{key}/model{result['model']}", result[key], epoch)
         self.log(f"{epoch_line(record, self.epochs, self.primary)}  ({record['seconds']:.1f} s)")
 
+    def graft(self, epoch: int, alphas: list[dict[str, float]]) -> None:
+        """The graft made after `epoch` was saved (the authors' order), on its own line: the
+        epoch's line was written before it happened."""
+        means = [sum(a.values()) / len(a) for a in alphas]
+        for k, mean in enumerate(means):
+            self.writer.add_scalar(f"alpha_mean/model{k}", mean, epoch)
+        self.log(f"graft after epoch {epoch}  mean alpha " + " ".join(f"{v:.3f}" for v in means))
+
 
 def epoch_line(record: dict[str, Any], epochs: int, primary: str) -> str:
     """`epoch 3/60  loss 1.234 1.301  mean alpha 0.512 0.488  mAP 0.412 0.398`."""

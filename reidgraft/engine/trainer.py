@@ -343,6 +343,9 @@ class Trainer:
                 self.run.save(self.state(), rank=self.group.rank)
                 if self.graft_pending and not last:
                     self._graft_after_save()
+                    shown = self.graft_alphas
+                    if self.group.leader and self.graft_key == "alphas" and len(shown) == config.models:
+                        self.epoch_log.graft(self.epoch, shown)
                 if self.group.leader:
                     self.run.write_metrics(self.metrics_file())
         finally:

@@ -256,3 +256,14 @@ def test_warm_up_learning_rates_by_epoch(splits, tmp_path):
     bases = [member.initial_lr for member in trainer.members]
     assert history[0]["lr"] == pytest.approx([0.01 * base for base in bases])
     assert history[1]["lr"] == pytest.approx([base * (1 + math.cos(math.pi / 2)) / 2 for base in bases])
+
+
+def test_the_graft_after_a_save_is_reported_on_its_own_line(splits, tmp_path):
+    """In the authors' order an epoch's line is written before its graft: the graft gets a line
+    of its own, with the alphas metrics.json files under that epoch."""
+    lines = []
+    Trainer(tiny_config(epochs=2), splits, tmp_path, log=lines.append).fit()
+    grafts = [line for line in lines if line.startswith("graft after epoch")]
+    first = json.loads((tmp_path / "metrics.json").read_text())["epochs"][0]["alphas"]
+    means = " ".join(f"{sum(a.values()) / len(a):.3f}" for a in first)
+    assert grafts == [f"graft after epoch 1  mean alpha {means}"]  # none after the last epoch
