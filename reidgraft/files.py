@@ -22,9 +22,24 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:  # Ctrl-C included: never leave the temporary file behind
+    except BaseException as error:  # Ctrl-C included: never leave the temporary file behind
         Path(temporary).unlink(missing_ok=True)
+        if interrupted_inside(error):
+            raise KeyboardInterrupt from None
         raise
+
+
+def interrupted_inside(error: BaseException) -> bool:
+    """Whether `error` is a Ctrl-C in disguise. torch.save writes through a C++ zip writer that
+    calls back into Python; a KeyboardInterrupt raised in that callback surfaces as the writer's
+    RuntimeError ("unexpected pos ..."), with the interrupt only in its context."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__context__
+    return False
 
 
 def atomic_write_text(path: Path, text: str) -> None:

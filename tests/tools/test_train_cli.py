@@ -118,7 +118,7 @@ def test_ctrl_c_keeps_the_last_complete_checkpoint(tiny_root, tmp_path):
     time.sleep(0.5)  # let it get into the next epoch
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
+    assert process.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr and "interrupted" in stderr and f"--resume {run_dir}" in stderr
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert 1 <= checkpoint["epoch"] < 200 and len(checkpoint["models"]) == 2
