@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,18 @@ from reidgraft.demo import dataset_gallery
 from reidgraft.engine import load_checkpoint
 from reidgraft.engine.checkpoint import save_checkpoint
 from reidgraft.models import build_backbone
+
+
+@pytest.fixture(scope="package", autouse=True)
+def gradio_temp_dir(tmp_path_factory) -> Path:
+    """Gradio's uploads and gradio_client's downloads go to pytest's temporary folder, which
+    pytest prunes, instead of piling up in /tmp (gradio_client makes a folder per download in
+    tempfile.gettempdir() whatever it is told)."""
+    folder = tmp_path_factory.mktemp("gradio")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(folder))
+        patch.setattr(tempfile, "tempdir", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="module")

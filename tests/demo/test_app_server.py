@@ -39,10 +39,10 @@ def server(demo_run, planted):
 
 
 @pytest.fixture(scope="module")
-def client(server):
+def client(server, gradio_temp_dir):
     from gradio_client import Client
 
-    return Client(server[0], verbose=False)
+    return Client(server[0], verbose=False, download_files=str(gradio_temp_dir))
 
 
 def search(client, image: Path, top_k: int):
@@ -116,7 +116,9 @@ def test_in_chromium_an_uploaded_query_shows_k_results(server):
     assert (ARTIFACTS / "demo-page.png").stat().st_size > 10_000
 
 
-def test_uploads_are_deleted_once_old_and_rejections_log_one_line(demo_run, planted, tmp_path, capfd):
+def test_uploads_are_deleted_once_old_and_rejections_log_one_line(
+    demo_run, planted, tmp_path, capfd, gradio_temp_dir
+):
     import time
 
     from gradio_client import Client
@@ -127,7 +129,7 @@ def test_uploads_are_deleted_once_old_and_rejections_log_one_line(demo_run, plan
     page = demo_app.build_app(*demo_app.prepare(args), cache_seconds=2)
     url = demo_app.launch(page, "127.0.0.1", free_port())
     try:
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, download_files=str(gradio_temp_dir))
         results, _ = search(client, query, 3)
         uploads = [Path(path) for path in page.upload_file_set]
         assert len(results) == 3 and uploads and all(path.is_file() for path in uploads)
