@@ -20,14 +20,19 @@ seed, graft minus nograft, nograft_ensemble and single, with a 95% bootstrap int
 resamples queries (or test images) and seeds.
 
 Writes DIR/comparison.md, comparison.json and comparison.png (default DIR:
-runs/compare-<config name>).
+runs/compare-<config name>). Each run's per-item scores are kept in its folder, so a comparison
+run again scores only what is new.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import statistics
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +43,21 @@ from ..data import CLASSIFICATION, DataMissingError, dataset_spec
 from ..data.loaders import ImageReadError
 from ..device import resolve_device
 from ..engine import load_checkpoint
-from ..engine.comparison import bootstrap_difference, ensemble_scores, per_item_scores, weight_average
+from ..engine.comparison import (
+    Scores,
+    bootstrap_difference,
+    ensemble_scores,
+    load_scores,
+    per_item_scores,
+    save_scores,
+    weight_average,
+)
 from ..engine.features import models_from_checkpoint
-from ..engine.runs import check_names, finish_run, load_data
+from ..engine.run_dir import RunDir
+from ..engine.runs import check_names, finish_run, load_data, result_config
 from ..engine.tasks import make_task
 from ..files import atomic_write, atomic_write_json, atomic_write_text
+from ..index import state_fingerprint
 from . import with_cpu_allocator
 
 # method -> what its run changes in the recipe (None: built from the nograft run's models)
@@ -85,52 +100,100 @@ def replicate_seed(replicate: int) -> int:
     return 1000 * replicate
 
 
+@dataclass
+class FinishedRun:
+    """A run of the comparison, trained or reused: its metrics, its models' weights, and the
+    models themselves, built only when something has to be scored."""
+
+    name: str
+    folder: RunDir
+    metrics: dict[str, Any]
+    checkpoint: dict[str, Any]  # config, num_classes and the models' states
+    fingerprints: list[str]  # one hash per model state
+    device: Any
+    _models: list | None = field(default=None, repr=False)
+
+    @property
+    def precision(self) -> dict[str, Any]:
+        return self.metrics.get("precision") or {"amp": "none", "channels_last": False}
+
+    def models(self) -> list:
+        if self._models is None:
+            layout = self.precision["channels_last"]
+            self._models = models_from_checkpoint(self.checkpoint, self.device, layout)
+        return self._models
+
+
 class Comparison:
-    """The runs of one comparison and their per-item scores, trained or reused on demand."""
+    """The runs of one comparison and their per-item scores, trained or reused on demand. Scores
+    are kept in each run's folder (`RunDir.scores_cache`) under a key of everything they depend
+    on (the models' weights, the scoring recipe, the test data, the precision), so a comparison
+    run again, or widened by a seed or a method, scores only what is new."""
 
     def __init__(self, recipe: dict[str, Any], base: TrainConfig, output: Path):
-        self.recipe, self.output = recipe, output
+        self.recipe, self.base, self.output = recipe, base, output
         self.data = load_data(base)
         self.task = make_task(base, self.data)  # scores on its test data (validation held out)
         self.device = resolve_device(base.device)
-        self.runs: dict[str, list[str]] = {}  # method and K -> run names, by seed
-        self._models: dict[str, tuple[list, dict]] = {}
+        self._runs: dict[str, FinishedRun] = {}
 
-    def run(self, method: str, k: int, seed: int) -> tuple[list, dict]:
-        """The trained models of a run and its metrics.json (trained, resumed or reused)."""
+    def run(self, method: str, k: int, seed: int) -> FinishedRun:
+        """A run of `method` (trained, resumed or reused)."""
         models = 1 if method == "single" else k
         name = f"seed{seed}-k{models}-{method}"
-        if name not in self._models:
+        if name not in self._runs:
             changes = {**METHODS[method], "models": models, "seed": replicate_seed(seed)}
             config = build_config(self.recipe, **changes, output=str(self.output / name))
             metrics, done = finish_run(config, self.data, log=lambda line: print(f"[{name}] {line}"))
             print(f"[{name}] {done}")
             payload = load_checkpoint(self.output / name)
-            # scored as the run evaluated itself (precision and memory format), so that the
-            # per-query scores average to its own metrics
-            precision = metrics.get("precision") or {"amp": "none", "channels_last": False}
-            models = models_from_checkpoint(payload, self.device, precision["channels_last"])
-            self._models[name] = (models, metrics)
-        return self._models[name]
+            checkpoint = {key: payload[key] for key in ("config", "num_classes", "models")}
+            fingerprints = [state_fingerprint(state) for state in checkpoint["models"]]
+            folder = RunDir(self.output / name)
+            self._runs[name] = FinishedRun(name, folder, metrics, checkpoint, fingerprints, self.device)
+        return self._runs[name]
 
-    def _precision_of(self, metrics: dict) -> None:
-        precision = metrics.get("precision") or {"amp": "none", "channels_last": False}
-        self.task.runs_on(precision["amp"], precision["channels_last"])
+    def scored(self, run: FinishedRun, what: str, score: Callable[[list], list[Scores]]) -> list[Scores]:
+        """`score(models)` of a run, or what an earlier comparison kept of it under the same key.
+        Models are scored as their run evaluated itself (precision and memory format), so that
+        the per-query scores average to its own metrics."""
+        key = json.dumps(
+            {
+                "what": what,
+                "models": run.fingerprints,
+                "recipe": result_config(self.base.to_dict()),
+                "data": self.task.data_fingerprint(),
+                "precision": run.precision,
+            },
+            sort_keys=True,
+            default=str,
+        )
+        key = hashlib.sha256(key.encode()).hexdigest()
+        path = run.folder.scores_cache(what)
+        kept = load_scores(path, key)
+        if kept is not None:
+            print(f"[{run.name}] {what} scores reused from {path.name}")
+            return kept
+        self.task.runs_on(run.precision["amp"], run.precision["channels_last"])
+        scores = score(run.models())
+        save_scores(path, key, scores)
+        return scores
 
     def scores(self, method: str, k: int, seed: int) -> dict[str, Any]:
         """{report: per-item scores} of a method for one seed, and where best_of_k was chosen."""
         if METHODS[method] is None:  # built from the nograft run
-            models, metrics = self.run("nograft", k, seed)
-            self._precision_of(metrics)
-            if method == "nograft_ensemble":
-                together = ensemble_scores(self.task, models)
-            else:
-                together = per_item_scores(self.task, [weight_average(self.task, models)])[0]
+            run = self.run("nograft", k, seed)
+
+            def together_scores(models: list) -> list[Scores]:
+                if method == "nograft_ensemble":
+                    return [ensemble_scores(self.task, models)]
+                return per_item_scores(self.task, [weight_average(self.task, models)])
+
+            (together,) = self.scored(run, method, together_scores)
             return {"reports": dict.fromkeys(REPORTS, together), "chosen_on": None, "one_value": True}
-        models, metrics = self.run(method, k, seed)
-        self._precision_of(metrics)
-        each = per_item_scores(self.task, models)
-        best = (metrics.get("report") or {}).get("best_of_k") or {"model": 0, "chosen_on": None}
+        run = self.run(method, k, seed)
+        each = self.scored(run, "models", lambda models: per_item_scores(self.task, models))
+        best = (run.metrics.get("report") or {}).get("best_of_k") or {"model": 0, "chosen_on": None}
         mean = {key: np.mean([scores[key] for scores in each], axis=0) for key in each[0]}
         reports = {"model0": each[0], "mean": mean, "best_of_k": each[best["model"]]}
         return {"reports": reports, "chosen_on": best["chosen_on"], "one_value": len(each) == 1}

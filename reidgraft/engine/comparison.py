@@ -11,7 +11,10 @@ so differences can be paired.
 from __future__ import annotations
 
 import copy
+import io
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,12 +24,14 @@ from ..data.classification import ClassificationData, build_classification_test_
 from ..data.loaders import build_test_loader
 from ..evaluation import evaluate
 from ..evaluation.retrieval import RetrievalResult
+from ..files import atomic_write
 from .features import model_device, predict_logits
 from .tasks import ClassificationTask, ReidTask
 
 Scores = dict[str, np.ndarray]  # metric -> one value per query or test image
 
 BN_IMAGES = 4096  # training images that re-estimate an averaged model's BN statistics (at most)
+SCORES_FORMAT = 1  # the layout of a saved scores file; another one is simply scored again
 
 
 def _retrieval_scores(result: RetrievalResult) -> Scores:
@@ -146,3 +151,36 @@ def bootstrap_difference(
         estimates[r] = difference[np.ix_(rows, columns)].mean()
     low, high = np.percentile(estimates, [2.5, 97.5])
     return float(difference.mean()), (float(low), float(high))
+
+
+def save_scores(path: Path, key: str, scores: Sequence[Scores]) -> None:
+    """Keep the per-item scores of one or more models at `path` (temporary file, then rename),
+    under `key`: what they were computed from, so that a later comparison reuses them only then."""
+    arrays = {
+        f"{position}/{metric}": np.asarray(values, dtype=np.float64)
+        for position, model_scores in enumerate(scores)
+        for metric, values in model_scores.items()
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, format=np.array(SCORES_FORMAT), key=np.array(key), count=np.array(len(scores)), **arrays)
+    atomic_write(Path(path), lambda file: file.write(buffer.getbuffer()))
+
+
+def load_scores(path: Path, key: str) -> list[Scores] | None:
+    """The scores `save_scores` kept at `path`, or None when there are none to use: no file, one
+    written under another key or format, or a damaged one (the models are then scored again)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if int(stored["format"]) != SCORES_FORMAT or str(stored["key"]) != key:
+                return None
+            scores: list[Scores] = [{} for _ in range(int(stored["count"]))]
+            for name in stored.files:
+                if "/" in name:
+                    position, metric = name.split("/", 1)
+                    scores[int(position)][metric] = stored[name]
+    except (OSError, KeyError, ValueError, IndexError, EOFError, zipfile.BadZipFile):
+        return None
+    return scores if scores and all(scores) else None

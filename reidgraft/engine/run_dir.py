@@ -7,6 +7,7 @@
     RUN/rank<k>/checkpoint.pt   a distributed run: model k, written by process k, which also keeps
     RUN/rank<k>/checkpoint-previous.pt    the epoch before (a rank may finish one its peers never save)
     RUN/tensorboard/            TensorBoard events
+    RUN/compare-scores-*.npz    per-query scores kept by reidgraft-compare, keyed by the models
 
 It also holds the resume policy (which settings identify a run, which may change when it
 continues) and merges a distributed run's ranks into one run of K models.
@@ -74,6 +75,11 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / "tensorboard"
+
+    def scores_cache(self, what: str) -> Path:
+        """Where reidgraft-compare keeps the per-item scores of `what` (the run's models, or a
+        baseline built from them)."""
+        return self.path / f"compare-scores-{what}.npz"
 
     @property
     def marker(self) -> Path:

@@ -6,7 +6,14 @@ import torch
 
 from reidgraft.config import build_config
 from reidgraft.data.datasets import synthetic_splits
-from reidgraft.engine.comparison import bootstrap_difference, ensemble_scores, per_item_scores, weight_average
+from reidgraft.engine.comparison import (
+    bootstrap_difference,
+    ensemble_scores,
+    load_scores,
+    per_item_scores,
+    save_scores,
+    weight_average,
+)
 from reidgraft.engine.tasks import make_task
 
 
@@ -79,3 +86,20 @@ def test_the_paired_bootstrap_interval_holds_the_mean_difference():
     assert same == low == high == 0.0
     with pytest.raises(ValueError, match="same \\(seeds, items\\) shape"):
         bootstrap_difference(ours, theirs[:2])
+
+
+def test_kept_scores_come_back_only_under_their_key(task, tmp_path):
+    scores = per_item_scores(task, [trained(task, 1), trained(task, 2)])
+    path = tmp_path / "compare-scores-models.npz"
+    save_scores(path, "key-a", scores)
+    kept = load_scores(path, "key-a")
+    assert len(kept) == 2 and [set(s) for s in kept] == [{"mAP", "rank1"}] * 2
+    for ours, theirs in zip(kept, scores, strict=True):
+        for metric in ours:
+            np.testing.assert_array_equal(ours[metric], theirs[metric])
+    assert not np.array_equal(kept[0]["mAP"], kept[1]["mAP"])  # the models stay apart, in order
+    assert load_scores(path, "key-b") is None
+    assert load_scores(tmp_path / "missing.npz", "key-a") is None
+    path.write_bytes(path.read_bytes()[:200])  # a damaged file is scored again, not an error
+    assert load_scores(path, "key-a") is None
+    assert [p.name for p in tmp_path.iterdir()] == ["compare-scores-models.npz"]

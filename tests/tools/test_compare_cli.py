@@ -87,6 +87,21 @@ def test_every_row_and_paired_entry_then_reuse_and_refusal(recipe, tmp_path):
     assert second.stdout.count("] reused") == 8 and "] trained" not in second.stdout
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
     assert json.loads((output / "comparison.json").read_text()) == report
+    # nothing is scored again: 4 runs' models plus the ensemble and the average, per seed
+    assert second.stdout.count(" scores reused from ") == 2 * 6
+
+    # A missing or damaged scores file is scored again, to the same numbers.
+    (output / "seed0-k2-graft" / "compare-scores-models.npz").unlink()
+    damaged = output / "seed1-k2-nograft" / "compare-scores-nograft_average.npz"
+    damaged.write_bytes(b"not a scores file")
+    third = compare(*args, cwd=tmp_path)
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.count(" scores reused from ") == 2 * 6 - 2
+    assert "[seed0-k2-graft] models scores" not in third.stdout
+    assert "[seed1-k2-nograft] nograft_average scores" not in third.stdout
+    assert json.loads((output / "comparison.json").read_text()) == report
+    assert (output / "seed0-k2-graft" / "compare-scores-models.npz").is_file()
+    assert damaged.read_bytes() != b"not a scores file"
 
     # Seed blocks do not overlap: model k of replicate s has seed 1000 s + k.
     seeds = {name: torch.load(output / name / "checkpoint.pt", weights_only=True)["config"]["seed"]
@@ -96,9 +111,9 @@ def test_every_row_and_paired_entry_then_reuse_and_refusal(recipe, tmp_path):
     # A changed recipe never reuses the runs of another one: one line naming the field.
     changed = tmp_path / "changed.yaml"
     changed.write_text(recipe.read_text().replace("lr: 0.01", "lr: 0.02"))
-    third = compare("--config", changed, "--seeds", "1", "--models", "2", "--output", output, cwd=tmp_path)
-    assert third.returncode == 2 and "Traceback" not in third.stderr
-    (line,) = third.stderr.strip().splitlines()
+    fourth = compare("--config", changed, "--seeds", "1", "--models", "2", "--output", output, cwd=tmp_path)
+    assert fourth.returncode == 2 and "Traceback" not in fourth.stderr
+    (line,) = fourth.stderr.strip().splitlines()
     assert "holds a run of another recipe: lr 0.01 (now 0.02)" in line and "another --output" in line
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
 
