@@ -67,8 +67,9 @@ class TrainConfig:
         default_factory=lambda: ["random_flip", "random_crop"],
         metadata=_doc(
             "data",
-            "training augmentations: torchreid's names for re-ID (random_flip, random_crop, "
-            "random_patch, color_jitter, random_erase), random_flip and random_crop for classification",
+            "training augmentations: for re-ID torchreid's random_flip, random_crop (enlarge 1/8 "
+            "and crop, half the time), random_patch, color_jitter, random_erase, and random_pad_crop "
+            "(pad 10, crop: the strong baseline's); random_flip and random_crop for classification",
         ),
     )
     workers: int = field(
@@ -253,7 +254,8 @@ class TrainConfig:
         default=0,
         metadata=_doc(
             "optimisation",
-            "linear learning-rate warm-up over the first N epochs, from warmup_factor x the schedule's rate",
+            "linear learning-rate warm-up: the first epoch at warmup_factor x the schedule's rate, "
+            "epoch N at the full rate",
         ),
     )
     warmup_factor: float = field(

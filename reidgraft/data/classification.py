@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from .datasets import DataMissingError
-from .loaders import EpochShuffle, _loader, epoch_and_index, transformed
+from .loaders import EpochShuffle, _loader, sample_key, transformed
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 AUGMENTATIONS = ("random_crop", "random_flip")
@@ -143,7 +143,7 @@ class ArrayImageDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, key: int | tuple[int, int]):
-        epoch, index = epoch_and_index(key)
+        epoch, index, _ = sample_key(key)  # (no sampler here repeats an image)
         tensor = transformed(self.transform, Image.fromarray(self.images[index]), self.seed, epoch, index)
         return tensor, int(self.labels[index]), index
 

@@ -13,6 +13,7 @@ would have seen.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import random
@@ -71,17 +72,23 @@ def seeded_rngs(seed: int):
             random.setstate(python_state)
 
 
-def transformed(transform: Callable, image: Image.Image, seed: int | None, epoch: int, index: int):
-    """`transform(image)`, under RNGs seeded by (seed, epoch, index) when `seed` is given."""
+def transformed(
+    transform: Callable, image: Image.Image, seed: int | None, epoch: int, index: int, copy: int = 0
+):
+    """`transform(image)`, under RNGs seeded by (seed, epoch, index) when `seed` is given; a
+    second or later `copy` of an image in one batch gets its own draw."""
     if seed is None:
         return transform(image)
-    with seeded_rngs(mix_seed(seed, epoch, index)):
+    with seeded_rngs(mix_seed(seed, epoch, index) if copy == 0 else mix_seed(seed, epoch, index, copy)):
         return transform(image)
 
 
-def epoch_and_index(key: int | tuple[int, int]) -> tuple[int, int]:
-    """A dataset key: an index (epoch 0, test loaders) or an (epoch, index) pair from EpochShuffle."""
-    return (0, key) if isinstance(key, int) else key
+def sample_key(key: int | tuple[int, ...]) -> tuple[int, int, int]:
+    """(epoch, index, copy) of a dataset key: an index (epoch 0, test loaders), an (epoch, index)
+    pair from a training sampler, or (epoch, index, copy) for a repeated image in a batch."""
+    if isinstance(key, int):
+        return 0, key, 0
+    return (*key, 0) if len(key) == 2 else tuple(key)
 
 
 class ImageListDataset(Dataset):
@@ -96,9 +103,9 @@ class ImageListDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, key: int | tuple[int, int]):
-        epoch, index = epoch_and_index(key)
+        epoch, index, copy = sample_key(key)
         path, pid, camid = self.items[index]
-        tensor = transformed(self.transform, read_rgb(path), self.seed, epoch, index)
+        tensor = transformed(self.transform, read_rgb(path), self.seed, epoch, index, copy)
         return tensor, pid, camid, index
 
 
@@ -187,16 +194,51 @@ class IdentitySampler(Sampler[tuple[int, int]]):
         return batches
 
     def __iter__(self):
-        epoch = self.epoch
-        return iter([(epoch, index) for batch in self.batches(epoch) for index in batch])
+        """(epoch, index) keys in batch order; an image drawn again for a short identity comes
+        as (epoch, index, copy), so each copy is augmented differently, as in torchreid."""
+        epoch, keys = self.epoch, []
+        for batch in self.batches(epoch):
+            copies = collections.Counter()
+            for index in batch:
+                keys.append((epoch, index, copies[index]) if copies[index] else (epoch, index))
+                copies[index] += 1
+        return iter(keys)
+
+
+# torchreid's augmentation names, and ours: `random_pad_crop` is the strong baseline's crop (pad
+# 10 pixels with zeros, then crop back to the input size at random), where torchreid's
+# `random_crop` enlarges by 1/8 and crops, half of the time.
+TORCHREID_AUGMENTATIONS = ("random_flip", "random_crop", "random_patch", "color_jitter", "random_erase")
+REID_AUGMENTATIONS = (*TORCHREID_AUGMENTATIONS, "random_pad_crop")
+PAD_CROP_PIXELS = 10
+
+
+def check_reid_augment(augment: Sequence[str]) -> None:
+    """ValueError naming the first unknown name (torchreid silently ignores one it does not know)."""
+    unknown = [name for name in augment if name not in REID_AUGMENTATIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown transform {unknown[0]!r} for re-ID; choose from {', '.join(REID_AUGMENTATIONS)}"
+        )
 
 
 def reid_transforms(height: int, width: int, augment: Sequence[str]):
-    """torchreid's train and test transforms (resize, its augmentations, ImageNet normalisation)."""
+    """torchreid's train and test transforms (resize, its augmentations, ImageNet normalisation),
+    with `random_pad_crop` placed where torchreid puts its own crop (after the flip)."""
     from torchreid.reid.data.transforms import build_transforms
+    from torchvision import transforms as T
 
+    check_reid_augment(augment)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints each transform it adds
-        return build_transforms(height, width, transforms=list(augment))
+        train, test = build_transforms(
+            height, width, transforms=[n for n in augment if n in TORCHREID_AUGMENTATIONS]
+        )
+    if "random_pad_crop" in augment:
+        steps = list(train.transforms)
+        after = max(i for i, step in enumerate(steps) if isinstance(step, (T.Resize, T.RandomHorizontalFlip)))
+        steps[after + 1 : after + 1] = [T.Pad(PAD_CROP_PIXELS), T.RandomCrop((height, width))]
+        train = T.Compose(steps)
+    return train, test
 
 
 def _loader(

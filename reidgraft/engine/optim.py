@@ -25,8 +25,7 @@ def build_optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optim
 
 def build_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per epoch. `cosine` spans the epochs the run was started with. With
-    `warmup_epochs`, epoch e < W trains at (f + (1 - f) e / W) times the schedule's rate
-    (f = `warmup_factor`), as the strong re-ID baseline warms up."""
+    `warmup_epochs` W, the schedule's rate is scaled by a linear warm-up (`warmed_factor`)."""
     if config.warmup_epochs:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: warmed_factor(config, epoch))
     if config.scheduler == "cosine":
@@ -53,9 +52,13 @@ def schedule_factor(config: TrainConfig, epoch: int) -> float:
 
 
 def warmed_factor(config: TrainConfig, epoch: int) -> float:
-    """`schedule_factor` times the linear warm-up's factor at `epoch`."""
-    warm = config.warmup_epochs
-    ramp = config.warmup_factor + (1 - config.warmup_factor) * epoch / warm if epoch < warm else 1.0
+    """`schedule_factor` times the linear warm-up's factor at `epoch` (0-based): the first epoch
+    trains at f = `warmup_factor`, epoch W (1-based) at the full rate, linearly in between, as the
+    strong baseline's paper writes it (lr(t) = 3.5e-4 t / 10 for t <= 10 is W = 10, f = 0.1).
+    Its milestones count as in the paper too: the rate drops after epoch 40 (1-based), not 39 as
+    its code does. W = 1 trains the first epoch alone at f."""
+    warm, start = config.warmup_epochs, config.warmup_factor
+    ramp = start + (1 - start) * epoch / max(warm - 1, 1) if epoch < warm else 1.0
     return ramp * schedule_factor(config, epoch)
 
 

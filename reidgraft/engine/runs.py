@@ -13,6 +13,8 @@ import torch
 
 from ..config import ConfigError, TrainConfig
 from ..data import CLASSIFICATION, ClassificationData, ReidSplits, dataset_spec, load_dataset
+from ..data.classification import AUGMENTATIONS
+from ..data.loaders import check_reid_augment
 from ..models import CIFAR_MODELS, backbone_names, torchreid_names
 from ..models.reid_head import check_last_stride
 from ..models.shapes import check_input_size
@@ -52,9 +54,16 @@ def check_names(config: TrainConfig) -> None:
                 f"{changed[0]} is a re-ID setting; {config.dataset} is a classification dataset "
                 "(leave it at its default)"
             )
-    elif config.last_stride == 1:
+        unknown = [name for name in config.transforms if name not in AUGMENTATIONS]
+        if unknown:
+            raise ConfigError(
+                f"unknown transform {unknown[0]!r} for classification; choose from {', '.join(AUGMENTATIONS)}"
+            )
+    else:
         try:
-            check_last_stride(config.arch)
+            check_reid_augment(config.transforms)
+            if config.last_stride == 1:
+                check_last_stride(config.arch)
         except ValueError as error:
             raise ConfigError(str(error)) from None
 

@@ -36,6 +36,17 @@ def test_batch_hard_triplet_equals_a_hand_computation():
     assert lone.item() == pytest.approx((max(0, 1 - 3 + margin) + max(0, 1 - 2 + margin)) / 2)
 
 
+def test_batch_hard_triplet_is_computed_in_fp32_under_autocast():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(64, 2048, generator=generator)
+    labels = torch.arange(16).repeat_interleave(4)
+    exact = batch_hard_triplet(features, labels, 0.3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = batch_hard_triplet(features, labels, 0.3)
+    assert under_autocast.dtype == torch.float32
+    assert under_autocast.item() == pytest.approx(exact.item(), rel=1e-5)
+
+
 def test_batch_hard_triplet_gradient_moves_the_hard_pairs():
     features = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 0.0], [5.0, 0.0]], requires_grad=True)
     loss = batch_hard_triplet(features, torch.tensor([0, 0, 1, 1]), 0.3)
@@ -69,11 +80,30 @@ def test_identity_sampler_batches_hold_p_identities_of_n_images():
     # (epoch, index) pairs, so the epoch reaches persistent workers; resume: same epoch, same order
     sampler.epoch = 2
     first = list(sampler)
-    assert {epoch for epoch, _ in first} == {2}
+    assert {key[0] for key in first} == {2}
     again = IdentitySampler(labels, 4, 4, seed=3)
     again.epoch = 2
     assert list(again) == first
     assert sampler.batches(0) != sampler.batches(1)
+
+
+def test_each_copy_of_a_repeated_image_is_augmented_anew():
+    from reidgraft.data.loaders import sample_key, transformed
+
+    labels = [0] + [pid for pid in range(1, 4) for _ in range(4)]  # identity 0 has one image
+    sampler = IdentitySampler(labels, instances=4, identities_per_batch=2, seed=0)
+    keys = [sample_key(key) for key in sampler]
+    lone = [key for key in keys if key[1] == 0]
+    assert [copy for _, _, copy in lone] == [0, 1, 2, 3]  # its 4 draws in one batch
+    others = [key for key in keys if key[1] != 0]
+    assert others and {copy for _, _, copy in others} == {0}  # images of full identities: once each
+
+    def draw(image):  # stands for a random augmentation: it draws from the seeded RNGs
+        return torch.rand(3)
+
+    augmented = [transformed(draw, None, 7, *key) for key in lone]
+    assert all(not torch.equal(augmented[0], other) for other in augmented[1:])
+    assert torch.equal(transformed(draw, None, 7, *lone[1]), augmented[1])  # still reproducible
 
 
 def test_identity_samplers_of_two_models_differ_but_take_the_same_steps():
@@ -99,6 +129,33 @@ def test_identity_loaders_give_each_model_its_batches(splits):  # noqa: F811
     assert first != other
     for pids in first:
         assert sorted(collections.Counter(pids).values()) == [2, 2, 2, 2]
+
+
+def test_unknown_transform_names_are_refused_before_any_data_is_read():
+    with pytest.raises(
+        ConfigError, match="unknown transform 'random_erasing' for re-ID; choose from random_flip"
+    ):
+        check_names(build_config(transforms=["random_flip", "random_erasing"]))
+    with pytest.raises(ConfigError, match="unknown transform 'random_erase' for classification"):
+        check_names(build_config(dataset="digits", arch="resnet20", transforms=["random_erase"]))
+
+
+def test_random_pad_crop_shifts_the_picture_by_at_most_ten_pixels():
+    from PIL import Image
+
+    from reidgraft.data.loaders import reid_transforms, transformed
+
+    train, _ = reid_transforms(64, 32, ["random_pad_crop"])
+    white = Image.new("RGB", (32, 64), (255, 255, 255))
+    shifts = set()
+    for index in range(30):
+        picture = transformed(train, white, 0, 0, index)[0]
+        assert picture.shape == (64, 32)
+        padded = picture < 0  # zero padding, below the mean after normalisation
+        rows, columns = padded.all(dim=1).sum().item(), padded.all(dim=0).sum().item()
+        assert rows <= 10 and columns <= 10 and padded.sum() == rows * 32 + columns * 64 - rows * columns
+        shifts.add((rows, columns))
+    assert len(shifts) > 5
 
 
 def test_triplet_with_the_random_sampler_is_refused():
@@ -150,21 +207,37 @@ def test_last_stride_one_doubles_the_final_map():
         check_names(build_config(arch="mobilenetv2_x1_0", last_stride=1))
 
 
-def test_multistep_schedule_with_warm_up_by_epoch():
-    config = build_config(
-        scheduler="multistep", milestones=[3, 5], gamma=0.1, warmup_epochs=2, warmup_factor=0.1, epochs=6
-    )
+def epoch_rates(config, epochs):
     optimizer = build_optimizer(config, [nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = build_scheduler(config, optimizer)
     rates = []
-    for _ in range(6):
+    for _ in range(epochs):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
+    return rates, optimizer
+
+
+def test_multistep_schedule_with_warm_up_by_epoch():
+    config = build_config(
+        scheduler="multistep", milestones=[3, 5], gamma=0.1, warmup_epochs=3, warmup_factor=0.1, epochs=6
+    )
+    rates, optimizer = epoch_rates(config, 6)
     assert rates == pytest.approx([0.1, 0.55, 1.0, 0.1, 0.1, 0.01])
     replayed = replay_schedule(config, optimizer, 4)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(rates[4])
     assert replayed is not None
+
+
+def test_the_market_recipe_follows_the_strong_baselines_published_schedule():
+    # Luo et al. 2019: lr(t) = 3.5e-4 t / 10 for t <= 10, 3.5e-4 to t = 40, 3.5e-5 to 70, then 3.5e-6
+    from reidgraft.config import CONFIGS_DIR, load_yaml
+
+    recipe = load_yaml(CONFIGS_DIR / "market1501_resnet50_bot.yaml")
+    rates, _ = epoch_rates(build_config(recipe), 120)
+    factors = [t / 10 if t <= 10 else 1 if t <= 40 else 0.1 if t <= 70 else 0.01 for t in range(1, 121)]
+    paper = [3.5e-4 * factor for factor in factors]
+    assert [rate * recipe["lr"] for rate in rates] == pytest.approx(paper)
 
 
 def test_tiny_strong_run_trains_two_grafted_models_and_resumes_exactly(splits, tmp_path):  # noqa: F811
