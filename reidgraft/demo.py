@@ -367,9 +367,10 @@ class GallerySearch:
         features = self.embed(image)
         distances, indices = self.index.search(features, top_k)
         pid, camid = parse_market_name(query_name) if query_name else (None, None)
+        found = [(d, i) for d, i in zip(distances[0], indices[0]) if i >= 0]  # ivf/hnsw: -1 = none
         hits = [
             Hit(rank, int(i), float(d), self._verdict(int(i), pid, camid))
-            for rank, (d, i) in enumerate(zip(distances[0], indices[0]), start=1)
+            for rank, (d, i) in enumerate(found, start=1)
         ]
         average_precision, note = None, "query identity unknown (not a Market-style file name): no AP"
         if pid is not None:

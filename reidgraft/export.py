@@ -2,13 +2,17 @@
 its parity with PyTorch checked by running the exported file.
 
 The contract: float32 NCHW images at the run's input size, normalised with ImageNet's mean and
-std (torchreid's test transform), in; L2-normalised float32 features, out. It is stored in the
-file's own metadata (ONNX metadata_props, a TorchScript extra file) and in FILE.json.
+std (torchreid's test transform), in; L2-normalised float32 features, out, to be compared by
+cosine similarity. It is stored in the file's own metadata (ONNX metadata_props, a TorchScript
+extra file) and in FILE.json. The file is written under a temporary name and run there; it gets
+its name only when it matches PyTorch, and an existing file is never replaced.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +49,7 @@ class NormalisedEmbedder(nn.Module):
 
 @dataclass(frozen=True)
 class ExportReport:
-    output: Path
+    output: Path  # written only when `ok`
     contract: dict[str, Any]
     max_abs_difference: float
     tolerance: float
@@ -76,7 +80,8 @@ def contract_of(extractor: FeatureExtractor, fmt: str, dynamic_batch: bool, fp16
             "resize": "bilinear to height x width, as torchreid's test transform",
         },
         "output": {"name": "features", "dtype": "float32", "dim": extractor.dim, "l2_normalised": True},
-        "metric": extractor.metric,
+        "metric": "cosine",
+        "evaluation_metric": extractor.evaluation_metric,
         "precision": "fp16" if fp16 else "fp32",
     }
 
@@ -90,6 +95,26 @@ def sample_images(extractor: FeatureExtractor, count: int, seed: int = 0) -> tor
     return extractor.preprocess(pictures)
 
 
+def contract_file(output: Path) -> Path:
+    """FILE.json, the contract beside the exported FILE."""
+    return output.with_name(output.name + ".json")
+
+
+def check_export_tools(fmt: str) -> None:
+    """ValueError (one line) when the `export` extra that ONNX needs is not installed."""
+    if fmt != "onnx":
+        return
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ValueError(
+            f"ONNX export needs {error.name or 'onnx'}, which is not installed; "
+            "pip install -e '.[export]' (scripts/setup.sh installs it)"
+        ) from None
+
+
 def export_model(
     run_dir: str | Path,
     output: str | Path,
@@ -100,10 +125,16 @@ def export_model(
     fp16: bool = False,
     samples: torch.Tensor | None = None,
 ) -> ExportReport:
-    """Write model k of the run to `output` in `fmt`, its contract beside it, and check parity."""
+    """Write model k of the run to `output` in `fmt` and its contract to FILE.json, once the
+    written file, run on sample images, matches PyTorch within the tolerance. When it does not,
+    nothing is written and the report says by how much."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     output = Path(output)
+    for path in (output, contract_file(output)):
+        if path.exists():
+            raise ValueError(f"{path} exists; choose another --output (nothing was overwritten)")
+    check_export_tools(fmt)
     extractor = FeatureExtractor(run_dir, model=model, device="cpu", amp="none")
     extractor.model.float().to(memory_format=torch.contiguous_format)
     contract = contract_of(extractor, fmt, dynamic_batch, fp16)
@@ -114,26 +145,46 @@ def export_model(
     with torch.no_grad():
         reference = NormalisedEmbedder(extractor.model)(samples).numpy()
     embedder = NormalisedEmbedder(extractor.model, fp16=fp16)
+    write, runner = (
+        (_write_onnx, _onnx_runner) if fmt == "onnx" else (_write_torchscript, _torchscript_runner)
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "onnx":
-        _write_onnx(embedder, trace_input, output, contract, dynamic_batch)
-        run = _onnx_runner(output)
-    else:
-        _write_torchscript(embedder, trace_input, output, contract)
-        run = _torchscript_runner(output)
-    atomic_write_json(output.with_name(output.name + ".json"), contract)
-    difference = 0.0
-    for size in batches:
-        got = run(samples[:size].numpy())
-        difference = max(difference, float(np.abs(got - reference[:size]).max()))
-    tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
-    return ExportReport(output, contract, difference, tolerance, batches)
+    handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        write(embedder, trace_input, temporary, contract, dynamic_batch)
+        run = runner(temporary)
+        difference = 0.0
+        for size in batches:
+            got = run(samples[:size].numpy())
+            difference = max(difference, float(np.abs(got - reference[:size]).max()))
+        tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
+        report = ExportReport(output, contract, difference, tolerance, batches)
+        if report.ok:
+            _publish(temporary, output)
+            atomic_write_json(contract_file(output), contract)
+    finally:  # an error or Ctrl-C leaves nothing behind
+        temporary.unlink(missing_ok=True)
+    return report
 
 
-def _write_onnx(model: nn.Module, sample: torch.Tensor, output: Path, contract: dict, dynamic: bool) -> None:
+def _publish(temporary: Path, output: Path) -> None:
+    """Give the checked file its name, never replacing a file that appeared meanwhile."""
+    taken = ValueError(f"{output} exists; choose another --output (nothing was overwritten)")
+    try:
+        os.link(temporary, output)
+    except FileExistsError:
+        raise taken from None
+    except OSError:  # a file system without hard links
+        if output.exists():
+            raise taken from None
+        os.replace(temporary, output)
+
+
+def _write_onnx(model: nn.Module, sample: torch.Tensor, path: Path, contract: dict, dynamic: bool) -> None:
     import onnx
 
-    temporary = output.with_name(f".{output.name}.partial")
     options: dict[str, Any] = {
         "input_names": ["images"],
         "output_names": ["features"],
@@ -143,13 +194,11 @@ def _write_onnx(model: nn.Module, sample: torch.Tensor, output: Path, contract: 
         options["dynamic_shapes"] = {"images": {0: torch.export.Dim("batch", min=1, max=4096)}}
     with torch.no_grad():
         program = torch.onnx.export(model, (sample,), dynamo=True, verbose=False, **options)
-    program.save(str(temporary))
-    written = onnx.load(str(temporary))
-    for key, value in (("reidgraft", json.dumps(contract)),):
-        entry = written.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(written, str(temporary))
-    temporary.replace(output)
+    program.save(str(path))
+    written = onnx.load(str(path))
+    entry = written.metadata_props.add()
+    entry.key, entry.value = "reidgraft", json.dumps(contract)
+    onnx.save(written, str(path))
 
 
 def _onnx_runner(path: Path):
@@ -159,12 +208,12 @@ def _onnx_runner(path: Path):
     return lambda images: session.run(["features"], {"images": images.astype(np.float32)})[0]
 
 
-def _write_torchscript(model: nn.Module, sample: torch.Tensor, output: Path, contract: dict) -> None:
-    temporary = output.with_name(f".{output.name}.partial")
+def _write_torchscript(
+    model: nn.Module, sample: torch.Tensor, path: Path, contract: dict, dynamic: bool
+) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(model, (sample,), check_trace=False)
-    torch.jit.save(traced, str(temporary), _extra_files={METADATA_NAME: json.dumps(contract)})
-    temporary.replace(output)
+    torch.jit.save(traced, str(path), _extra_files={METADATA_NAME: json.dumps(contract)})
 
 
 def _torchscript_runner(path: Path):

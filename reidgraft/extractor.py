@@ -3,7 +3,10 @@ camera pipelines: `FeatureExtractor(run_dir)(images)`.
 
 It preprocesses exactly as evaluation does (torchreid's test transform: resize to the run's
 size, ImageNet mean and std), runs the model in the run's precision, and returns L2-normalised
-float32 features, so nearest neighbours by cosine or by euclidean distance agree.
+float32 features (`metric` "cosine": nearest neighbours by cosine or by euclidean distance
+agree). With `normalize=False` it returns evaluation's raw features, to be ranked by the run's
+own metric (`evaluation_metric`): a run evaluated with euclidean distance ranks raw features,
+which differs from cosine when feature norms differ.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class FeatureExtractor:
     Call it on a path, a PIL image, an HWC uint8 array (RGB, or BGR with `bgr=True` for OpenCV
     frames), a list of those, or an NCHW float tensor already preprocessed as the exported
     models expect (the run's size, normalised with `mean` and `std`). It returns an (N, dim)
-    float32 array of L2-normalised features; an empty list gives (0, dim)."""
+    float32 array of L2-normalised features (raw ones with `normalize=False`); an empty list
+    gives (0, dim)."""
 
     def __init__(
         self,
@@ -52,6 +56,7 @@ class FeatureExtractor:
         device: str = "auto",
         amp: str = "auto",
         batch_size: int = 64,
+        normalize: bool = True,
     ):
         payload = load_checkpoint(run_dir)
         if payload.get("task", "reid") != "reid":
@@ -69,7 +74,9 @@ class FeatureExtractor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.run_dir, self.k, self.config = Path(run_dir), model, config
-        self.arch, self.metric = config["arch"], config["metric"]
+        self.arch, self.evaluation_metric = config["arch"], config["metric"]
+        self.normalize = normalize
+        self.metric = "cosine" if normalize else self.evaluation_metric  # how to compare the output
         self.height, self.width = int(config["height"]), int(config["width"])
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.batch_size = batch_size
@@ -135,7 +142,8 @@ class FeatureExtractor:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
             features = self.model(batch)
-        return torch.nn.functional.normalize(features.float(), dim=1).cpu()
+        features = features.float()
+        return (torch.nn.functional.normalize(features, dim=1) if self.normalize else features).cpu()
 
     def __call__(self, images: Any, bgr: bool = False) -> np.ndarray:
         if isinstance(images, torch.Tensor):

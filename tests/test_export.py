@@ -36,6 +36,8 @@ def test_dynamic_batch_export_runs_like_pytorch(tiny_run, tmp_path, fmt):
     assert contract == json.loads(output.with_name(output.name + ".json").read_text())
     assert contract["input"]["height"] == extractor.height and contract["output"]["dim"] == extractor.dim
     assert contract["input"]["mean"] == list(extractor.mean) and contract["output"]["l2_normalised"]
+    assert contract["metric"] == "cosine" and contract["evaluation_metric"] == extractor.evaluation_metric
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([output.name, output.name + ".json"])
     # batches of 3 and 1, neither the traced size: the file runs them, and equals the extractor
     images = sample_images(extractor, 3, seed=5)
     expected = extractor(images)
@@ -62,7 +64,7 @@ def test_a_broken_export_is_caught_by_the_parity_check(tiny_run, tmp_path, monke
 
     writer = export._write_torchscript
 
-    def wrong_model(model, sample, output, contract):
+    def wrong_model(model, sample, path, contract, dynamic):
         class Doubled(torch.nn.Module):
             def __init__(self):
                 super().__init__()
@@ -71,11 +73,25 @@ def test_a_broken_export_is_caught_by_the_parity_check(tiny_run, tmp_path, monke
             def forward(self, images):
                 return self.inner(images) * 2
 
-        writer(Doubled(), sample, output, contract)
+        writer(Doubled(), sample, path, contract, dynamic)
 
     monkeypatch.setattr(export, "_write_torchscript", wrong_model)
     report = export_model(tiny_run, tmp_path / "wrong.pt", "torchscript")
     assert not report.ok and report.max_abs_difference > 0.1
+    assert not list(tmp_path.iterdir())  # neither the failing file nor its contract, no temporary
+
+
+def test_nothing_is_written_without_onnxruntime_or_over_a_users_file(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the export extra were missing
+    with pytest.raises(ValueError, match=r"ONNX export needs onnxruntime.*pip install -e '\.\[export\]'"):
+        export_model(tiny_run, tmp_path / "model.onnx", "onnx")
+    assert not list(tmp_path.iterdir())
+    monkeypatch.undo()
+    mine = tmp_path / "model.pt.json"
+    mine.write_text("my notes")
+    with pytest.raises(ValueError, match="model.pt.json exists; choose another --output"):
+        export_model(tiny_run, tmp_path / "model.pt", "torchscript")
+    assert mine.read_text() == "my notes" and [path.name for path in tmp_path.iterdir()] == [mine.name]
 
 
 def test_bad_requests_are_one_line(tiny_run, tmp_path, classification_run):

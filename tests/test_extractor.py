@@ -34,7 +34,13 @@ def test_features_equal_evaluation_features(tiny_run, extractor):
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
     expected = torch.nn.functional.normalize(evaluated, dim=1).numpy()
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
-    assert extractor.metric == config["metric"] and extractor.k == 1
+    assert (
+        extractor.metric == "cosine" and extractor.evaluation_metric == config["metric"] and extractor.k == 1
+    )
+    # raw features, as evaluation ranks them with the run's metric
+    raw = reidgraft.FeatureExtractor(tiny_run, model=1, device="cpu", normalize=False)
+    np.testing.assert_allclose(raw(paths), evaluated.numpy(), rtol=1e-5, atol=1e-6)
+    assert raw.metric == config["metric"]
 
 
 def test_every_input_kind_gives_the_same_features(tiny_run, extractor):
