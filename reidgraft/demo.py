@@ -29,6 +29,7 @@ from .data.loaders import reid_transforms
 from .device import autocast, resolve_precision
 from .engine import RunDir, load_checkpoint
 from .engine.features import extract_features
+from .extractor import chosen_model
 from .files import atomic_write
 from .index import (
     KINDS,
@@ -187,19 +188,11 @@ class RunModel:
         return f"model {self.k} of {self.run_dir.name} ({self.arch})"
 
 
-def _best_model(run_dir: Path, count: int) -> int:
-    """The model with the best final mAP in the run's metrics.json; 0 when there is none."""
-    try:
-        scores = [float(entry["mAP"]) for entry in RunDir(run_dir).read_metrics()["final"]]
-    except (ValueError, KeyError, TypeError):
-        return 0
-    return int(np.argmax(scores)) if len(scores) == count else 0
-
-
 def load_run_model(
     run_dir: str | Path, k: int | None, device: torch.device, amp: str = "none"
 ) -> tuple[RunModel, dict]:
-    """Model k of a run (default: its best by final mAP), loaded weights-only, embedding under
+    """Model k of a run (default: the one it recommends, as FeatureExtractor: the best of K on
+    validation, else model 0, never a choice made on the test set), loaded weights-only, embedding under
     `amp` autocast (`auto`: the measured default for its arch on `device`); and the run's config."""
     run_dir = RunDir(run_dir).path
     payload = load_checkpoint(run_dir)
@@ -207,7 +200,7 @@ def load_run_model(
     if payload.get("task", "reid") != "reid":
         raise DemoError(f"{run_dir} is a {payload['task']} run; the demo searches with re-ID models")
     if k is None:
-        k = _best_model(run_dir, len(states))
+        k, _ = chosen_model(run_dir, len(states))
     if not 0 <= k < len(states):
         raise DemoError(f"--model {k}: the run {run_dir} has models 0..{len(states) - 1}")
     model = build_reid_model(config["arch"], payload["num_classes"], **head_options(config))

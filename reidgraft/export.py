@@ -138,10 +138,11 @@ def export_model(
     extractor = FeatureExtractor(run_dir, model=model, device="cpu", amp="none")
     extractor.model.float().to(memory_format=torch.contiguous_format)
     contract = contract_of(extractor, fmt, dynamic_batch, fp16)
-    if samples is None:
-        samples = sample_images(extractor, 4)
+    traced = sample_images(extractor, 4, seed=0)
+    trace_input = traced if dynamic_batch else traced[:1]
+    if samples is None:  # parity is checked on other images than the traced ones
+        samples = sample_images(extractor, 4, seed=1)
     batches = (len(samples), 1) if dynamic_batch else (1,)
-    trace_input = samples[:1] if not dynamic_batch else samples
     with torch.no_grad():
         reference = NormalisedEmbedder(extractor.model)(samples).numpy()
     embedder = NormalisedEmbedder(extractor.model, fp16=fp16)

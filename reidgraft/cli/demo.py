@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint", metavar="RUN_DIR", help=f"a training run (default: newest under {DEFAULT_RUNS}/)"
     )
-    parser.add_argument("--model", type=int, help="which of the run's models (default: best final mAP)")
+    parser.add_argument(
+        "--model",
+        type=int,
+        help="which of the run's models (default: the best of K on validation, else model 0)",
+    )
     parser.add_argument("--gallery", help="a dataset name or a folder of images (default: the run's dataset)")
     parser.add_argument("--compare", metavar="RUN_DIR", help="a second run ranked beside the first")
     parser.add_argument("--compare-model", type=int, help="which of the second run's models")

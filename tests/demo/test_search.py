@@ -67,12 +67,15 @@ def test_dataset_gallery_examples_are_queries_with_a_cross_camera_match(run_conf
         assert any(p == pid and c != camid for p, c in zip(gallery.pids, gallery.camids))
 
 
-def test_default_model_is_the_best_by_final_map(demo_run, cpu):
+def test_default_model_is_chosen_on_validation_never_on_the_test_set(demo_run, cpu, tmp_path):
     import json
 
-    final = json.loads((demo_run / "metrics.json").read_text())["final"]
-    best = int(np.argmax([entry["mAP"] for entry in final]))
-    assert load_run_model(demo_run, None, cpu)[0].k == best
+    run = copy_of(demo_run, tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for chosen_on, expected in (("validation", 1), ("test set", 0)):
+        metrics["report"] = {"best_of_k": {"model": 1, "chosen_on": chosen_on}}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        assert load_run_model(run, None, cpu)[0].k == expected
     with pytest.raises(DemoError, match="--model 2: the run .* has models 0..1"):
         load_run_model(demo_run, 2, cpu)
 
