@@ -240,7 +240,7 @@ def test_warm_up_learning_rates_by_epoch(splits, tmp_path):
     from reidgraft.engine.optim import build_scheduler
 
     config = tiny_config(
-        warmup_epochs=2, warmup_factor=0.01, scheduler="step", step_size=3, gamma=0.1, epochs=5
+        warmup_epochs=3, warmup_factor=0.01, scheduler="step", step_size=3, gamma=0.1, epochs=5
     )
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = build_scheduler(config, optimizer)
