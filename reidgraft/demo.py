@@ -229,19 +229,20 @@ def gallery_index(
     if kind not in KINDS:
         raise DemoError(f"unknown index kind {kind!r}; choose one of: {', '.join(KINDS)}")
     files = files_fingerprint(gallery.paths, gallery.root)
-    key = hashlib.blake2b(
-        f"{run_model.fingerprint}\0{files}\0{index_key(kind)}".encode(), digest_size=20
-    ).hexdigest()
-    cache = run_model.run_dir / CACHE_FOLDER / f"model{run_model.k}-{key[:16]}.npz"
+    features_key = hashlib.blake2b(f"{run_model.fingerprint}\0{files}".encode(), digest_size=20).hexdigest()
+    key = hashlib.blake2b(f"{features_key}\0{index_key(kind)}".encode(), digest_size=20).hexdigest()
+    folder = run_model.run_dir / CACHE_FOLDER
+    cache = folder / f"model{run_model.k}-{key[:16]}.npz"
     cached = load_gallery_cache(cache, key)
     if cached is not None:
         return cached[0], True
-    features = extract_resumably(
-        run_model, gallery, cache.with_suffix(".partial.npz"), key, batch_size, workers
-    )
+    # the features do not depend on the index kind: an extraction stopped under one kind
+    # resumes under another
+    partial = folder / f"model{run_model.k}-{features_key[:16]}.partial.npz"
+    features = extract_resumably(run_model, gallery, partial, features_key, batch_size, workers)
     index = GalleryIndex(features, run_model.metric, kind=kind)
     save_gallery_cache(cache, index, [gallery.name_of(i) for i in range(len(gallery))], key)
-    cache.with_suffix(".partial.npz").unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
     return index, False
 
 

@@ -61,7 +61,7 @@ def index_key(kind: str) -> str:
     """What an index of `kind` is built with, for cache keys: its kind and every constant that
     shapes it (the gallery's size fixes the rest)."""
     constants = {
-        "auto_ivf_from": AUTO_IVF_FROM, "ivf_points_per_cell": IVF_POINTS_PER_CELL,
+        "ivf_rules": IVF_RULES, "auto_ivf_from": AUTO_IVF_FROM, "ivf_points_per_cell": IVF_POINTS_PER_CELL,
         "ivf_training_per_cell": IVF_TRAINING_PER_CELL,
         "ivf_kmeans_iterations": IVF_KMEANS_ITERATIONS,
         "hnsw": [HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH],
@@ -72,6 +72,11 @@ def index_key(kind: str) -> str:
 def faiss_gpus() -> int:
     """GPUs FAISS can search on: 0 with faiss-cpu (the default install), which has no GPU code."""
     return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+# The rules of `ivf_cells` and `default_nprobe`, in words: part of every cache key, so a cache
+# built under other rules is rebuilt. Change this text when a rule changes.
+IVF_RULES = "cells: the power of two nearest 4 sqrt(n), 16 to 65536; nprobe: cells / 32, at least 8"
 
 
 def ivf_cells(count: int) -> int:

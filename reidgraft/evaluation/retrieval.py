@@ -51,6 +51,9 @@ class RetrievalResult:
     # paired comparisons and bootstrap intervals; not part of equality)
     average_precisions: np.ndarray | None = None
     first_hit_ranks: np.ndarray | None = None
+    # per valid query, its share of rank-1 hits as `cmc[0]` counts them: 0 or 1 under market1501,
+    # the fraction of its draws under cuhk03; their mean is cmc[0]
+    rank1_hits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # A frozen result should not change under its holder: keep a private, read-only copy.
@@ -145,7 +148,8 @@ def evaluate(
     same inputs give the same numbers on every call, whatever the chunking or device (torchreid
     draws from the global `np.random`). As in torchreid, mAP (and here mINP, and the per-query
     `average_precisions` and `first_hit_ranks`) are those of the full ranking, not of the draws:
-    they equal the market1501 protocol's.
+    they equal the market1501 protocol's. `rank1_hits` follows the draws: each query's share of
+    rank-1 hits among its draws, whose mean is `cmc[0]`.
 
     `rerank=True` ranks by k-reciprocal re-ranked distances (k1 = 20, k2 = 6, lambda = 0.3, as
     torchreid and fast-reid); its memory grows with (queries + gallery)^2.
@@ -242,10 +246,13 @@ def evaluate(
         first_hits_in_range = first_hit_rank[first_hit_rank <= cmc_length] - 1
         hit_counts = np.cumsum(np.bincount(first_hits_in_range, minlength=cmc_length))
         cmc = hit_counts.astype(np.float32) / np.float32(num_valid)
+        rank1_hits = (first_hit_rank == 1).astype(np.float64)
     else:  # every (valid query, draw) pair weighs the same, as torchreid's mean of means
-        drawn = np.concatenate(single_shot_ranks).reshape(-1)
+        drawn_per_query = np.concatenate(single_shot_ranks).reshape(-1, repeats)
+        drawn = drawn_per_query.reshape(-1)
         drawn_hits = np.cumsum(np.bincount(drawn[drawn <= cmc_length] - 1, minlength=cmc_length))
         cmc = (drawn_hits / (num_valid * repeats)).astype(np.float32)
+        rank1_hits = (drawn_per_query == 1).mean(axis=1)
 
     return RetrievalResult(
         mAP=float(np.mean(average_precision)),
@@ -254,6 +261,7 @@ def evaluate(
         num_valid_queries=num_valid,
         average_precisions=average_precision,
         first_hit_ranks=first_hit_rank,
+        rank1_hits=rank1_hits,
     )
 
 

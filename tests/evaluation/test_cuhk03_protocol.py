@@ -38,13 +38,14 @@ def _single_shot_reference(
     generator = np.random.default_rng(seed)
     identities = np.unique(gallery_pids)
     length = min(max_rank, len(gallery_pids))
-    hits, valid = np.zeros(length), 0
+    hits, valid, rank1_per_query = np.zeros(length), 0, []
     for i, (pid, cam) in enumerate(zip(query_pids, query_cams, strict=True)):
         uniform = generator.random((repeats, len(identities)))
         matches = [j for j in range(len(gallery_pids)) if gallery_pids[j] == pid and gallery_cams[j] != cam]
         if not matches:
             continue
         valid += 1
+        rank1_per_query.append(0.0)
         for draw in range(repeats):
             drawn = []
             for k, identity in enumerate(identities):
@@ -53,18 +54,23 @@ def _single_shot_reference(
             ranked = sorted(drawn, key=lambda j: (distances[i, j], j))
             first = next(n for n, j in enumerate(ranked) if gallery_pids[j] == pid)
             hits[first:] += 1
-    return hits / (valid * repeats), valid
+            rank1_per_query[-1] += (first == 0) / repeats
+    return hits / (valid * repeats), valid, np.array(rank1_per_query)
 
 
 def test_equals_a_plain_loop_over_the_documented_draws():
     query, gallery, *labels = _integer_example()
     distances = ((query[:, None, :] - gallery[None, :, :]) ** 2).sum(axis=2)  # exact integers
     result = evaluate(query, gallery, *labels, max_rank=8, protocol="cuhk03", repeats=7, seed=5)
-    expected_cmc, valid = _single_shot_reference(distances, *labels, max_rank=8, repeats=7, seed=5)
+    expected_cmc, valid, rank1 = _single_shot_reference(distances, *labels, max_rank=8, repeats=7, seed=5)
     assert result.num_valid_queries == valid == 6  # pid 9 absent, pid 6 only under its own camera
     np.testing.assert_allclose(result.cmc, expected_cmc, rtol=0, atol=1e-6)
     market = evaluate(query, gallery, *labels, max_rank=8)
     assert not np.array_equal(result.cmc, market.cmc)  # the draws changed the curve
+    # per query, the rank-1 share of its draws (what compare pairs), averaging to cmc[0]
+    np.testing.assert_allclose(result.rank1_hits, rank1, rtol=0, atol=1e-12)
+    assert result.rank1_hits.mean() == pytest.approx(result.cmc[0], abs=1e-6)
+    np.testing.assert_array_equal(market.rank1_hits, market.first_hit_ranks == 1)
 
 
 def test_same_inputs_same_numbers_whatever_the_chunking(monkeypatch):
@@ -97,7 +103,9 @@ def test_each_identity_is_drawn_uniformly():
     result = evaluate(query, gallery, *labels, protocol="cuhk03", repeats=20000)
     assert result.rank1 == pytest.approx(5 / 6, abs=0.015)
     assert result.cmc[1] == 1.0
-    assert evaluate(query, gallery, *labels).rank1 == 1.0  # market1501: the close match ranks first
+    assert result.rank1_hits.tolist() == pytest.approx([result.rank1], abs=1e-6)  # its draws' share
+    market = evaluate(query, gallery, *labels)
+    assert market.rank1 == 1.0 and market.rank1_hits.tolist() == [1.0]  # the close match ranks first
 
 
 def test_without_a_choice_it_equals_torchreids_eval_cuhk03(monkeypatch):
