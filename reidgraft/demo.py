@@ -14,7 +14,6 @@ import os
 import re
 import sys
 import warnings
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from .device import autocast, resolve_precision
 from .engine import RunDir, load_checkpoint
 from .engine.features import extract_features
 from .extractor import chosen_model
-from .files import atomic_write
+from .files import read_keyed_arrays, write_keyed_arrays
 from .index import (
     KINDS,
     GalleryIndex,
@@ -283,20 +282,14 @@ def extract_resumably(
 
 
 def _read_partial(path: Path, key: str) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            if str(stored["key"]) == key:
-                return np.array(stored["features"], dtype=np.float32)
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        pass
-    return np.zeros((0, 0), np.float32)
+    stored = read_keyed_arrays(path, key)
+    if stored is None or "features" not in stored:
+        return np.zeros((0, 0), np.float32)
+    return np.asarray(stored["features"], dtype=np.float32)
 
 
 def _write_partial(path: Path, key: str, features: np.ndarray) -> None:
-    def write(file) -> None:
-        np.savez(file, key=np.array(key), features=features)
-
-    atomic_write(path, write)
+    write_keyed_arrays(path, key, {"features": features})
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,16 @@ An interrupted write (Ctrl-C, a full disk) leaves the previous file intact."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
@@ -56,6 +60,32 @@ def atomic_write_json(path: Path, data: Any) -> None:
             f"{path} would hold a value JSON cannot represent ({error}); nothing was written"
         ) from None
     atomic_write_text(path, text + "\n")
+
+
+def write_keyed_arrays(path: Path, key: str, arrays: Mapping[str, Any]) -> None:
+    """Save `arrays` (an .npz file, written atomically) under `key`: a text naming everything
+    they were computed from, format included, so that a reader takes them only for that key."""
+    if "key" in arrays:
+        raise ValueError("'key' is reserved for the key itself")
+    buffer = io.BytesIO()
+    np.savez(buffer, key=np.array(key), **arrays)
+    atomic_write(Path(path), lambda file: file.write(buffer.getbuffer()))
+
+
+def read_keyed_arrays(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The arrays `write_keyed_arrays` saved at `path`, loaded into memory, or None when there
+    are none to use: no file, one saved under another key, or a damaged one (for a cache: the
+    work is simply done again)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["key"]) != key:
+                return None
+            return {name: stored[name] for name in stored.files if name != "key"}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def check_writable(folder: Path, what: str = "--output") -> None:

@@ -13,10 +13,8 @@ These indexes only pick the pictures to show: mAP is always computed exactly, el
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import faiss
 import numpy as np
 import torch
 
-from .files import atomic_write
+from .files import read_keyed_arrays, write_keyed_arrays
 
 METRICS = ("euclidean", "cosine")
 KINDS = ("flat", "ivf", "hnsw", "auto")
@@ -38,7 +36,7 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 
 # Bumped whenever what a cache file holds, or how its key is made, changes.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
 def _prepared(features, metric: str) -> np.ndarray:
@@ -278,35 +276,27 @@ def state_fingerprint(state: Mapping[str, object], extra: Iterable[object] = ())
 
 def save_gallery_cache(path: str | Path, index: GalleryIndex, names: Sequence[str], key: str) -> None:
     """Write the index and the gallery's image names to `path` (temporary file, then rename)."""
-
     if len(names) != len(index):
         raise ValueError(f"{len(names)} image names for an index of {len(index)} items")
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        format=np.array(CACHE_FORMAT),
-        key=np.array(key),
-        metric=np.array(index.metric),
-        params=np.array(json.dumps(index.params)),
-        names=np.array(list(names), dtype=str),
-        index=index.to_bytes(),
-    )
-    atomic_write(Path(path), lambda file: file.write(buffer.getbuffer()))
+    arrays = {
+        "metric": np.array(index.metric),
+        "params": np.array(json.dumps(index.params)),
+        "names": np.array(list(names), dtype=str),
+        "index": index.to_bytes(),
+    }
+    write_keyed_arrays(Path(path), f"gallery {CACHE_FORMAT}\0{key}", arrays)
 
 
 def load_gallery_cache(path: str | Path, key: str) -> tuple[GalleryIndex, list[str]] | None:
     """The index and image names stored at `path`, or None when there is no usable cache there:
     missing, written for another key or format, or damaged (it is then simply rebuilt)."""
-    path = Path(path)
-    if not path.is_file():
+    stored = read_keyed_arrays(Path(path), f"gallery {CACHE_FORMAT}\0{key}")
+    if stored is None:
         return None
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            if int(stored["format"]) != CACHE_FORMAT or str(stored["key"]) != key:
-                return None
-            params = json.loads(str(stored["params"]))
-            index = GalleryIndex.from_bytes(stored["index"], str(stored["metric"]), params)
-            names = [str(name) for name in stored["names"]]
-    except (OSError, KeyError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
+        params = json.loads(str(stored["params"]))
+        index = GalleryIndex.from_bytes(stored["index"], str(stored["metric"]), params)
+        names = [str(name) for name in stored["names"]]
+    except (KeyError, ValueError, RuntimeError, json.JSONDecodeError):
         return None
     return (index, names) if len(names) == len(index) else None

@@ -38,3 +38,21 @@ def test_other_write_errors_are_not_taken_for_ctrl_c(tmp_path):
     with pytest.raises(RuntimeError, match="disk on fire"):
         atomic_write(tmp_path / "x.pt", fail)
     assert not list(tmp_path.iterdir())
+
+
+def test_keyed_arrays_come_back_only_under_their_key(tmp_path):
+    import numpy as np
+
+    from reidgraft.files import read_keyed_arrays, write_keyed_arrays
+
+    path = tmp_path / "cache.npz"
+    write_keyed_arrays(path, "model A\0images B", {"features": np.arange(6.0).reshape(2, 3)})
+    stored = read_keyed_arrays(path, "model A\0images B")
+    assert list(stored) == ["features"] and stored["features"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert read_keyed_arrays(path, "model A\0images C") is None
+    assert read_keyed_arrays(tmp_path / "absent.npz", "model A\0images B") is None
+    path.write_bytes(path.read_bytes()[:100])  # damaged: as good as absent
+    assert read_keyed_arrays(path, "model A\0images B") is None
+    with pytest.raises(ValueError, match="'key' is reserved"):
+        write_keyed_arrays(path, "k", {"key": np.zeros(1)})
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]

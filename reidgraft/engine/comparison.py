@@ -11,8 +11,6 @@ so differences can be paired.
 from __future__ import annotations
 
 import copy
-import io
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from ..data.classification import ClassificationData, build_classification_test_
 from ..data.loaders import build_test_loader
 from ..evaluation import evaluate
 from ..evaluation.retrieval import RetrievalResult
-from ..files import atomic_write
+from ..files import read_keyed_arrays, write_keyed_arrays
 from .features import model_device, predict_logits
 from .tasks import ClassificationTask, ReidTask
 
@@ -156,33 +154,28 @@ def bootstrap_difference(
 
 
 def save_scores(path: Path, key: str, scores: Sequence[Scores]) -> None:
-    """Keep the per-item scores of one or more models at `path` (temporary file, then rename),
-    under `key`: what they were computed from, so that a later comparison reuses them only then."""
+    """Keep the per-item scores of one or more models at `path` under `key`: what they were
+    computed from, so that a later comparison reuses them only then."""
     arrays = {
         f"{position}/{metric}": np.asarray(values, dtype=np.float64)
         for position, model_scores in enumerate(scores)
         for metric, values in model_scores.items()
     }
-    buffer = io.BytesIO()
-    np.savez(buffer, format=np.array(SCORES_FORMAT), key=np.array(key), count=np.array(len(scores)), **arrays)
-    atomic_write(Path(path), lambda file: file.write(buffer.getbuffer()))
+    write_keyed_arrays(path, f"scores {SCORES_FORMAT}\0{key}", arrays)
 
 
 def load_scores(path: Path, key: str) -> list[Scores] | None:
     """The scores `save_scores` kept at `path`, or None when there are none to use: no file, one
     written under another key or format, or a damaged one (the models are then scored again)."""
-    path = Path(path)
-    if not path.is_file():
+    arrays = read_keyed_arrays(path, f"scores {SCORES_FORMAT}\0{key}")
+    if not arrays:
         return None
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            if int(stored["format"]) != SCORES_FORMAT or str(stored["key"]) != key:
-                return None
-            scores: list[Scores] = [{} for _ in range(int(stored["count"]))]
-            for name in stored.files:
-                if "/" in name:
-                    position, metric = name.split("/", 1)
-                    scores[int(position)][metric] = stored[name]
-    except (OSError, KeyError, ValueError, IndexError, EOFError, zipfile.BadZipFile):
+    scores: dict[int, Scores] = {}
+    for name, values in arrays.items():
+        position, _, metric = name.partition("/")
+        if not position.isdigit() or not metric:
+            return None
+        scores.setdefault(int(position), {})[metric] = values
+    if sorted(scores) != list(range(len(scores))):
         return None
-    return scores if scores and all(scores) else None
+    return [scores[position] for position in range(len(scores))]
