@@ -55,6 +55,7 @@ def test_dynamic_batch_export_runs_like_pytorch(tiny_run, tmp_path, fmt):
 def test_parity_report_and_fixed_batch(tiny_run, tmp_path):
     report = export_model(tiny_run, tmp_path / "fixed.onnx", "onnx", model=0)
     assert report.ok and report.checked_batches == (1,) and report.max_abs_difference < 1e-4
+    assert 0.99999 < report.min_cosine <= 1.0 + 1e-6
     assert report.contract["input"]["batch"] == 1
 
 
@@ -78,7 +79,34 @@ def test_a_broken_export_is_caught_by_the_parity_check(tiny_run, tmp_path, monke
     monkeypatch.setattr(export, "_write_torchscript", wrong_model)
     report = export_model(tiny_run, tmp_path / "wrong.pt", "torchscript")
     assert not report.ok and report.max_abs_difference > 0.1
+    assert report.min_cosine > 0.999  # twice the feature: same direction, caught by the absolute bound
     assert not list(tmp_path.iterdir())  # neither the failing file nor its contract, no temporary
+
+
+def test_a_small_error_in_every_dimension_is_caught_by_the_cosine_floor(tiny_run, tmp_path, monkeypatch):
+    """0.003 in every entry passes fp16's absolute bound (2e-2) but turns each feature by a
+    cosine of about 0.994 at dim 1280: the file computes other features, and is refused."""
+    import reidgraft.export as export
+
+    writer = export._write_torchscript
+
+    def tilted_model(model, sample, path, contract, dynamic):
+        class Tilted(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = model
+
+            def forward(self, images):
+                features = self.inner(images)
+                signs = (torch.arange(features.shape[1]) % 2) * 2 - 1
+                return features + 0.003 * signs
+
+        writer(Tilted(), sample, path, contract, dynamic)
+
+    monkeypatch.setattr(export, "_write_torchscript", tilted_model)
+    report = export_model(tiny_run, tmp_path / "tilted.pt", "torchscript", fp16=True)
+    assert report.max_abs_difference < report.tolerance and report.min_cosine < 0.999
+    assert not report.ok and not list(tmp_path.iterdir())
 
 
 def test_nothing_is_written_without_onnxruntime_or_over_a_users_file(tiny_run, tmp_path, monkeypatch):
