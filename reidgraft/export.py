@@ -28,8 +28,10 @@ FORMATS = ("onnx", "torchscript")
 FP32_TOLERANCE = 1e-4  # the largest absolute difference from PyTorch an fp32 export may show
 FP16_TOLERANCE = 2e-2  # fp16 weights and activations: about 3 significant digits
 # An absolute bound alone is loose on unit vectors of many dimensions (at dim 2048 an entry is
-# about 0.02), so each feature must also keep its direction: cosine with PyTorch's at least this.
-MIN_COSINE = 0.999
+# about 0.02), so each feature must also keep its direction: cosine with PyTorch's at least this
+# (fp32 exports measured 1.000000; fp16 ones 0.9997 to 0.9999 on MobileNetV2 at 128x64).
+FP32_MIN_COSINE = 0.9999
+FP16_MIN_COSINE = 0.998
 METADATA_NAME = "reidgraft.json"  # the TorchScript extra file holding the contract
 ONNX_OPSET = 18
 
@@ -58,10 +60,11 @@ class ExportReport:
     tolerance: float
     checked_batches: tuple[int, ...]
     min_cosine: float = 1.0  # the smallest cosine between a feature and PyTorch's
+    cosine_floor: float = FP32_MIN_COSINE
 
     @property
     def ok(self) -> bool:
-        return self.max_abs_difference <= self.tolerance and self.min_cosine >= MIN_COSINE
+        return self.max_abs_difference <= self.tolerance and self.min_cosine >= self.cosine_floor
 
 
 def contract_of(extractor: FeatureExtractor, fmt: str, dynamic_batch: bool, fp16: bool) -> dict[str, Any]:
@@ -167,7 +170,8 @@ def export_model(
             norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
             cosine = min(cosine, float(((got * expected).sum(axis=1) / np.maximum(norms, 1e-12)).min()))
         tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
-        report = ExportReport(output, contract, difference, tolerance, batches, cosine)
+        floor = FP16_MIN_COSINE if fp16 else FP32_MIN_COSINE
+        report = ExportReport(output, contract, difference, tolerance, batches, cosine, floor)
         if report.ok:
             _publish(temporary, output)
             atomic_write_json(contract_file(output), contract)
