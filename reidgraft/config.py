@@ -255,7 +255,7 @@ class TrainConfig:
         metadata=_doc(
             "optimisation",
             "linear learning-rate warm-up: the first epoch at warmup_factor x the schedule's rate, "
-            "epoch N at the full rate",
+            "epoch N at the full rate (N = 1: only the first epoch, at warmup_factor)",
         ),
     )
     warmup_factor: float = field(

@@ -11,8 +11,8 @@ its name only when it matches PyTorch, and an existing file is never replaced.
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .extractor import FeatureExtractor
-from .files import atomic_write_json
+from .files import atomic_write_json, new_temporary
 
 FORMATS = ("onnx", "torchscript")
 FP32_TOLERANCE = 1e-4  # the largest absolute difference from PyTorch an fp32 export may show
@@ -157,15 +157,16 @@ def export_model(
         (_write_onnx, _onnx_runner) if fmt == "onnx" else (_write_torchscript, _torchscript_runner)
     )
     output.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(handle)
-    temporary = Path(name)
+    temporary = new_temporary(output)
     try:
         write(embedder, trace_input, temporary, contract, dynamic_batch)
         run = runner(temporary)
         difference, cosine = 0.0, 1.0
         for size in batches:
             got, expected = run(samples[:size].numpy()), reference[:size]
+            if not np.isfinite(got).all():  # (max and min would pass over a NaN)
+                difference, cosine = math.inf, -1.0
+                break
             difference = max(difference, float(np.abs(got - expected).max()))
             norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
             cosine = min(cosine, float(((got * expected).sum(axis=1) / np.maximum(norms, 1e-12)).min()))
@@ -177,6 +178,8 @@ def export_model(
             atomic_write_json(contract_file(output), contract)
     finally:  # an error or Ctrl-C leaves nothing behind
         temporary.unlink(missing_ok=True)
+        # ONNX weights past torch's large-model threshold are first saved beside the file
+        temporary.with_name(temporary.name + ".data").unlink(missing_ok=True)
     return report
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
@@ -15,30 +16,62 @@ from typing import Any
 import numpy as np
 
 
+def _read_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (setting it to read it
+    would briefly affect files other threads create)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Files we write get the mode a plain open() would give them (0644 under the usual umask 022);
+# mkstemp makes its files 0600, readable by their owner alone.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
+def new_temporary(path: Path) -> Path:
+    """An empty temporary sibling of `path` (`.NAME.<random>.tmp`), with a plain file's mode."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(handle, FILE_MODE)
+    os.close(handle)
+    return Path(temporary)
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Call `write(file)` on a temporary sibling of `path`, then rename it to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handling = sys.exc_info()[1]  # an exception being handled while this runs, if any
+    temporary = new_temporary(path)
     try:
-        with os.fdopen(handle, mode) as file:
+        with open(temporary, mode) as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException as error:  # Ctrl-C included: never leave the temporary file behind
-        Path(temporary).unlink(missing_ok=True)
-        if interrupted_inside(error):
+        temporary.unlink(missing_ok=True)
+        if interrupted_inside(error, handling):
             raise KeyboardInterrupt from None
         raise
 
 
-def interrupted_inside(error: BaseException) -> bool:
+def interrupted_inside(error: BaseException, handling: BaseException | None = None) -> bool:
     """Whether `error` is a Ctrl-C in disguise. torch.save writes through a C++ zip writer that
     calls back into Python; a KeyboardInterrupt raised in that callback surfaces as the writer's
-    RuntimeError ("unexpected pos ..."), with the interrupt only in its context."""
+    RuntimeError ("unexpected pos ..."), with the interrupt only in its context. Only a
+    RuntimeError qualifies, and only an interrupt raised during this write: an exception that was
+    already being handled (`handling`, and what led to it) is not looked into."""
+    if not isinstance(error, RuntimeError):
+        return False
     seen = set()
-    while error is not None and id(error) not in seen:
+    while error is not None and error is not handling and id(error) not in seen:
         if isinstance(error, KeyboardInterrupt):
             return True
         seen.add(id(error))

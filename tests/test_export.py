@@ -2,6 +2,8 @@
 that compute what PyTorch computes, with their contract inside; bad input is one line."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,9 @@ def test_dynamic_batch_export_runs_like_pytorch(tiny_run, tmp_path, fmt):
 def test_parity_report_and_fixed_batch(tiny_run, tmp_path):
     report = export_model(tiny_run, tmp_path / "fixed.onnx", "onnx", model=0)
     assert report.ok and report.checked_batches == (1,) and report.max_abs_difference < 1e-4
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(report.output.stat().st_mode) == 0o666 & ~mask  # readable by a server
     assert 0.99999 < report.min_cosine <= 1.0 + 1e-6
     assert report.contract["input"]["batch"] == 1
 
@@ -107,6 +112,28 @@ def test_a_small_error_in_every_dimension_is_caught_by_the_cosine_floor(tiny_run
     report = export_model(tiny_run, tmp_path / "tilted.pt", "torchscript", fp16=True)
     assert report.max_abs_difference < report.tolerance and report.min_cosine < report.cosine_floor == 0.998
     assert not report.ok and not list(tmp_path.iterdir())
+
+
+def test_an_export_that_computes_nan_is_refused(tiny_run, tmp_path, monkeypatch):
+    import reidgraft.export as export
+
+    writer = export._write_torchscript
+
+    def overflowing_model(model, sample, path, contract, dynamic):
+        class Overflowing(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = model
+
+            def forward(self, images):
+                return self.inner(images) * float("nan")  # as fp16 inf / inf becomes
+
+        writer(Overflowing(), sample, path, contract, dynamic)
+
+    monkeypatch.setattr(export, "_write_torchscript", overflowing_model)
+    report = export_model(tiny_run, tmp_path / "nan.pt", "torchscript", fp16=True)
+    assert not report.ok and report.max_abs_difference == float("inf")
+    assert not list(tmp_path.iterdir())
 
 
 def test_nothing_is_written_without_onnxruntime_or_over_a_users_file(tiny_run, tmp_path, monkeypatch):

@@ -56,3 +56,25 @@ def test_keyed_arrays_come_back_only_under_their_key(tmp_path):
     with pytest.raises(ValueError, match="'key' is reserved"):
         write_keyed_arrays(path, "k", {"key": np.zeros(1)})
     assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
+
+
+def test_an_error_while_handling_a_ctrl_c_is_reported_as_itself(tmp_path):
+    def disk_full(file):
+        raise OSError(28, "No space left on device")
+
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        with pytest.raises(OSError, match="No space left"):
+            atomic_write(tmp_path / "metrics.json", disk_full)
+    assert not list(tmp_path.iterdir())
+
+
+def test_written_files_get_a_plain_files_mode(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    atomic_write(tmp_path / "metrics.json", lambda file: file.write(b"{}"))
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600

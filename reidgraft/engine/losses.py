@@ -6,6 +6,8 @@ whatever the autocast: distances between nearby features lose too much in bf16.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -14,7 +16,8 @@ def pairwise_distances(features: torch.Tensor) -> torch.Tensor:
     """Euclidean distances between the rows of `features` in fp32 (clamped so the sqrt has a
     gradient). Autocast is switched off here: it would run the product in bf16 or fp16 even on
     fp32 inputs, and its error (up to 2 on distances near 19 at dim 2048) dwarfs the margin."""
-    with torch.autocast(features.device.type, enabled=False):
+    device = features.device.type
+    with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
         features = features.float()
         squared = features.pow(2).sum(dim=1)
         distances = squared[:, None] + squared[None, :] - 2 * features @ features.T

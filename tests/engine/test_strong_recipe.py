@@ -47,6 +47,12 @@ def test_batch_hard_triplet_is_computed_in_fp32_under_autocast():
     assert under_autocast.item() == pytest.approx(exact.item(), rel=1e-5)
 
 
+def test_triplet_distances_have_shapes_on_the_meta_device():  # (no autocast there to switch off)
+    from reidgraft.engine.losses import pairwise_distances
+
+    assert pairwise_distances(torch.zeros(4, 8, device="meta")).shape == (4, 4)
+
+
 def test_batch_hard_triplet_gradient_moves_the_hard_pairs():
     features = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 0.0], [5.0, 0.0]], requires_grad=True)
     loss = batch_hard_triplet(features, torch.tensor([0, 0, 1, 1]), 0.3)
