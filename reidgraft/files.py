@@ -3,7 +3,6 @@ An interrupted write (Ctrl-C, a full disk) leaves the previous file intact."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -98,11 +97,11 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def write_keyed_arrays(path: Path, key: str, arrays: Mapping[str, Any]) -> None:
     """Save `arrays` (an .npz file, written atomically) under `key`: a text naming everything
     they were computed from, format included, so that a reader takes them only for that key."""
-    if "key" in arrays:
-        raise ValueError("'key' is reserved for the key itself")
-    buffer = io.BytesIO()
-    np.savez(buffer, key=np.array(key), **arrays)
-    atomic_write(Path(path), lambda file: file.write(buffer.getbuffer()))
+    reserved = sorted({"key", "file", "allow_pickle"} & set(arrays))  # the key, np.savez's own
+    if reserved:
+        raise ValueError(f"array name {reserved[0]!r} is reserved; choose another")
+    # straight into the temporary file: no second copy of a large cache in memory
+    atomic_write(Path(path), lambda file: np.savez(file, key=np.array(key), **arrays))
 
 
 def read_keyed_arrays(path: Path, key: str) -> dict[str, np.ndarray] | None:
