@@ -79,3 +79,11 @@ def test_written_files_get_a_plain_files_mode(tmp_path):
     os.umask(mask)
     atomic_write(tmp_path / "metrics.json", lambda file: file.write(b"{}"))
     assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
+
+
+def test_json_files_never_hold_nan(tmp_path):
+    from reidgraft.files import atomic_write_json
+
+    with pytest.raises(ValueError, match="would hold a value JSON cannot represent"):
+        atomic_write_json(tmp_path / "report.json", {"ratio": float("nan")})
+    assert not list(tmp_path.iterdir())

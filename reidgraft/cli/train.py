@@ -2,7 +2,7 @@
 
     reidgraft-train                                          # synthetic quick recipe, 4 models
     reidgraft-train --dataset market1501 --models 4          # the papers' Market-1501 ResNet50 recipe
-    reidgraft-train --config configs/duke_mobilenetv2.yaml --no-graft
+    reidgraft-train --config duke_mobilenetv2 --no-graft
     reidgraft-train --dataset cifar100 --arch mobilenetv2 --models 4   # the papers' CIFAR recipe
     reidgraft-train --dataset digits                         # classification, nothing to download
     torchrun --nproc_per_node 4 tools/train.py --dataset market1501 --distributed   # one model per process
@@ -25,6 +25,7 @@ from ..config import (
     TrainConfig,
     add_config_arguments,
     build_config,
+    find_recipe,
     given_fields,
     load_yaml,
     recipe_for,
@@ -56,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run = parser.add_argument_group("what to run")
-    run.add_argument("--config", help="a YAML recipe (default: the one registered for --dataset and --arch)")
+    run.add_argument(
+        "--config",
+        help="a YAML recipe, or the name of a shipped one such as market1501_resnet50_bot (default: the one "
+        "registered for --dataset and --arch)",
+    )
     run.add_argument("--resume", metavar="RUN_DIR", help="continue this run (optionally to --epochs N)")
     run.add_argument(
         "--distributed", action="store_true",
@@ -79,7 +84,7 @@ def default_output(config: TrainConfig) -> str:
 def new_run(args: argparse.Namespace, distributed: bool) -> TrainConfig:
     """The config of a new run whose folder may be written (checked by rank 0 alone in a
     distributed run, before any rank writes)."""
-    recipe = Path(args.config) if args.config else recipe_for(args.dataset, args.arch)
+    recipe = find_recipe(args.config) if args.config else recipe_for(args.dataset, args.arch)
     config = build_config(load_yaml(recipe), **given_fields(args))
     if config.weights is None and dataset_spec(config.dataset).task == REID:
         config.weights = IMAGENET  # what re-ID users expect when neither recipe nor flag says

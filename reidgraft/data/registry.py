@@ -1,5 +1,5 @@
 """Every dataset by name, in one registry: the task it belongs to, how to load it, its default
-backbone and its recipes. Adding a dataset takes one entry here and one YAML in `configs/`.
+backbone and its recipes. Adding a dataset takes one entry here and one recipe in `reidgraft/recipes/`.
 
 The registry is a plain dict from name to `DatasetSpec`; everything that asks "is this re-ID or
 classification?" reads `spec.task`. A dataset with options of its own (cuhk03's labelled boxes and
@@ -31,7 +31,9 @@ class DatasetSpec:
     # (data root, download allowed, **options named in `options`) -> the data
     load: Callable[..., ReidSplits | ClassificationData]
     default_arch: str
-    recipes: Mapping[str, str]  # arch -> recipe file in configs/; other archs start from the default's
+    recipes: Mapping[
+        str, str
+    ]  # arch -> shipped recipe (reidgraft/recipes/); other archs start from the default's
     # arch -> the strong-baseline recipe (triplet, identity sampler, BNNeck), chosen with --config
     strong: Mapping[str, str] = field(default_factory=dict)
     # The --metric-protocol its published re-ID numbers use. Informational: the config's

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, TrainConfig, build_config
+from ..config import ConfigError, TrainConfig, build_config, identity_fields, resumable_fields
 from ..files import atomic_write_json, atomic_write_text, check_writable
 from .checkpoint import read_checkpoint, save_checkpoint
 
@@ -33,13 +33,10 @@ METRICS_NAME = "metrics.json"
 CONFIG_NAME = "config.yaml"
 MARKER_NAME = ".reidgraft-run"
 
-# A run's identity: a resume may not change these.
-IDENTITY = ("dataset", "arch", "models")
-# What may change when a run continues; every other setting must stay as the run trained it.
-RESUMABLE = frozenset({
-    "epochs", "workers", "device", "eval_every", "eval_batch_size", "deterministic", "download",
-    "ring_timeout",
-})  # fmt: skip
+# The resume policy comes from each config field's role (config/schema.py): a run's identity
+# never changes; what may change when it continues is `resumable`; everything else stays.
+IDENTITY = tuple(identity_fields())
+RESUMABLE = resumable_fields()
 
 
 class RunDir:

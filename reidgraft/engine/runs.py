@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig, check_task_fields, runtime_fields
 from ..data import CLASSIFICATION, ClassificationData, ReidSplits, dataset_spec, load_dataset
 from ..data.classification import AUGMENTATIONS
 from ..data.loaders import check_reid_augment
@@ -45,15 +45,8 @@ def check_names(config: TrainConfig) -> None:
             f"arch {config.arch!r} is a CIFAR classifier; re-ID datasets train torchreid backbones "
             f"({', '.join(torchreid_names()[:6])}, ...)"
         )
+    check_task_fields(config, spec.task)
     if spec.task == CLASSIFICATION:
-        defaults = TrainConfig()
-        reid_only = ("loss", "sampler", "bnneck", "last_stride", "center_loss_weight", "metric_protocol")
-        changed = [name for name in reid_only if getattr(config, name) != getattr(defaults, name)]
-        if changed:
-            raise ConfigError(
-                f"{changed[0]} is a re-ID setting; {config.dataset} is a classification dataset "
-                "(leave it at its default)"
-            )
         unknown = [name for name in config.transforms if name not in AUGMENTATIONS]
         if unknown:
             raise ConfigError(
@@ -83,9 +76,9 @@ def load_data(config: TrainConfig, log: Callable[[str], None] = print) -> ReidSp
     return data
 
 
-# Settings that decide where and how fast a run goes, not what it computes: a run reused or
-# resumed by `finish_run` may differ in these alone.
-NOT_IN_RESULT = frozenset({"output", "workers", "download", "ring_timeout", "eval_batch_size"})
+# Settings that decide where and how fast a run goes, not what it computes (their role in the
+# schema is `runtime`): a run reused or resumed by `finish_run` may differ in these alone.
+NOT_IN_RESULT = runtime_fields()
 
 
 def result_config(config: dict[str, Any]) -> dict[str, Any]:

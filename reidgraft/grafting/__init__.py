@@ -2,63 +2,56 @@
 
 Criteria (how much a layer knows), weighting (how much of itself a model keeps), grafting one
 state into another, the K-model ring, the other scion sources, and the grafting+ distillation
-loss. See GRAFTING.md for every choice the papers leave open.
+loss. See docs/method.md for every choice the papers leave open.
+
+Names are loaded from their module on first use (PEP 562), so that reading the options alone
+(`reidgraft.grafting.options`, which the config does) does not load the ring and its
+torch.distributed machinery.
 """
 
-from .criteria import (
-    CRITERION_NAMES,
-    filter_entropies,
-    filter_entropy_sum,
-    filter_l1_norms,
-    l1_norm,
-    layer_entropy,
-)
-from .distill import distillation_loss, teacher_probabilities
-from .graft import (
-    GraftOptions,
-    entry_alphas,
-    graft_filters,
-    graft_internal,
-    graft_noise,
-    graft_state,
-    head_keys,
-    scored_keys,
-)
-from .ring import (
-    GraftRing,
-    RingExchangeError,
-    distributed_graft,
-    peer_lost,
-    ring_exchange,
-    ring_learning_rates,
-)
-from .scions import SCIONS, SelfGraft
-from .weighting import adaptive_alpha
+from __future__ import annotations
 
-__all__ = [
-    "CRITERION_NAMES",
-    "GraftOptions",
-    "GraftRing",
-    "RingExchangeError",
-    "SCIONS",
-    "SelfGraft",
-    "peer_lost",
-    "adaptive_alpha",
-    "distillation_loss",
-    "distributed_graft",
-    "entry_alphas",
-    "filter_entropies",
-    "filter_entropy_sum",
-    "filter_l1_norms",
-    "graft_filters",
-    "graft_internal",
-    "graft_noise",
-    "graft_state",
-    "head_keys",
-    "l1_norm",
-    "ring_exchange",
-    "ring_learning_rates",
-    "layer_entropy",
-    "scored_keys",
-    "teacher_probabilities",
-]
+import importlib
+
+# public name -> the module of this package that defines it
+_EXPORTS = {
+    "CRITERION_NAMES": "options",
+    "GraftOptions": "options",
+    "LEVELS": "options",
+    "SCIONS": "options",
+    "filter_entropies": "criteria",
+    "filter_entropy_sum": "criteria",
+    "filter_l1_norms": "criteria",
+    "l1_norm": "criteria",
+    "layer_entropy": "criteria",
+    "distillation_loss": "distill",
+    "teacher_probabilities": "distill",
+    "entry_alphas": "graft",
+    "graft_filters": "graft",
+    "graft_internal": "graft",
+    "graft_noise": "graft",
+    "graft_state": "graft",
+    "head_keys": "graft",
+    "scored_keys": "graft",
+    "GraftRing": "ring",
+    "RingExchangeError": "ring",
+    "distributed_graft": "ring",
+    "peer_lost": "ring",
+    "ring_exchange": "ring",
+    "ring_learning_rates": "ring",
+    "SelfGraft": "scions",
+    "adaptive_alpha": "weighting",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # found once
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

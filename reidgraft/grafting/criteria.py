@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from .options import GraftOptions
+from .options import CRITERION_NAMES, GraftOptions
 
 
 def _entropy_of_counts(counts: Tensor, total: int | Tensor) -> Tensor:
@@ -117,11 +117,4 @@ CRITERIA = {
     "entropy_filter_sum": filter_entropy_sum,
     "l1": lambda t, bins=GraftOptions.bins: l1_norm(t),
 }
-CRITERION_NAMES = (*CRITERIA, "fixed")
-
-
-def check_criterion(name: str) -> str:
-    """Return `name` if it is a known criterion, else raise a ValueError listing the valid ones."""
-    if name not in CRITERION_NAMES:
-        raise ValueError(f"unknown grafting criterion {name!r}; choose one of: {', '.join(CRITERION_NAMES)}")
-    return name
+assert (*CRITERIA, "fixed") == CRITERION_NAMES  # every criterion the options name is scored here

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from .criteria import CRITERIA, filter_entropies, filter_l1_norms
 from .options import GraftOptions
+from .weighting import alpha_share
 
 StateDict = Mapping[str, Tensor]
 
@@ -146,10 +147,10 @@ def plan_layer_graft(
     options: GraftOptions,
 ) -> GraftPlan:
     """Layer-level plan: one alpha per scored tensor, inherited by the entries after it."""
-    shares = {k: options.coefficient(own_scores.get(k), other_scores.get(k)) for k in keys}
+    shares = {k: alpha_share(options, own_scores.get(k), other_scores.get(k)) for k in keys}
     # d = alpha - 0.5. Entries before the first scored tensor get alpha 0.5 (d = 0); with the
     # `fixed` criterion every entry gets the fixed alpha.
-    leading = options.coefficient(None, None) if options.criterion == "fixed" else LEADING_ALPHA - 0.5
+    leading = alpha_share(options, None, None) if options.criterion == "fixed" else LEADING_ALPHA - 0.5
     per_entry = inherit_along_state(own, shares, leading)
     weights = {k: (0.5 + d, 0.5 - d) for k, d in per_entry.items() if k not in excluded}
     return GraftPlan(weights=weights, alphas={k: 0.5 + d for k, d in shares.items()})

@@ -1,9 +1,40 @@
-"""The grafting options and their defaults, the papers' (A = 0.4, c = 500, 10 bins), written
-once: every function of the method that takes one of them defaults to the value here."""
+"""The grafting options, their choices and their defaults, the papers' (A = 0.4, c = 500, 10
+bins), written once: every function of the method that takes one of them defaults to the value
+here, and the config reads its choices from here. Imports nothing of the method: the criteria
+and the weighting import this module, never the other way round."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# How much a layer knows (criteria.py), or `fixed`: a constant alpha (supplement Table 4).
+CRITERION_NAMES = ("entropy", "entropy_filter_sum", "l1", "fixed")
+# Where a model's weak filters get new weights (CVPR Table 2; scions.py).
+SCIONS = ("external", "noise", "internal")
+# External scion: whole layers (the papers') or each layer's lowest-entropy filters (ring.py).
+LEVELS = ("layer", "filter")
+
+
+def check_criterion(name: str) -> str:
+    """Return `name` if it is a known criterion, else raise a ValueError listing the valid ones."""
+    if name not in CRITERION_NAMES:
+        raise ValueError(f"unknown grafting criterion {name!r}; choose one of: {', '.join(CRITERION_NAMES)}")
+    return name
+
+
+def check_adaptive_parameters(A: float, c: float) -> None:
+    """Reject coefficients that would let alpha leave [0, 1] or invert its meaning."""
+    if not 0.0 <= A <= 1.0:
+        raise ValueError(f"A must lie in [0, 1] so that alpha stays in [0, 1], got {A}")
+    if c < 0:
+        raise ValueError(f"c must be non-negative (a negative c rewards the poorer model), got {c}")
+
+
+def check_fixed_alpha(value: float) -> float:
+    """A constant coefficient, checked to lie in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"fixed_alpha must lie in [0, 1], got {value}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -18,20 +49,8 @@ class GraftOptions:
     graft_head: bool = True
 
     def __post_init__(self) -> None:
-        # Imported here: the criteria and the weighting read their defaults from this class.
-        from .criteria import check_criterion
-        from .weighting import check_adaptive_parameters, fixed_alpha
-
         check_criterion(self.criterion)
         check_adaptive_parameters(self.A, self.c)
-        fixed_alpha(self.fixed_alpha)
+        check_fixed_alpha(self.fixed_alpha)
         if self.bins < 1:
             raise ValueError(f"bins must be a positive integer, got {self.bins}")
-
-    def coefficient(self, score_own: float | None, score_other: float | None) -> float:
-        """The share `d` of alpha = 0.5 + d, from the two models' scores of one layer."""
-        if self.criterion == "fixed":
-            return self.fixed_alpha - 0.5
-        from .weighting import adaptive_alpha
-
-        return adaptive_alpha(score_own, score_other, self.A, self.c) - 0.5

@@ -33,8 +33,7 @@ from .graft import (
     score_state,
     scored_keys,
 )
-
-LEVELS = ("layer", "filter")
+from .options import LEVELS
 
 
 def ring_learning_rates(base_lr: float, count: int) -> list[float]:

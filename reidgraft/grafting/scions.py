@@ -11,8 +11,6 @@ from torch import nn
 
 from .graft import graft_internal, graft_noise
 
-SCIONS = ("external", "noise", "internal")
-
 
 class SelfGraft:
     """`.graft(epoch)` grafts each model in place, like `GraftRing.graft()`, and returns per model

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from .options import GraftOptions
+from .options import GraftOptions, check_adaptive_parameters, check_fixed_alpha
 
 
 def adaptive_alpha(
@@ -32,14 +32,15 @@ def adaptive_alpha(
 
 def fixed_alpha(value: float = GraftOptions.fixed_alpha) -> float:
     """A constant coefficient (0.5 = plain averaging, supplement Table 4), checked to lie in [0, 1]."""
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"fixed_alpha must lie in [0, 1], got {value}")
-    return float(value)
+    return check_fixed_alpha(value)
 
 
-def check_adaptive_parameters(A: float, c: float) -> None:
-    """Reject coefficients that would let alpha leave [0, 1] or invert its meaning."""
-    if not 0.0 <= A <= 1.0:
-        raise ValueError(f"A must lie in [0, 1] so that alpha stays in [0, 1], got {A}")
-    if c < 0:
-        raise ValueError(f"c must be non-negative (a negative c rewards the poorer model), got {c}")
+def alpha_share(options: GraftOptions, score_own: float | None, score_other: float | None) -> float:
+    """The share `d` of alpha = 0.5 + d for one layer, from the two models' scores (the fixed
+    alpha's with the `fixed` criterion, which scores nothing)."""
+    if options.criterion == "fixed":
+        return options.fixed_alpha - 0.5
+    return adaptive_alpha(score_own, score_other, options.A, options.c) - 0.5
+
+
+__all__ = ["adaptive_alpha", "alpha_share", "check_adaptive_parameters", "fixed_alpha"]

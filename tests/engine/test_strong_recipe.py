@@ -237,9 +237,9 @@ def test_multistep_schedule_with_warm_up_by_epoch():
 
 def test_the_market_recipe_follows_the_strong_baselines_published_schedule():
     # Luo et al. 2019: lr(t) = 3.5e-4 t / 10 for t <= 10, 3.5e-4 to t = 40, 3.5e-5 to 70, then 3.5e-6
-    from reidgraft.config import CONFIGS_DIR, load_yaml
+    from reidgraft.config import load_yaml
 
-    recipe = load_yaml(CONFIGS_DIR / "market1501_resnet50_bot.yaml")
+    recipe = load_yaml("market1501_resnet50_bot")
     rates, _ = epoch_rates(build_config(recipe), 120)
     factors = [t / 10 if t <= 10 else 1 if t <= 40 else 0.1 if t <= 70 else 0.01 for t in range(1, 121)]
     paper = [3.5e-4 * factor for factor in factors]

@@ -1,0 +1,106 @@
+"""Every value of a config checked before any work: the first bad field is a ConfigError whose
+one line names it and what it may be. The bounds of whole numbers come from each field's
+`minimum`; the rest are written here."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..grafting.options import GraftOptions
+from .schema import FIELDS, GRAFT_OPTIONS, LOSSES, ConfigError, TrainConfig
+
+
+def check_config(config: TrainConfig) -> TrainConfig:
+    """Check every value; raise ConfigError naming the first bad field. Returns `config`."""
+    for f in dataclasses.fields(config):  # inf and nan pass every comparison below
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name} must be a finite number, got {value}")
+    for name, f in FIELDS.items():
+        minimum = f.metadata.get("minimum")
+        if minimum is not None and getattr(config, name) < minimum:
+            bound = "must not be negative" if minimum == 0 else f"must be at least {minimum}"
+            raise ConfigError(f"{name} {bound}, got {getattr(config, name)}")
+    if config.ring_timeout <= 0:
+        raise ConfigError(f"ring_timeout must be positive, got {config.ring_timeout}")
+    if config.lr <= 0:
+        raise ConfigError(f"lr must be positive, got {config.lr}")
+    for name, f in FIELDS.items():
+        valid = f.metadata.get("choices")
+        values = getattr(config, name)
+        # The grafting options are left to GraftOptions below, which words its own errors.
+        for value in values if isinstance(values, list) else [values]:
+            if valid and name not in GRAFT_OPTIONS and value not in valid:
+                raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
+    _check_reid_training(config)
+    if not 0 <= config.label_smooth < 1:
+        raise ConfigError(f"label_smooth must lie in [0, 1), got {config.label_smooth}")
+    if not 0 < config.warmup_factor <= 1:
+        raise ConfigError(f"warmup_factor must lie in (0, 1], got {config.warmup_factor}")
+    if config.scion_threshold <= 0:
+        raise ConfigError(f"scion_threshold must be positive, got {config.scion_threshold}")
+    if not 0 < config.noise_decay < 1:
+        raise ConfigError(f"noise_decay must lie in (0, 1), got {config.noise_decay}")
+    if not 0 < config.filter_fraction <= 1:
+        raise ConfigError(f"filter_fraction must lie in (0, 1], got {config.filter_fraction}")
+    if config.graft_level == "filter" and config.scion != "external":
+        raise ConfigError("graft_level filter grafts a neighbour's filters: it needs scion external")
+    if config.devices is not None:
+        try:
+            config.device_ids()
+        except ValueError:
+            raise ConfigError(
+                f"devices must be GPU numbers separated by commas, like 0,1,2,3; got {config.devices!r}"
+            ) from None
+        if config.device == "cpu":
+            raise ConfigError("devices names GPUs; it cannot be combined with device cpu")
+    try:
+        GraftOptions(**config.graft_options())
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return config
+
+
+def _check_reid_training(config: TrainConfig) -> None:
+    """The losses, the sampler, the neck and the schedule's milestones."""
+    if not config.loss or len(set(config.loss)) != len(config.loss):
+        raise ConfigError(f"loss must name each of {', '.join(LOSSES)} at most once, got {config.loss}")
+    if "triplet" in config.loss and config.sampler != "identity":
+        raise ConfigError(
+            "loss triplet needs --sampler identity: random batches hold few or no positive pairs"
+        )
+    if config.triplet_margin <= 0 or config.center_lr <= 0:
+        name = "triplet_margin" if config.triplet_margin <= 0 else "center_lr"
+        raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.sampler == "identity":
+        if config.num_instances < 2:
+            raise ConfigError(
+                f"num_instances must be at least 2 for positive pairs, got {config.num_instances}"
+            )
+        if config.batch_size % config.num_instances or config.batch_size < 2 * config.num_instances:
+            raise ConfigError(
+                f"batch_size {config.batch_size} must be a multiple of num_instances {config.num_instances} "
+                "holding at least 2 identities"
+            )
+    if config.last_stride not in (1, 2):
+        raise ConfigError(f"last_stride must be 1 or 2, got {config.last_stride}")
+    if config.scheduler == "multistep" and (
+        not config.milestones
+        or any(b <= a for a, b in zip(config.milestones, config.milestones[1:]))
+        or config.milestones[0] < 1
+    ):
+        raise ConfigError(f"milestones must be increasing epochs of at least 1, got {config.milestones}")
+
+
+def check_task_fields(config: TrainConfig, task: str) -> None:
+    """A setting of another task changed from its default is refused (it would do nothing)."""
+    defaults = TrainConfig()
+    for name, f in FIELDS.items():
+        other = f.metadata["task"]
+        if other not in ("any", task) and getattr(config, name) != getattr(defaults, name):
+            words = {"reid": "re-ID", "classification": "classification"}
+            raise ConfigError(
+                f"{name} is a {words[other]} setting; {config.dataset} is a {words[task]} dataset "
+                "(leave it at its default)"
+            )

@@ -1,0 +1,167 @@
+"""Recipes: YAML files of config values, shipped inside the package (`reidgraft/recipes/`, read
+with importlib.resources, so an installed wheel has them) or written by a user. A recipe may
+start from another with `base: PATH` (relative to the recipe's own folder): the base's values
+first, then the recipe's own; bases may have bases, and a cycle is refused.
+
+A config is resolved as: the schema's defaults, then the recipe with its bases, then flags.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from importlib.resources.abc import Traversable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from ..data.registry import DEFAULT_DATASET, dataset_spec
+from .checks import check_config
+from .schema import FIELDS, RENAMED, ConfigError, TrainConfig
+
+RECIPES: Traversable = importlib.resources.files("reidgraft") / "recipes"
+SUFFIX = ".yaml"
+BASE_KEY = "base"
+
+Source = Path | Traversable
+
+
+def shipped_recipes() -> list[str]:
+    """The names of the recipes shipped with reidgraft (their bases, in `base/`, not included)."""
+    return sorted(
+        entry.name.removesuffix(SUFFIX)
+        for entry in RECIPES.iterdir()
+        if entry.is_file() and entry.name.endswith(SUFFIX)
+    )
+
+
+def shipped_recipe(name: str) -> Traversable:
+    """The shipped recipe `name` (with or without `.yaml`); ConfigError listing them otherwise."""
+    stem = name.removesuffix(SUFFIX)
+    if stem not in shipped_recipes():
+        raise ConfigError(f"no shipped recipe {name!r}; choose one of: {', '.join(shipped_recipes())}")
+    return RECIPES / f"{stem}{SUFFIX}"
+
+
+def find_recipe(value: str | Source) -> Source:
+    """What `--config VALUE` names: a YAML file, else a shipped recipe of that name."""
+    if not isinstance(value, str | Path):
+        return value  # a Traversable already (a shipped recipe)
+    path = Path(value)
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(SUFFIX)
+    if len(path.parts) == 1 and stem in shipped_recipes():
+        return shipped_recipe(stem)
+    raise ConfigError(
+        f"config file not found: {value}; give a YAML file or a shipped recipe "
+        f"({', '.join(shipped_recipes())})"
+    )
+
+
+def recipe_for(dataset: str | None, arch: str | None) -> Traversable:
+    """The recipe a run starts from when no --config is given: the dataset's recipe for `arch`
+    (the dataset's default arch's when `arch` has none), from the dataset registry; the synthetic
+    dataset's when no dataset is named. An unknown dataset is an error, never a silent fallback."""
+    try:
+        spec = dataset_spec(dataset or DEFAULT_DATASET)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return shipped_recipe(spec.recipe(arch))
+
+
+def load_yaml(recipe: str | Source) -> dict[str, Any]:
+    """A recipe's values with those of its bases; unknown keys are errors (a typo would otherwise
+    be silently ignored)."""
+    source = find_recipe(recipe)
+    return _load(source, _folder_of(source), ())
+
+
+def _folder_of(source: Source) -> Source:
+    if isinstance(source, Path):
+        return source.parent
+    return RECIPES  # shipped recipes sit at the top of RECIPES
+
+
+def _load(source: Source, folder: Source, chain: tuple[str, ...]) -> dict[str, Any]:
+    name = str(source)
+    if name in chain:
+        raise ConfigError(f"recipe {chain[-1]} has a cycle of bases: {' -> '.join((*chain, name))}")
+    if not source.is_file():
+        where = f" (the base of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {name}{where}")
+    try:
+        data = yaml.safe_load(source.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {name} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {name} must hold a mapping of field: value")
+    base = data.pop(BASE_KEY, None)
+    unknown = sorted(set(data) - set(FIELDS) - set(RENAMED))
+    if unknown:
+        raise ConfigError(f"unknown field {unknown[0]!r} in {name}; valid fields: {', '.join(FIELDS)}")
+    values = _renamed({key: _coerce(key, value) if key in FIELDS else value for key, value in data.items()})
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base.endswith(SUFFIX):
+        raise ConfigError(f"{BASE_KEY} in {name} must be the path of a {SUFFIX} file, got {base!r}")
+    if Path(base).is_absolute():
+        base_source: Source = Path(base)
+        base_folder: Source = Path(base).parent
+    else:
+        parts = PurePosixPath(base).parts
+        base_folder = folder.joinpath(*parts[:-1]) if len(parts) > 1 else folder
+        base_source = base_folder.joinpath(parts[-1])
+    return {**_load(base_source, base_folder, (*chain, name)), **values}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check a YAML value against the field's type (YAML already parsed numbers and booleans)."""
+    default = getattr(TrainConfig(), name)
+    if value is not None and FIELDS[name].metadata.get("kind") == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, list) and default and isinstance(default[0], int):
+        value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{name} must be a list of integers, got {value!r}")
+    elif isinstance(default, list):
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _renamed(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with former field names (RENAMED) under their new names."""
+    for old, (new, mapping) in RENAMED.items():
+        if old in values:
+            value = values.pop(old)
+            if value is not None:
+                values.setdefault(new, mapping.get(value, value))
+    return values
+
+
+def build_config(base: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then `base` (a recipe), then `overrides` whose value is not None; checked."""
+    values, overrides = _renamed(dict(base or {})), _renamed(overrides)
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown field {unknown[0]!r}; valid fields: {', '.join(FIELDS)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return check_config(TrainConfig(**values))

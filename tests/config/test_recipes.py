@@ -1,0 +1,160 @@
+"""Recipes: shipped inside the package, resolved with their bases, named by file or by name."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reidgraft.config import (
+    RECIPES,
+    ConfigError,
+    build_config,
+    find_recipe,
+    load_yaml,
+    recipe_for,
+    shipped_recipes,
+)
+from reidgraft.data import DATASETS
+
+BEFORE = Path(__file__).with_name("recipes_resolved_before_refactor.json")
+
+
+def test_every_shipped_recipe_resolves_as_before_it_had_bases():
+    """Each recipe, now a few lines over a base, gives exactly the config its full copy gave
+    (written by the code before the recipes moved into the package; root left out: it depends
+    on $REIDGRAFT_DATA)."""
+    before = json.loads(BEFORE.read_text())
+    assert sorted(before) == shipped_recipes()
+    for name, expected in before.items():
+        resolved = build_config(load_yaml(name)).to_dict()
+        resolved.pop("root")
+        assert resolved == expected, name
+
+
+def test_every_registered_recipe_loads_and_matches_its_dataset():
+    for spec in DATASETS.values():
+        assert spec.default_arch in spec.recipes
+        for arch, name in [*spec.recipes.items(), *spec.strong.items()]:
+            config = build_config(load_yaml(name))
+            assert config.models >= 1 and config.epochs >= 1
+            assert (config.dataset, config.arch) == (spec.name, arch), name
+
+
+def test_every_shipped_recipe_is_registered():
+    registered = {
+        name.removesuffix(".yaml")
+        for spec in DATASETS.values()
+        for name in [*spec.recipes.values(), *spec.strong.values()]
+    }
+    assert set(shipped_recipes()) == registered
+
+
+def test_recipes_are_package_data_and_short():
+    assert Path(str(RECIPES)).is_relative_to(Path(__file__).parents[2] / "reidgraft")
+    for name in shipped_recipes():
+        if name not in ("synthetic_quick", "digits_quick", "synthetic_bot"):
+            values = [
+                line for line in (RECIPES / f"{name}.yaml").read_text().splitlines() if line[:1].isalpha()
+            ]
+            assert len(values) <= 5, name  # base, dataset, arch and at most two changes
+
+
+def test_recipe_choice_follows_dataset_and_arch():
+    assert recipe_for("market1501", None).name == "market1501_resnet50.yaml"
+    assert recipe_for("dukemtmcreid", "mobilenetv2_x1_0").name == "duke_mobilenetv2.yaml"
+    assert recipe_for("market1501", "osnet_x1_0").name == "market1501_resnet50.yaml"
+    assert recipe_for(None, None).name == "synthetic_quick.yaml"
+    assert recipe_for("cifar100", None).name == "cifar100_mobilenetv2.yaml"
+    assert recipe_for("digits", "resnet32").name == "digits_quick.yaml"
+
+
+def test_an_unknown_dataset_has_no_recipe():
+    with pytest.raises(
+        ConfigError, match="unknown dataset 'market'; choose one of: market1501, dukemtmcreid"
+    ):
+        recipe_for("market", None)
+
+
+def test_a_recipe_is_named_by_path_or_by_shipped_name(tmp_path, monkeypatch):
+    assert load_yaml("market1501_resnet50_bot") == load_yaml("market1501_resnet50_bot.yaml")
+    own = tmp_path / "market1501_resnet50_bot.yaml"  # a file of the same name wins where it exists
+    own.write_text("dataset: digits\narch: resnet20\n")
+    monkeypatch.chdir(tmp_path)
+    assert find_recipe("market1501_resnet50_bot.yaml") == Path("market1501_resnet50_bot.yaml")
+    assert load_yaml("market1501_resnet50_bot.yaml") == {"dataset": "digits", "arch": "resnet20"}
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml; give a YAML file or a shipped"):
+        load_yaml("nope.yaml")
+
+
+def test_a_recipe_overrides_its_base_and_bases_nest(tmp_path):
+    (tmp_path / "bases").mkdir()
+    (tmp_path / "bases" / "root.yaml").write_text("epochs: 10\nlr: 0.1\nmodels: 3\n")
+    (tmp_path / "bases" / "middle.yaml").write_text("base: root.yaml\nlr: 0.2\n")  # beside itself
+    (tmp_path / "mine.yaml").write_text("base: bases/middle.yaml\nepochs: 2\ndiverse_lr: false\n")
+    values = load_yaml(tmp_path / "mine.yaml")
+    assert values == {"epochs": 2, "lr": 0.2, "models": 3, "lr_spread": "none"}
+    config = build_config(values, models=2)
+    assert (config.epochs, config.lr, config.models, config.lr_spread) == (2, 0.2, 2, "none")
+
+
+def test_a_cycle_of_bases_is_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nepochs: 1\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nepochs: 2\n")
+    with pytest.raises(ConfigError, match=r"cycle of bases: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+        load_yaml(tmp_path / "a.yaml")
+    (tmp_path / "self.yaml").write_text("base: self.yaml\n")
+    with pytest.raises(ConfigError, match="cycle of bases"):
+        load_yaml(tmp_path / "self.yaml")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("base: missing.yaml\n", r"config file not found: .*missing\.yaml \(the base of .*mine\.yaml\)"),
+        ("base: 3\n", "base in .* must be the path of a .yaml file, got 3"),
+        ("base: other.txt\n", "must be the path of a .yaml file"),
+    ],
+)
+def test_a_bad_base_is_one_line(tmp_path, text, message):
+    (tmp_path / "mine.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_yaml(tmp_path / "mine.yaml")
+
+
+def test_a_base_with_a_bad_value_names_the_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("epochs: ten\n")
+    (tmp_path / "mine.yaml").write_text("base: base.yaml\n")
+    with pytest.raises(ConfigError, match="epochs must be an integer"):
+        load_yaml(tmp_path / "mine.yaml")
+    (tmp_path / "base.yaml").write_text("epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown field 'epoch' in .*base\.yaml"):
+        load_yaml(tmp_path / "mine.yaml")
+
+
+def test_overrides_win_and_none_is_ignored():
+    config = build_config({"epochs": 5, "lr": 0.1}, epochs=7, lr=None)
+    assert (config.epochs, config.lr) == (7, 0.1)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("epochs: 0\n", "epochs must be at least 1"),
+        ("optimizer: rmsprop\n", "unknown optimizer 'rmsprop'; choose one of: amsgrad, adam, sgd"),
+        ("batchsize: 8\n", "unknown field 'batchsize'"),
+        ("epochs: ten\n", "epochs must be an integer"),
+        ("graft: 3\n", "graft must be true or false"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("epochs: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_recipes_name_the_field(tmp_path, text, message):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        build_config(load_yaml(path))
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_yaml(tmp_path / "nope.yaml")
