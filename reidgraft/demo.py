@@ -25,7 +25,7 @@ from torch import nn
 
 from .data import REID, dataset_names, load_reid_dataset, load_run_splits
 from .data.loaders import reid_transforms
-from .device import autocast, resolve_precision
+from .device import autocast
 from .engine import RunDir, load_checkpoint
 from .engine.features import extract_features
 from .extractor import chosen_model
@@ -39,6 +39,7 @@ from .index import (
     save_gallery_cache,
     state_fingerprint,
 )
+from .models import backbone_spec
 from .models.reid_head import build_reid_model, head_options
 
 # Gradio reports usage to a server unless told not to; this machine and many users' have no network.
@@ -206,7 +207,9 @@ def load_run_model(
     model.load_state_dict(states[k])
     model.to(device).eval()
     try:
-        amp, _ = resolve_precision(amp, None, device, config["arch"], (config["height"], config["width"]))
+        amp, _ = backbone_spec(config["arch"]).precision(
+            amp, None, device, (config["height"], config["width"])
+        )
     except ValueError as error:
         raise DemoError(str(error)) from None
     shape = (config["arch"], config["height"], config["width"], config["metric"])

@@ -12,19 +12,14 @@ import torch
 AMP_MODES = ("none", "bf16", "fp16")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-# Defaults chosen from measurements (`tools/bench_train.py --sweep`, README "Speed"): a setting
-# is the default only where it was faster AND the quick recipe's mAP stayed within 1 point of
-# fp32. On the project's 2-core AVX512-BF16 CPU channels_last helped every backbone and size
-# measured (1.1-1.7x); bf16 autocast helped ResNet50 (1.65x at 128x64, 2.25x at 256x128) and
-# MobileNetV2 at 256x128 (1.52x over fp32 + channels_last), but slowed MobileNetV2 at 128x64
-# (0.73x), where its depthwise convolutions are too small to gain.
-# bf16 training is never the default where `models.shapes.bf16_training_hazard` finds a strided
-# convolution fed a map one pixel wide (tiny inputs): oneDNN's bf16 weight gradient is wrong there.
-# On one H200 (README "Speed") at batch 32 the step is launch-bound: bf16 was slower than fp32
-# (0.84-0.92x) and channels_last gained 1.03-1.19x, unchecked on the quick recipe's mAP; so CUDA
-# keeps fp32 (cuDNN's TF32 convolutions) in the contiguous layout by default.
-BF16_ON_CPU_ARCHS = ("resnet", "resnext")  # name prefixes: dense convolutions gain at any size
-BF16_ON_CPU_MIN_AREA = 256 * 128  # every other torchreid backbone gains from this input area up
+# Defaults chosen from measurements (`tools/bench_train.py --sweep`, docs/performance.md): a
+# setting is the default only where it was faster AND the quick recipe's mAP stayed within 1 point
+# of fp32. On the project's 2-core AVX512-BF16 CPU channels_last helped every backbone and size
+# measured (1.1-1.7x); whether bf16 autocast pays depends on the backbone and the input size, which
+# its spec says (`models/registry.py`). bf16 training is never the default where CPU bf16 goes
+# wrong (the caller's `bf16_refusal`). On one H200 at batch 32 the step is launch-bound: bf16 was
+# slower than fp32 (0.84-0.92x) and channels_last gained 1.03-1.19x, unchecked on the quick
+# recipe's mAP; so CUDA keeps fp32 (cuDNN's TF32 convolutions) in the contiguous layout by default.
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,11 +47,11 @@ def ring_devices(device: str, ids: list[int], count: int) -> list[torch.device]:
     return [torch.device("cuda", ids[k % len(ids)]) for k in range(count)]
 
 
-def default_precision(device: torch.device, arch: str, size: tuple[int, int]) -> tuple[str, bool]:
-    """The measured default (amp, channels_last) for `arch` at input `size` on `device`'s kind."""
+def default_precision(device: torch.device, bf16_gains: bool) -> tuple[str, bool]:
+    """The measured default (amp, channels_last) on `device`'s kind; `bf16_gains`: whether bf16
+    autocast pays on the CPU for this backbone at this input size (its spec says)."""
     if device.type == "cpu":
-        gains = arch.startswith(BF16_ON_CPU_ARCHS) or size[0] * size[1] >= BF16_ON_CPU_MIN_AREA
-        return ("bf16" if gains and cpu_has_bf16() else "none"), True
+        return ("bf16" if bf16_gains and cpu_has_bf16() else "none"), True
     return "none", False
 
 
@@ -64,25 +59,19 @@ def resolve_precision(
     amp: str,
     channels_last: bool | None,
     device: torch.device,
-    arch: str,
-    size: tuple[int, int],
     *,
-    bf16_hazard: str | None = None,
+    bf16_gains: bool,
+    bf16_refusal: str | None = None,
 ) -> tuple[str, bool]:
-    """(amp, channels_last) with `auto`/None replaced by the measured default for `arch` at input
-    `size` (height, width); ValueError (one line) for a precision this hardware lacks.
+    """(amp, channels_last) with `auto`/None replaced by the measured default; ValueError (one
+    line) for a precision this hardware lacks.
 
-    `bf16_hazard`: for training, the layer where CPU bf16 goes wrong at this size
-    (`models.shapes.bf16_training_hazard`): the default falls back to fp32, and an explicit
-    `--amp bf16` is refused."""
-    default_amp, default_layout = default_precision(device, arch, size)
-    if bf16_hazard and device.type == "cpu":
+    `bf16_refusal`: for training where CPU bf16 goes wrong (a backbone's spec words it): the
+    default falls back to fp32, and an explicit `--amp bf16` is refused with that line."""
+    default_amp, default_layout = default_precision(device, bf16_gains)
+    if bf16_refusal and device.type == "cpu":
         if amp == "bf16":
-            raise ValueError(
-                f"--amp bf16 cannot train {arch} at {size[0]}x{size[1]} on the CPU: {bf16_hazard} "
-                "gets a map one pixel wide, where oneDNN's bf16 weight gradient turns to NaN; "
-                f"use --width {2 * size[1]} or more, or --amp none"
-            )
+            raise ValueError(bf16_refusal)
         default_amp = "none"
     amp = default_amp if amp == "auto" else amp
     channels_last = default_layout if channels_last is None else channels_last

@@ -53,8 +53,9 @@ from ..engine.comparison import (
     weight_average,
 )
 from ..engine.features import models_from_checkpoint
+from ..engine.preflight import preflight
 from ..engine.run_dir import RunDir
-from ..engine.runs import check_names, finish_run, load_data, result_config
+from ..engine.runs import finish_run, load_data, result_config
 from ..engine.tasks import make_task
 from ..files import atomic_write, atomic_write_json, atomic_write_text
 from ..index import state_fingerprint
@@ -298,7 +299,7 @@ def compare(args: argparse.Namespace) -> Path:
         )
     recipe = load_yaml(args.config)
     base = build_config(recipe)
-    check_names(base)
+    preflight(base)  # names, devices, precision, weights and the data's presence, before any work
     output = Path(args.output or Path("runs") / f"compare-{Path(args.config).stem}")
     classification = dataset_spec(base.dataset).task == CLASSIFICATION
     keys = ("top1",) if classification else ("mAP", "rank1")

@@ -32,7 +32,6 @@ from ..config import (
 )
 from ..data import REID, DataMissingError, dataset_spec
 from ..data.loaders import ImageReadError
-from ..device import resolve_precision, ring_devices
 from ..engine import RunDir, Trainer
 from ..engine.distributed import (
     OneModelPerProcess,
@@ -43,9 +42,9 @@ from ..engine.distributed import (
     smallest_over_ranks,
 )
 from ..engine.logging import metrics_table, report_lines
-from ..engine.runs import check_names, load_data
-from ..engine.trainer import training_bf16_hazard
-from ..models.imagenet import IMAGENET, InitialWeights, WeightsError, resolve_weights
+from ..engine.preflight import preflight
+from ..engine.runs import load_data
+from ..models import IMAGENET
 from . import with_cpu_allocator
 
 
@@ -99,29 +98,6 @@ def new_run(args: argparse.Namespace, distributed: bool) -> TrainConfig:
     return config
 
 
-def check_hardware(config: TrainConfig) -> None:
-    """The device, the GPUs of --devices and the precision exist here, before any data is read."""
-    try:
-        device = ring_devices(config.device, config.device_ids(), config.models)[0]
-        resolve_precision(
-            config.amp,
-            config.channels_last,
-            device,
-            config.arch,
-            (config.height, config.width),
-            bf16_hazard=training_bf16_hazard(config),
-        )
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-
-
-def initial_weights(config: TrainConfig) -> InitialWeights:
-    try:
-        return resolve_weights(config.arch, config.weights)
-    except WeightsError as error:
-        raise ConfigError(str(error)) from None
-
-
 def resumed_run(args: argparse.Namespace, rank: int | None) -> tuple[TrainConfig, dict]:
     if args.config:
         raise ConfigError("--config cannot be combined with --resume (the run keeps its own config)")
@@ -141,18 +117,16 @@ def main(argv: list[str] | None = None) -> int:
             args.models = group.world
         say = print if rank in (None, 0) else (lambda *parts, **options: None)
         config, payload = resumed_run(args, rank) if args.resume else (new_run(args, group is not None), None)
-        check_names(config)
-        check_hardware(config)
-        # the weights file is found (or downloaded, by rank 0 first) before any data is read
+        # names, devices, precision, the weights file (found, or downloaded by rank 0 first) and
+        # the data's presence, before any data is read
         if group is not None:
-            leader_decides(lambda: initial_weights(config))
-        initial = initial_weights(config)
-        say(f"initial weights: {initial.description}")
-        reid = dataset_spec(config.dataset).task == REID
-        if reid and config.dataset != "synthetic" and initial.source is None:
+            leader_decides(lambda: preflight(config) and None)
+        plan = preflight(config)
+        say(f"initial weights: {plan.weights.description}")
+        if plan.task == REID and config.dataset != "synthetic" and plan.weights.source is None:
             say(f"note: {config.arch} starts from random weights; the papers' numbers assume ImageNet's")
         data = load_data(config, log=say)
-        trainer = Trainer(config, data, Path(config.output), log=say, group=group)
+        trainer = Trainer(config, data, Path(config.output), log=say, group=group, plan=plan)
         if payload is not None:
             trainer.load_state(payload)
             say(f"resuming {config.output} after epoch {trainer.epoch}, to epoch {config.epochs}")

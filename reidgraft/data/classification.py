@@ -17,11 +17,20 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from .datasets import DataMissingError
 from .loaders import EpochShuffle, _loader, sample_key, transformed
+from .splits import DataMissingError
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 AUGMENTATIONS = ("random_crop", "random_flip")
+
+
+def check_augment(augment) -> None:
+    """ValueError naming the first augmentation classification does not know."""
+    unknown = [name for name in augment if name not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown transform {unknown[0]!r} for classification; choose from {', '.join(AUGMENTATIONS)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -79,17 +88,26 @@ def load_classification_data(name: str, root: str | Path, download: bool = False
     return _cifar(name, Path(root).expanduser(), download)
 
 
-def _cifar(name: str, root: Path, download: bool) -> ClassificationData:
-    import torchvision.datasets
-
+def check_classification_data(name: str, root: str | Path, download: bool = False) -> None:
+    """DataMissingError unless CIFAR's files are under `root` (or may be downloaded); digits ship
+    with scikit-learn."""
+    if name == "digits" or download:
+        return
     layout = CIFAR_LAYOUTS[name]
-    folder = root / layout.folder
+    folder = Path(root).expanduser() / layout.folder
     missing = [file for file in layout.files if not (folder / file).is_file()]
-    if missing and not download:
+    if missing:
         raise DataMissingError(
             f"{name} not found: {folder} lacks {', '.join(missing)}; extract the python version "
             f"({layout.archive}, {CIFAR_URL}) under {root}, or pass --download to let torchvision fetch it"
         )
+
+
+def _cifar(name: str, root: Path, download: bool) -> ClassificationData:
+    import torchvision.datasets
+
+    layout = CIFAR_LAYOUTS[name]
+    check_classification_data(name, root, download)
     dataset_class = getattr(torchvision.datasets, layout.torchvision_class)
     try:
         train = dataset_class(root=str(root), train=True, download=download)

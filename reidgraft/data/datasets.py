@@ -2,9 +2,10 @@
 
 torchreid's classes start an HTTP download when their folder is missing and leave an empty
 folder behind; reidgraft checks the layout first and stops with one readable line instead.
-The synthetic dataset is written once in Market-1501 layout and read by torchreid's Market1501
-class, so it takes exactly the path real data takes. `folder` (a user's own crops in Market-1501
-naming, `folder.py`) is read by a class of ours registered with torchreid.
+Each dataset has a `check` (is the data there? no parsing, before any work) and a `load`; the
+registry (`registry.py`) names them. The synthetic dataset is written once in Market-1501 layout
+and read by torchreid's Market1501 class, so it takes exactly the path real data takes. `folder`
+(a user's own crops, `folder.py`) is read by a class of ours registered with torchreid.
 """
 
 from __future__ import annotations
@@ -14,61 +15,20 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import shutil
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-Item = tuple[str, int, int]  # image path, person id, camera index (0-based)
-SUBSETS = ("bounding_box_train", "query", "bounding_box_test")
-
-
-class DataMissingError(FileNotFoundError):
-    """A dataset is not where it was looked for; the message says where and how to get it."""
-
-
-@dataclass(frozen=True)
-class ReidSplits:
-    """Train items (pids relabelled 0..n-1), query and gallery items (original pids)."""
-
-    name: str
-    train: list[Item]
-    query: list[Item]
-    gallery: list[Item]
-
-    # for the synthetic set: the parameters it was generated with, and its manifest's hash
-    generator: dict[str, Any] | None = None
-    # the dataset options it was read with (cuhk03's boxes and split: same names, other images)
-    options: dict[str, Any] | None = None
-
-    @property
-    def num_train_pids(self) -> int:
-        return len({pid for _, pid, _ in self.train})
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What a run records about its data, to tell later whether other data is the same: the
-        image counts and a hash of every item (path below the dataset's folder, pid, camera)."""
-        every = [(split, item) for split in ("train", "query", "gallery") for item in getattr(self, split)]
-        base = os.path.commonpath([path for _, (path, _, _) in every]) if every else ""
-        listing = hashlib.sha256()
-        for split, (path, pid, camid) in every:
-            listing.update(f"{split}\t{os.path.relpath(path, base)}\t{pid}\t{camid}\n".encode())
-        found = {
-            "dataset": self.name,
-            "images": {"train": len(self.train), "query": len(self.query), "gallery": len(self.gallery)},
-            "items_sha256": listing.hexdigest(),
-        }
-        found |= {"options": self.options} if self.options else {}
-        return found | ({"generator": self.generator} if self.generator else {})
+from .splits import SUBSETS, DataMissingError, ReidSplits, make_splits
 
 
 @dataclass(frozen=True)
 class RealDataset:
-    """Where torchreid expects a public dataset, and where a user gets it."""
+    """Where torchreid expects a public dataset in Market-1501 layout, and where a user gets it."""
 
+    name: str
     folder: str  # under the data root
     layouts: tuple[str, ...]  # candidate data folders under `folder`, preferred first
     source: str
@@ -90,12 +50,22 @@ class RealDataset:
             f"{self.folder}/. reidgraft never downloads."
         )
 
+    def check(self, root: Path) -> None:
+        """DataMissingError unless the three subsets are there (before torchreid could create a
+        folder or start a download)."""
+        self.data_dir(root)
+
+    def load(self, root: Path) -> ReidSplits:
+        self.check(root)
+        return make_splits(self.name, *_parse_with_torchreid(self.torchreid_class, root))
+
 
 def _has_images(folder: Path) -> bool:
     return folder.is_dir() and any(folder.glob("*.jpg"))
 
 
 MARKET1501 = RealDataset(
+    name="market1501",
     folder="market1501",
     layouts=("Market-1501-v15.09.15", "."),
     source="Get Market-1501-v15.09.15.zip from its authors (Zheng et al., ICCV 2015) and unzip it "
@@ -103,6 +73,7 @@ MARKET1501 = RealDataset(
     torchreid_class="market1501.Market1501",
 )
 DUKEMTMCREID = RealDataset(
+    name="dukemtmcreid",
     folder="dukemtmc-reid",
     layouts=("DukeMTMC-reID",),
     source="Get DukeMTMC-reID.zip from its authors (Zheng et al., ICCV 2017) and unzip it "
@@ -130,6 +101,10 @@ def _missing(missing: Path, layout: str, source: str, folder: str) -> DataMissin
         f"dataset not found: {missing} is missing; expected {layout}. {source} Or point --root "
         f"(or $REIDGRAFT_DATA) at the folder that holds {folder}/. reidgraft never downloads."
     )
+
+
+def check_cuhk03(root: Path, **options: Any) -> None:
+    cuhk03_dir(root)
 
 
 def cuhk03_dir(root: Path) -> Path:
@@ -162,6 +137,10 @@ def cuhk03_dir(root: Path) -> Path:
             f"pip install {' '.join(absent)}"
         )
     return base
+
+
+def check_msmt17(root: Path) -> None:
+    msmt17_dir(root)
 
 
 def msmt17_dir(root: Path) -> Path:
@@ -217,27 +196,6 @@ def _parse_with_torchreid(class_path: str, root: Path, **options: Any) -> tuple[
     return dataset.train, dataset.query, dataset.gallery
 
 
-def _splits(name: str, train, query, gallery) -> ReidSplits:
-    # torchreid lists files in glob order; sort so every run sees the same order.
-    def items(data):
-        return sorted((str(path), int(pid), int(camid)) for path, pid, camid, *_ in data)
-
-    train = items(train)
-    pids = sorted({pid for _, pid, _ in train})
-    if pids != list(range(len(pids))):  # list files may hold other ids; the classifier needs 0..n-1
-        label = {pid: index for index, pid in enumerate(pids)}
-        train = [(path, label[pid], camid) for path, pid, camid in train]
-    return ReidSplits(name, train, items(query), items(gallery))
-
-
-def _real(spec: RealDataset, name: str) -> Callable[[Path], ReidSplits]:
-    def load(root: Path) -> ReidSplits:
-        spec.data_dir(root)  # fail before torchreid can create a folder or download
-        return _splits(name, *_parse_with_torchreid(spec.torchreid_class, root))
-
-    return load
-
-
 def load_cuhk03(
     root: Path, *, cuhk03_labeled: bool = False, cuhk03_classic_split: bool = False
 ) -> ReidSplits:
@@ -265,7 +223,7 @@ def load_cuhk03(
     def here(data):
         return [(str(base / Path(path).parent.name / Path(path).name), *rest) for path, *rest in data]
 
-    splits = _splits("cuhk03", here(train), here(query), here(gallery))
+    splits = make_splits("cuhk03", here(train), here(query), here(gallery))
     return dataclasses.replace(
         splits, options={key: options[key] for key in ("cuhk03_labeled", "cuhk03_classic_split")}
     )
@@ -275,14 +233,7 @@ def load_msmt17(root: Path) -> ReidSplits:
     """MSMT17 through torchreid's class (its train list only: the val list is left out, as
     published results do)."""
     msmt17_dir(root)  # fail before torchreid can create a folder or download
-    return _splits("msmt17", *_parse_with_torchreid("msmt17.MSMT17", root))
-
-
-def load_folder_splits(root: Path) -> ReidSplits:
-    """The `folder` dataset: `root` itself holds the three Market-1501 splits (see `folder.py`)."""
-    from .folder import load_folder
-
-    return _splits("folder", *load_folder(root))
+    return make_splits("msmt17", *_parse_with_torchreid("msmt17.MSMT17", root))
 
 
 def synthetic_splits(root: Path, **params) -> ReidSplits:
@@ -301,23 +252,9 @@ def synthetic_splits(root: Path, **params) -> ReidSplits:
         "params": json.loads(manifest)["params"],
         "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
     }
-    splits = _splits("synthetic", *_parse_with_torchreid(MARKET1501.torchreid_class, synthetic_root))
+    splits = make_splits("synthetic", *_parse_with_torchreid(MARKET1501.torchreid_class, synthetic_root))
     return dataclasses.replace(splits, generator=generator)
 
 
-# Dataset name -> loader of its splits from a data root (the registry, `registry.py`, names them);
-# a loader with options takes them as keywords named as the config's fields.
-_LOADERS: dict[str, Callable[..., ReidSplits]] = {
-    "market1501": _real(MARKET1501, "market1501"),
-    "dukemtmcreid": _real(DUKEMTMCREID, "dukemtmcreid"),
-    "cuhk03": load_cuhk03,
-    "msmt17": load_msmt17,
-    "folder": load_folder_splits,
-    "synthetic": synthetic_splits,
-}
-
-
-def load_reid_splits(name: str, root: str | Path, **options: Any) -> ReidSplits:
-    """The splits of re-ID dataset `name` under `root` (use `registry.load_reid_dataset`);
-    `options` are the dataset's own (cuhk03: cuhk03_labeled, cuhk03_classic_split)."""
-    return _LOADERS[name](Path(root).expanduser().resolve(), **options)
+def check_synthetic(root: Path) -> None:
+    """Nothing to check: the synthetic set is written on first use."""

@@ -24,16 +24,15 @@ from torchreid.reid.data import register_image_dataset
 from torchreid.reid.data.datasets import init_image_dataset
 from torchreid.reid.data.datasets.dataset import ImageDataset
 
-from .datasets import SUBSETS, DataMissingError
+from .splits import SUBSETS, DataMissingError, Item, ReidSplits, make_splits
 
 TORCHREID_NAME = "reidgraft_folder"  # the name under which torchreid knows the class
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# The image files a folder of crops may hold (the demo's galleries read the same).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 EXAMPLE_NAME = "0002_c1s1_000451_03.jpg"
 
 # PID_cCAM, then nothing or a Market-style tail (s1_000451_03, _anything), on the file's stem only.
 _NAME = re.compile(r"(-?\d+)_c(\d+)(?:[s_].*)?")
-
-Item = tuple[str, int, int]
 
 
 class FolderNameError(ValueError):
@@ -44,15 +43,24 @@ class FolderSplitError(ValueError):
     """A `folder` dataset split that cannot be evaluated (query identities absent from the gallery)."""
 
 
+def read_name(name: str) -> tuple[int, int] | None:
+    """(person id, 0-based camera) from a Market-1501-style file name, or None when it does not
+    read as one."""
+    match = _NAME.fullmatch(Path(name).stem)
+    if match is None or int(match.group(1)) < -1 or int(match.group(2)) < 1:
+        return None
+    return int(match.group(1)), int(match.group(2)) - 1
+
+
 def parse_name(path: Path) -> tuple[int, int]:
     """(person id, 0-based camera) from the file name of `path`; FolderNameError naming it."""
-    match = _NAME.fullmatch(path.stem)
-    if match is None or int(match.group(1)) < -1 or int(match.group(2)) < 1:
+    parsed = read_name(path.name)
+    if parsed is None:
         raise FolderNameError(
             f"{path}: the name does not read as PID_cCAM... (person id >= -1, camera >= 1, "
             f"e.g. {EXAMPLE_NAME}); rename the file or move it out of the dataset folder"
         )
-    return int(match.group(1)), int(match.group(2)) - 1
+    return parsed
 
 
 def _read_split(folder: Path) -> list[Item]:
@@ -71,8 +79,8 @@ def _read_split(folder: Path) -> list[Item]:
     return kept
 
 
-def read_market_named_folder(root: Path) -> tuple[list[Item], list[Item], list[Item]]:
-    """Train (ids relabelled 0..n-1), query and gallery items of the folder `root`."""
+def check_folder(root: Path) -> None:
+    """DataMissingError unless `root` holds the three split folders (their names are read later)."""
     missing = next((root / name for name in SUBSETS if not (root / name).is_dir()), None)
     if missing is not None:
         raise DataMissingError(
@@ -80,6 +88,11 @@ def read_market_named_folder(root: Path) -> tuple[list[Item], list[Item], list[I
             f"expected {root}/{{{','.join(SUBSETS)}}}/ with crops named like {EXAMPLE_NAME}. "
             "Point --root at your own folder in that layout. reidgraft never downloads."
         )
+
+
+def read_market_named_folder(root: Path) -> tuple[list[Item], list[Item], list[Item]]:
+    """Train (ids relabelled 0..n-1), query and gallery items of the folder `root`."""
+    check_folder(root)
     train, query, gallery = (_read_split(root / name) for name in SUBSETS)
     gallery_pids = {pid for _, pid, _ in gallery}
     absent = sorted({pid for _, pid, _ in query} - gallery_pids)
@@ -117,3 +130,8 @@ def load_folder(root: Path) -> tuple[list, list, list]:
         warnings.simplefilter("ignore")
         dataset = init_image_dataset(TORCHREID_NAME, root=str(root), verbose=False)
     return dataset.train, dataset.query, dataset.gallery
+
+
+def load_folder_splits(root: Path) -> ReidSplits:
+    """The `folder` dataset: `root` itself holds the three Market-1501 splits."""
+    return make_splits("folder", *load_folder(root))

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .datasets import Item
+from .splits import Item
 
 PREFETCH_BATCHES = 4  # batches each worker reads ahead
 

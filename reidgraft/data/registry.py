@@ -1,10 +1,13 @@
-"""Every dataset by name, in one registry: the task it belongs to, how to load it, its default
-backbone and its recipes. Adding a dataset takes one entry here and one recipe in `reidgraft/recipes/`.
+"""Every dataset by name, in one registry: the task it belongs to, how to check that its data is
+there and how to load it, its default backbone and its recipes. Adding a dataset takes one entry
+here (with its check and loader, in `datasets.py` or a module of its own) and one recipe in
+`reidgraft/recipes/`.
 
 The registry is a plain dict from name to `DatasetSpec`; everything that asks "is this re-ID or
 classification?" reads `spec.task`. A dataset with options of its own (cuhk03's labelled boxes and
-classic split) names them in `spec.options`, as the config's fields: its loader receives them as
-keywords, other loaders are called as before.
+classic split, CIFAR's download) names them in `spec.options`, as the config's fields: its check
+and loader receive them as keywords. Heavy modules (torchvision's CIFAR, torchreid's classes) are
+imported only when a dataset of theirs is checked or loaded.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .classification import ClassificationData, load_classification_data
-from .datasets import ReidSplits, load_reid_splits, synthetic_splits
+from . import datasets
+from .splits import ReidSplits
+
+if TYPE_CHECKING:
+    from .classification import ClassificationData
 
 REID = "reid"
 CLASSIFICATION = "classification"
@@ -28,8 +34,11 @@ class DatasetSpec:
 
     name: str
     task: str  # REID or CLASSIFICATION
-    # (data root, download allowed, **options named in `options`) -> the data
+    # (data root, **options named in `options`) -> the data; checks first that it is there
     load: Callable[..., ReidSplits | ClassificationData]
+    # (data root, **options) -> None, or DataMissingError naming what is missing: no parsing,
+    # before any work (the preflight calls it)
+    check: Callable[..., None]
     default_arch: str
     recipes: Mapping[
         str, str
@@ -39,7 +48,7 @@ class DatasetSpec:
     # The --metric-protocol its published re-ID numbers use. Informational: the config's
     # metric_protocol is always the user's explicit choice (default market1501).
     protocol: str = "market1501"
-    # config fields the loader takes as keywords (cuhk03_labeled, ...)
+    # config fields the check and loader take as keywords (cuhk03_labeled, download, ...)
     options: tuple[str, ...] = ()
     # option -> the protocol published numbers use when that option is on
     protocol_when: Mapping[str, str] = field(default_factory=dict)
@@ -53,20 +62,44 @@ class DatasetSpec:
         on = [name for name, protocol in self.protocol_when.items() if (options or {}).get(name)]
         return self.protocol_when[on[0]] if on else self.protocol
 
+    def _own(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {name: options[name] for name in self.options if options and name in options}
+
+    def _root(self, root: str | Path) -> Path:
+        root = Path(root).expanduser()
+        return root.resolve() if self.task == REID else root
+
+    def check_data(self, root: str | Path, options: Mapping[str, Any] | None = None) -> None:
+        """DataMissingError (one line) unless the data is under `root`; reads no image."""
+        self.check(self._root(root), **self._own(options))
+
     def load_with(
-        self, root: Path, download: bool = False, options: Mapping[str, Any] | None = None
+        self, root: str | Path, options: Mapping[str, Any] | None = None
     ) -> ReidSplits | ClassificationData:
         """The data under `root`; of `options`, only those this dataset takes reach its loader."""
-        own = {name: options[name] for name in self.options if options and name in options}
-        return self.load(root, download, **own)
+        return self.load(self._root(root), **self._own(options))
 
 
-def _reid(name: str) -> Callable[..., ReidSplits]:
-    return lambda root, download=False, **options: load_reid_splits(name, root, **options)
+def _folder(function: str) -> Callable[..., Any]:
+    """`folder.py`'s check or loader, imported when called (it imports torchreid)."""
+
+    def call(root: Path) -> Any:
+        from . import folder
+
+        return getattr(folder, function)(root)
+
+    return call
 
 
-def _classification(name: str) -> Callable[[Path, bool], ClassificationData]:
-    return lambda root, download=False: load_classification_data(name, root, download=download)
+def _classification(name: str, function: str) -> Callable[..., Any]:
+    """`classification.py`'s check or loader for `name`, imported when called (torchvision)."""
+
+    def call(root: Path, download: bool = False) -> Any:
+        from . import classification
+
+        return getattr(classification, function)(name, root, download=download)
+
+    return call
 
 
 def _cifar_recipes(dataset: str) -> dict[str, str]:
@@ -74,11 +107,18 @@ def _cifar_recipes(dataset: str) -> dict[str, str]:
     return {arch: f"{dataset}_{arch}.yaml" for arch in archs}
 
 
+def _classification_spec(name: str, default_arch: str, recipes: Mapping[str, str]) -> DatasetSpec:
+    return DatasetSpec(
+        name, CLASSIFICATION, _classification(name, "load_classification_data"),
+        _classification(name, "check_classification_data"), default_arch, recipes, options=("download",),
+    )  # fmt: skip
+
+
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
         DatasetSpec(
-            "market1501", REID, _reid("market1501"), "resnet50",
+            "market1501", REID, datasets.MARKET1501.load, datasets.MARKET1501.check, "resnet50",
             {"resnet50": "market1501_resnet50.yaml", "mobilenetv2_x1_0": "market1501_mobilenetv2.yaml"},
             {
                 "resnet50": "market1501_resnet50_bot.yaml",
@@ -86,38 +126,32 @@ DATASETS: dict[str, DatasetSpec] = {
             },
         ),
         DatasetSpec(
-            "dukemtmcreid", REID, _reid("dukemtmcreid"), "resnet50",
+            "dukemtmcreid", REID, datasets.DUKEMTMCREID.load, datasets.DUKEMTMCREID.check, "resnet50",
             {"resnet50": "duke_resnet50.yaml", "mobilenetv2_x1_0": "duke_mobilenetv2.yaml"},
             {"resnet50": "duke_resnet50_bot.yaml"},
         ),
         DatasetSpec(
-            "cuhk03", REID, _reid("cuhk03"), "resnet50",
+            "cuhk03", REID, datasets.load_cuhk03, datasets.check_cuhk03, "resnet50",
             {"resnet50": "cuhk03_resnet50.yaml"}, {"resnet50": "cuhk03_resnet50_bot.yaml"},
             options=("cuhk03_labeled", "cuhk03_classic_split"),
             protocol_when={"cuhk03_classic_split": "cuhk03"},
         ),
         DatasetSpec(
-            "msmt17", REID, _reid("msmt17"), "resnet50",
+            "msmt17", REID, datasets.load_msmt17, datasets.check_msmt17, "resnet50",
             {"resnet50": "msmt17_resnet50.yaml"}, {"resnet50": "msmt17_resnet50_bot.yaml"},
         ),
         DatasetSpec(
-            "folder", REID, _reid("folder"), "resnet50",
+            "folder", REID, _folder("load_folder_splits"), _folder("check_folder"), "resnet50",
             {"resnet50": "folder_resnet50.yaml"}, {"resnet50": "folder_resnet50_bot.yaml"},
         ),
         DatasetSpec(
-            "synthetic", REID, _reid("synthetic"), "mobilenetv2_x1_0",
+            "synthetic", REID, datasets.synthetic_splits, datasets.check_synthetic, "mobilenetv2_x1_0",
             {"mobilenetv2_x1_0": "synthetic_quick.yaml"},
             {"mobilenetv2_x1_0": "synthetic_bot.yaml"},
         ),
-        DatasetSpec(
-            "cifar10", CLASSIFICATION, _classification("cifar10"), "resnet56", _cifar_recipes("cifar10")
-        ),
-        DatasetSpec(
-            "cifar100", CLASSIFICATION, _classification("cifar100"), "mobilenetv2", _cifar_recipes("cifar100")
-        ),
-        DatasetSpec(
-            "digits", CLASSIFICATION, _classification("digits"), "resnet20", {"resnet20": "digits_quick.yaml"}
-        ),
+        _classification_spec("cifar10", "resnet56", _cifar_recipes("cifar10")),
+        _classification_spec("cifar100", "mobilenetv2", _cifar_recipes("cifar100")),
+        _classification_spec("digits", "resnet20", {"resnet20": "digits_quick.yaml"}),
     )
 }  # fmt: skip
 
@@ -143,12 +177,12 @@ def load_dataset(
 ) -> ReidSplits | ClassificationData:
     """The data of dataset `name` under `root` (re-ID splits or a classification set). `options`
     may hold any dataset's options (the config's fields); each dataset takes only its own."""
-    return dataset_spec(name).load_with(Path(root).expanduser(), download, options)
+    return dataset_spec(name).load_with(root, {**(options or {}), "download": download})
 
 
 def load_reid_dataset(name: str, root: str | Path, options: Mapping[str, Any] | None = None) -> ReidSplits:
     """The re-ID splits of dataset `name` under `root`; ValueError for a name that is not re-ID."""
-    return dataset_spec(name, REID).load_with(Path(root).expanduser(), False, options)
+    return dataset_spec(name, REID).load_with(root, options)
 
 
 def load_run_splits(
@@ -164,7 +198,9 @@ def load_run_splits(
     `options`: the dataset's options the run was trained with (cuhk03's)."""
     if name == "synthetic" and recorded and recorded.get("generator"):
         try:
-            splits = synthetic_splits(Path(root).expanduser().resolve(), **recorded["generator"]["params"])
+            splits = datasets.synthetic_splits(
+                Path(root).expanduser().resolve(), **recorded["generator"]["params"]
+            )
         except ValueError as error:
             raise ValueError(f"{run} was trained on another synthetic set: {error}") from None
     else:
@@ -194,4 +230,4 @@ def load_run_splits(
 
 def load_classification_dataset(name: str, root: str | Path, download: bool = False) -> ClassificationData:
     """The classification set `name` (CIFAR from `root`); ValueError for a name that is not one."""
-    return dataset_spec(name, CLASSIFICATION).load_with(Path(root).expanduser(), download)
+    return dataset_spec(name, CLASSIFICATION).load_with(root, {"download": download})

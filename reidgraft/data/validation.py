@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from .classification import ClassificationData
-from .datasets import ReidSplits
+from .splits import ReidSplits
 
 VALIDATION_SEED = 0
 

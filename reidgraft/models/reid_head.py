@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import build_backbone
+from .registry import backbone_spec, build_backbone
+from .shapes import last_stage
 
 
 class BNNeckClassifier(nn.Module):
@@ -53,31 +54,14 @@ def add_bnneck(model: nn.Module) -> nn.Module:
     return model
 
 
-def last_stage(model: nn.Module) -> nn.Module | None:
-    """The first block of a ResNet-style last stage (`layer4[0]`), whose stride halves the map."""
-    stage = getattr(model, "layer4", None)
-    return stage[0] if isinstance(stage, nn.Sequential) and len(stage) else None
-
-
 def set_last_stride_one(model: nn.Module, arch: str) -> nn.Module:
     """Make the last stage keep its input's resolution (doubles the final map's sides)."""
+    backbone_spec(arch).check_last_stride(1)
     block = last_stage(model)
-    if block is None:
-        raise ValueError(
-            f"last_stride 1 needs a backbone with a ResNet-style last stage (resnet50, resnext50_32x4d, "
-            f"se_resnet50, ...); {arch} has none: use --last-stride 2"
-        )
     for module in block.modules():
         if isinstance(module, nn.Conv2d) and module.stride != (1, 1):
             module.stride = (1, 1)
     return model
-
-
-def check_last_stride(arch: str) -> None:
-    """ValueError (one line) when `arch` has no last stage whose stride could be 1 (built on the
-    meta device: shapes only, no memory, no time)."""
-    with torch.device("meta"):
-        set_last_stride_one(build_backbone(arch, num_classes=2), arch)
 
 
 def build_reid_model(

@@ -1,10 +1,9 @@
-"""What a backbone does to an input size, found by running it on shapes alone (the meta device:
-no memory, no arithmetic): the smallest input it takes, and the layers that meet a feature map
-one pixel wide."""
+"""What a network does to an input size, found by running it on shapes alone (the meta device:
+no memory, no arithmetic): its final map, and the layers that meet a feature map one pixel wide;
+and where its ResNet-style last stage is. Per backbone name, `registry.py` asks these."""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -25,13 +24,9 @@ class ShapeProbe:
         return (max(1, self.stride[0] // 2), max(1, self.stride[1] // 2))
 
 
-@functools.cache
-def probe(arch: str, size: tuple[int, int]) -> ShapeProbe:
-    """Run `arch` on a (height, width) = `size` input on the meta device and record its shapes."""
-    from reidgraft.models import build_backbone
-
-    with torch.device("meta"):
-        model = build_backbone(arch, num_classes=2).eval()
+def run_on_shapes(model: nn.Module, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[str, ...]]:
+    """Run a model built on the meta device on a (height, width) input: the last convolution's
+    output map, and the strided k>1 convolutions whose input is one pixel wide."""
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     widths: dict[str, int] = {}
     last_map: list[tuple[int, int]] = []
@@ -46,40 +41,17 @@ def probe(arch: str, size: tuple[int, int]) -> ShapeProbe:
     handles = [m.register_forward_hook(record(name)) for name, m in convs]
     try:
         with torch.no_grad():
-            model(torch.empty(1, 3, *size, device="meta"))
-        narrow = tuple(
-            name
-            for name, m in convs
-            if widths.get(name) == 1 and max(m.stride) > 1 and max(m.kernel_size) > 1
-        )
-        if size == (PROBE_SIDE, PROBE_SIDE):
-            stride = (PROBE_SIDE // last_map[0][0], PROBE_SIDE // last_map[0][1])
-        else:
-            stride = probe(arch, (PROBE_SIDE, PROBE_SIDE)).stride
+            model.eval()(torch.empty(1, 3, *size, device="meta"))
     finally:
         for handle in handles:
             handle.remove()
-    return ShapeProbe(stride, narrow)
+    narrow = tuple(
+        name for name, m in convs if widths.get(name) == 1 and max(m.stride) > 1 and max(m.kernel_size) > 1
+    )
+    return last_map[0], narrow
 
 
-def check_input_size(arch: str, height: int, width: int) -> None:
-    """ValueError (one line) when `arch` cannot take a `height` x `width` input."""
-    min_height, min_width = probe(arch, (PROBE_SIDE, PROBE_SIDE)).min_size
-    for name, side, smallest in (("height", height, min_height), ("width", width, min_width)):
-        if side < smallest:
-            raise ValueError(
-                f"{name} {side} is too small for {arch}: it downsamples by "
-                f"{2 * smallest}, so below {smallest} pixels its last two stages get maps one pixel across; "
-                f"use --{name} {smallest} or more (re-ID recipes use 256x128)"
-            )
-
-
-def bf16_training_hazard(arch: str, height: int, width: int) -> str | None:
-    """The first layer where CPU bf16 training would go wrong at this input size, or None.
-
-    oneDNN's bf16 weight gradient of a strided convolution (kernel > 1) reads memory it never
-    wrote when the input is one pixel wide (torch 2.14 on AVX512-BF16/AMX: NaN weights, at
-    random; fp32 and wider inputs are exact). Found by poisoning the heap with NaN before a step.
-    """
-    narrow = probe(arch, (height, width)).narrow_strided_convs
-    return narrow[0] if narrow else None
+def last_stage(model: nn.Module) -> nn.Module | None:
+    """The first block of a ResNet-style last stage (`layer4[0]`), whose stride halves the map."""
+    stage = getattr(model, "layer4", None)
+    return stage[0] if isinstance(stage, nn.Sequential) and len(stage) else None

@@ -14,7 +14,8 @@ from reidgraft.data import (
     load_classification_dataset,
     load_reid_dataset,
 )
-from reidgraft.engine.runs import check_names, load_data
+from reidgraft.engine.preflight import check_names, preflight
+from reidgraft.engine.runs import load_data
 from reidgraft.engine.tasks import ClassificationTask, ReidTask, make_task
 
 
@@ -39,14 +40,18 @@ def test_a_new_dataset_is_one_entry(monkeypatch, tmp_path):
     """An entry with its loader and recipe: the recipe is found, names are checked against its
     task, its data loads, and the trainer's task follows it; nothing else was told about it."""
     splits = ReidSplits("street", [("a.jpg", 0, 0), ("b.jpg", 1, 1)], [("q.jpg", 5, 0)], [("g.jpg", 5, 1)])
+    checked = []
     spec = DatasetSpec(
-        "street", REID, lambda root, download=False: splits, "resnet50", {"resnet50": "duke_resnet50.yaml"}
-    )
+        "street", REID, lambda root: splits, lambda root: checked.append(root), "resnet50",
+        {"resnet50": "duke_resnet50.yaml"},
+    )  # fmt: skip
     monkeypatch.setitem(DATASETS, "street", spec)
     assert dataset_spec("street") is spec
     assert recipe_for("street", "osnet_x1_0").name == "duke_resnet50.yaml"
     config = build_config(dataset="street", arch="resnet50", root=str(tmp_path))
     check_names(config)
+    preflight(config)
+    assert checked == [tmp_path.resolve()]  # its data was looked for before any work
     assert load_data(config, log=lambda line: None) is splits
     assert isinstance(make_task(config, splits), ReidTask)
     with pytest.raises(ConfigError, match="arch 'resnet56' is a CIFAR classifier"):

