@@ -3,7 +3,7 @@
 
 import sys
 
-from reidgraft.cli.demo import main
+from reidgraft.cli.entry import demo
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(demo())

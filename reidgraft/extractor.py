@@ -21,23 +21,8 @@ from PIL import Image
 
 from .data.loaders import read_rgb, reid_transforms
 from .device import autocast, resolve_device
-from .engine.features import run_precision
-from .engine.run_dir import RunDir, load_checkpoint
-from .models.reid_head import build_reid_model, head_options
-
-# torchreid's test transform normalises with ImageNet's statistics (its default).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def chosen_model(run_dir: str | Path, count: int) -> tuple[int, str]:
-    """The model a run recommends, and why: the best of K chosen on validation, or model 0 (the
-    one declared before training) when the run held no validation set."""
-    metrics = RunDir(run_dir).read_metrics() or {}
-    best = (metrics.get("report") or {}).get("best_of_k") or {}
-    if best.get("chosen_on") == "validation" and 0 <= int(best.get("model", -1)) < count:
-        return int(best["model"]), "the best of K on validation"
-    return 0, "model 0"
+from .engine.trained import TrainedRun
+from .models import backbone_spec
 
 
 class FeatureExtractor:
@@ -51,44 +36,34 @@ class FeatureExtractor:
 
     def __init__(
         self,
-        run_dir: str | Path,
+        run_dir: str | Path | TrainedRun,
         model: int | None = None,
         device: str = "auto",
         amp: str = "auto",
         batch_size: int = 64,
         normalize: bool = True,
     ):
-        payload = load_checkpoint(run_dir)
-        if payload.get("task", "reid") != "reid":
-            raise ValueError(
-                f"{run_dir} is a {payload['task']} run; FeatureExtractor embeds images with re-ID models"
-            )
-        config: dict[str, Any] = payload["config"]
-        count = len(payload["models"])
+        run = run_dir if isinstance(run_dir, TrainedRun) else TrainedRun(run_dir)
+        run.require_reid("FeatureExtractor embeds images with re-ID models")
         if model is None:
-            model, self.chosen_because = chosen_model(run_dir, count)
+            model, self.chosen_because = run.recommended_model()
         else:
             self.chosen_because = "asked for"
-        if not 0 <= model < count:
-            raise ValueError(f"model {model}: the run {run_dir} has models 0..{count - 1}")
+        run.check_model(model)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.run_dir, self.k, self.config = Path(run_dir), model, config
-        self.arch, self.evaluation_metric = config["arch"], config["metric"]
+        self.run, self.run_dir, self.k, self.config = run, run.given, model, run.raw_config
+        self.arch, self.evaluation_metric = run.arch, run.raw_config["metric"]
         self.normalize = normalize
         self.metric = "cosine" if normalize else self.evaluation_metric  # how to compare the output
-        self.height, self.width = int(config["height"]), int(config["width"])
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.height, self.width = run.input_size
+        spec = backbone_spec(self.arch)
+        self.mean, self.std = spec.mean, spec.std
         self.batch_size = batch_size
         self.device = resolve_device(device)
-        self.amp, self.channels_last = run_precision(
-            amp, RunDir(run_dir).read_metrics(), self.device, self.arch, (self.height, self.width)
-        )
-        network = build_reid_model(self.arch, payload["num_classes"], **head_options(config))
-        network.load_state_dict(payload["models"][model])
-        layout = torch.channels_last if self.channels_last else torch.preserve_format
-        self.model = network.to(self.device, memory_format=layout).eval()
-        _, self.transform = reid_transforms(self.height, self.width, [])
+        self.amp, self.channels_last = run.precision(amp, self.device)
+        self.model = run.model(model, self.device, self.channels_last)
+        _, self.transform = reid_transforms(self.height, self.width, [], mean=self.mean, std=self.std)
         with torch.no_grad():
             probe = torch.zeros(1, 3, self.height, self.width, device=self.device)
             self.dim = int(self.model(probe).shape[1])

@@ -8,8 +8,8 @@ from PIL import Image
 import reidgraft
 from reidgraft.data.registry import load_reid_dataset
 from reidgraft.engine import load_checkpoint
-from reidgraft.engine.features import extract_features, models_from_checkpoint, run_precision
-from reidgraft.engine.run_dir import RunDir
+from reidgraft.engine.features import extract_features
+from reidgraft.engine.trained import TrainedRun
 
 
 @pytest.fixture(scope="module")
@@ -18,12 +18,11 @@ def extractor(tiny_run):
 
 
 def test_features_equal_evaluation_features(tiny_run, extractor):
-    payload = load_checkpoint(tiny_run)
-    config = payload["config"]
+    run = TrainedRun(tiny_run)
+    config = run.raw_config
     splits = load_reid_dataset("synthetic", config["root"])
-    amp, channels_last = run_precision("auto", RunDir(tiny_run).read_metrics(), torch.device("cpu"),
-                                       config["arch"], (config["height"], config["width"]))  # fmt: skip
-    models = models_from_checkpoint(payload, torch.device("cpu"), channels_last)
+    amp, channels_last = run.precision("auto", torch.device("cpu"))
+    models = run.models(torch.device("cpu"), channels_last)
     (evaluated,) = extract_features(
         models[1:], splits.query, height=config["height"], width=config["width"], batch_size=7, workers=0,
         amp=amp, channels_last=channels_last,

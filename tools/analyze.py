@@ -3,7 +3,7 @@
 
 import sys
 
-from reidgraft.cli.analyze import main
+from reidgraft.cli.entry import analyze
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(analyze())

@@ -3,7 +3,7 @@
 
 import sys
 
-from reidgraft.cli.compare import run
+from reidgraft.cli.entry import compare
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(compare())

@@ -3,7 +3,7 @@
 
 import sys
 
-from reidgraft.cli.evaluate import run
+from reidgraft.cli.entry import evaluate
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(evaluate())

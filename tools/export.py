@@ -3,7 +3,7 @@ installed `reidgraft-export` (see `reidgraft/cli/export.py`, or `python tools/ex
 
 import sys
 
-from reidgraft.cli.export import run
+from reidgraft.cli.entry import export
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(export())

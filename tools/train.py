@@ -3,7 +3,7 @@
 
 import sys
 
-from reidgraft.cli.train import run
+from reidgraft.cli.entry import train
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(train())

@@ -16,14 +16,14 @@ from ..config import AMP_CHOICES, DEVICES, build_config
 from ..data import REID, DataMissingError, dataset_spec, load_reid_dataset, load_run_splits
 from ..data.loaders import ImageReadError
 from ..device import resolve_device
-from ..engine import METRIC_KEYS, RunDir, load_checkpoint
-from ..engine.features import models_from_checkpoint, run_precision
 from ..engine.logging import metrics_table
+from ..engine.run_dir import RunDir
+from ..engine.tasks import REID_METRICS as METRIC_KEYS
 from ..engine.tasks import ReidTask
+from ..engine.trained import TrainedRun
 from ..evaluation import ranked_results_grid
 from ..files import atomic_write_json, check_writable
 from ..index import KINDS, GalleryIndex
-from . import with_cpu_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,15 +61,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def evaluate_run(args) -> int:
-    payload = load_checkpoint(Path(args.run_dir))
-    if payload.get("task", REID) != REID:
-        raise ValueError(
-            f"{args.run_dir} is a {payload['task']} run; reidgraft-evaluate ranks re-ID galleries "
-            "(its top-1/top-5 are in the run's metrics.json)"
-        )
-    dataset = args.dataset or payload["config"]["dataset"]
+    run = TrainedRun(args.run_dir)
+    run.require_reid(
+        "reidgraft-evaluate ranks re-ID galleries (its top-1/top-5 are in the run's metrics.json)"
+    )
+    dataset = args.dataset or run.raw_config["dataset"]
     dataset_spec(dataset, REID)  # a clear error before anything is read
-    count = len(payload["models"])
+    count = run.count
     if args.model is not None and not 0 <= args.model < count:
         raise ValueError(f"--model {args.model}: the run has models 0..{count - 1}")
     if args.visualize < 0 or args.batch_size < 1:
@@ -78,18 +76,16 @@ def evaluate_run(args) -> int:
     check_writable(output)  # before the features are extracted, not after
     chosen = list(range(count)) if args.model is None else [args.model]
     config = build_config(
-        payload["config"], dataset=dataset, root=args.root, eval_batch_size=args.batch_size,
+        run.raw_config, dataset=dataset, root=args.root, eval_batch_size=args.batch_size,
         workers=args.workers,
     )  # fmt: skip
-    if args.dataset and args.dataset != payload["config"]["dataset"]:
+    if args.dataset and args.dataset != run.raw_config["dataset"]:
         splits = load_reid_dataset(dataset, config.root, config.to_dict())
     else:  # the run's own data: it must be what the run recorded
-        splits = load_run_splits(dataset, config.root, payload.get("data"), args.run_dir, config.to_dict())
+        splits = load_run_splits(dataset, config.root, run.data, args.run_dir, config.to_dict())
     device = resolve_device(args.device)
-    amp, channels_last = run_precision(
-        args.amp, RunDir(args.run_dir).read_metrics(), device, config.arch, (config.height, config.width)
-    )
-    every_model = models_from_checkpoint(payload, device, channels_last)
+    amp, channels_last = run.precision(args.amp, device)
+    every_model = run.models(device, channels_last)
     task = ReidTask(config, splits)
     task.runs_on(amp, channels_last)
     query_features, gallery_features = task.features([every_model[k] for k in chosen])
@@ -147,10 +143,7 @@ def main(argv=None) -> int:
         return 2
 
 
-def run() -> int:
-    """The command as installed (and as `python tools/...`): `main` with the CPU allocator."""
-    return with_cpu_allocator(main)
-
-
 if __name__ == "__main__":
-    sys.exit(run())
+    from . import entry
+
+    sys.exit(entry.evaluate())

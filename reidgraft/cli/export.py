@@ -76,9 +76,5 @@ def main(argv=None) -> int:
     return 0
 
 
-def run() -> int:
-    return main()
-
-
 if __name__ == "__main__":
     sys.exit(main())

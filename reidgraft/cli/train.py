@@ -45,7 +45,6 @@ from ..engine.logging import metrics_table, report_lines
 from ..engine.preflight import preflight
 from ..engine.runs import load_data
 from ..models import IMAGENET
-from . import with_cpu_allocator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,10 +175,7 @@ def interrupted(config: TrainConfig | None, rank: int | None) -> str:
     return f"the last complete epoch is saved in {checkpoint} (continue with {again})"
 
 
-def run() -> int:
-    """The command as installed (and as `python tools/...`): `main` with the CPU allocator."""
-    return with_cpu_allocator(main)
-
-
 if __name__ == "__main__":
-    sys.exit(run())
+    from . import entry
+
+    sys.exit(entry.train())

@@ -15,14 +15,11 @@ Nothing is written or created; every problem is one line naming the file or spli
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import re
 import warnings
 from pathlib import Path
-
-from torchreid.reid.data import register_image_dataset
-from torchreid.reid.data.datasets import init_image_dataset
-from torchreid.reid.data.datasets.dataset import ImageDataset
 
 from .splits import SUBSETS, DataMissingError, Item, ReidSplits, make_splits
 
@@ -107,16 +104,22 @@ def read_market_named_folder(root: Path) -> tuple[list[Item], list[Item], list[I
     return [(path, label[pid], camid) for path, pid, camid in train], query, gallery
 
 
-class MarketNamedFolder(ImageDataset):
-    """torchreid's view of a `folder` dataset: `root` is the folder holding the three splits."""
+@functools.cache
+def register() -> None:
+    """Register the `folder` dataset with torchreid (once per process), as `MarketNamedFolder`:
+    torchreid's view of a folder, whose `root` is the folder holding the three splits. torchreid
+    is imported here, not when the naming rules above are read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Cython evaluation")
+        from torchreid.reid.data import register_image_dataset
+        from torchreid.reid.data.datasets.dataset import ImageDataset
 
-    def __init__(self, root: str = "", **kwargs):
-        self.root = self.dataset_dir = str(Path(root).expanduser().resolve())
-        train, query, gallery = read_market_named_folder(Path(self.dataset_dir))
-        super().__init__(train, query, gallery, **kwargs)
+    class MarketNamedFolder(ImageDataset):
+        def __init__(self, root: str = "", **kwargs):
+            self.root = self.dataset_dir = str(Path(root).expanduser().resolve())
+            train, query, gallery = read_market_named_folder(Path(self.dataset_dir))
+            super().__init__(train, query, gallery, **kwargs)
 
-
-def _register() -> None:
     try:
         register_image_dataset(TORCHREID_NAME, MarketNamedFolder)
     except ValueError:  # registered already, in this process
@@ -125,7 +128,9 @@ def _register() -> None:
 
 def load_folder(root: Path) -> tuple[list, list, list]:
     """Train, query and gallery of the folder `root`, read through torchreid's dataset registry."""
-    _register()
+    register()
+    from torchreid.reid.data.datasets import init_image_dataset
+
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         dataset = init_image_dataset(TORCHREID_NAME, root=str(root), verbose=False)

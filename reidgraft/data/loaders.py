@@ -222,16 +222,24 @@ def check_reid_augment(augment: Sequence[str]) -> None:
         )
 
 
-def reid_transforms(height: int, width: int, augment: Sequence[str]):
-    """torchreid's train and test transforms (resize, its augmentations, ImageNet normalisation),
+def reid_transforms(
+    height: int,
+    width: int,
+    augment: Sequence[str],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+):
+    """torchreid's train and test transforms (resize, its augmentations, normalisation by `mean`
+    and `std`: by default torchreid's, ImageNet's, which every torchreid backbone's spec holds),
     with `random_pad_crop` placed where torchreid puts its own crop (after the flip)."""
     from torchreid.reid.data.transforms import build_transforms
     from torchvision import transforms as T
 
     check_reid_augment(augment)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints each transform it adds
+        normalisation = {"norm_mean": list(mean), "norm_std": list(std)} if mean is not None else {}
         train, test = build_transforms(
-            height, width, transforms=[n for n in augment if n in TORCHREID_AUGMENTATIONS]
+            height, width, transforms=[n for n in augment if n in TORCHREID_AUGMENTATIONS], **normalisation
         )
     if "random_pad_crop" in augment:
         steps = list(train.transforms)

@@ -1,88 +1,72 @@
-"""What `reidgraft-compare` measures beyond each run's own metrics: per-query (or per-image)
-scores for paired comparisons, the compute-matched baselines built from K independent models
-(their feature ensemble and their weight average), and paired bootstrap intervals.
+"""The comparison behind `reidgraft-compare`: for each seed and each K it trains (or reuses) the
+runs of every method, scores their models query by query on the test data (image by image for
+classification), builds the compute-matched baselines from K independent models (their feature
+ensemble and their weight average), and pairs grafting with each baseline seed by seed.
 
-Per-item scores: re-ID gives each valid query its AP (`mAP`) and whether its first match is at
-rank 1 (`rank1`); classification gives each test image whether the top-1 class is right
-(`top1`). Their means are the usual metrics, and the same items line up across models and seeds,
-so differences can be paired.
+    single            K = 1 at the base learning rate
+    nograft           the K models trained independently at the grafted models' learning rates
+    nograft_ensemble  those K models together (the task's `ensemble_scores`)
+    nograft_average   their weight average, batch-norm statistics re-estimated on training images
+    graft             the K grafted models
+    graft_same_lr     grafted, every model at the base learning rate
+
+Each K-model method is reported three ways: model 0 (declared before training), the mean over
+its K models, and the best of K (chosen on validation when the recipe holds some out, else on the
+test set, and labelled so). Model k of replicate s uses seed 1000 s + k. Per-item scores are kept
+in each run's folder, so a comparison run again scores only what is new. The report is written
+by `report.py`.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import hashlib
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.classification import ClassificationData, build_classification_test_loader
-from ..data.loaders import build_test_loader
-from ..evaluation import evaluate
-from ..evaluation.retrieval import RetrievalResult
+from ..config import ConfigError, TrainConfig, build_config, load_yaml
+from ..device import resolve_device
 from ..files import read_keyed_arrays, write_keyed_arrays
-from .features import model_device, predict_logits
-from .tasks import ClassificationTask, ReidTask
-
-Scores = dict[str, np.ndarray]  # metric -> one value per query or test image
+from ..index import state_fingerprint
+from .features import model_device
+from .preflight import preflight
+from .run_dir import RunDir
+from .runs import finish_run, load_data, result_config
+from .tasks import Scores, make_task
+from .trained import TrainedRun
 
 BN_IMAGES = 4096  # training images that re-estimate an averaged model's BN statistics (at most)
 SCORES_FORMAT = 1  # the layout of a saved scores file; another one is simply scored again
 
-
-def _retrieval_scores(result: RetrievalResult) -> Scores:
-    """Per valid query: its AP, and its rank-1 hits as the protocol counts them (under cuhk03,
-    the share of its single-gallery-shot draws), so both average to the run's own metrics."""
-    return {"mAP": result.average_precisions, "rank1": result.rank1_hits}
-
-
-def _reid_evaluate(task: ReidTask, query: torch.Tensor, gallery: torch.Tensor) -> Scores:
-    splits, config = task.splits, task.config
-    labels = [[item[i] for item in items] for items in (splits.query, splits.gallery) for i in (1, 2)]
-    query_pids, query_cams, gallery_pids, gallery_cams = labels
-    result = evaluate(
-        query, gallery, query_pids, gallery_pids, query_cams, gallery_cams,
-        metric=config.metric, max_rank=config.max_rank, protocol=config.metric_protocol,
-    )  # fmt: skip
-    return _retrieval_scores(result)
+# method -> what its run changes in the recipe (None: built from the nograft run's models)
+METHODS: dict[str, dict[str, Any] | None] = {
+    "single": {"models": 1, "graft": False},
+    "nograft": {"graft": False},
+    "nograft_ensemble": None,
+    "nograft_average": None,
+    "graft": {"graft": True},
+    "graft_same_lr": {"graft": True, "lr_spread": "none"},
+}
+REPORTS = ("model0", "mean", "best_of_k")
+AGAINST = ("nograft", "nograft_ensemble", "single")  # graft minus each of these, paired by seed
 
 
-def _logits(task: ClassificationTask, models: Sequence[nn.Module]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    loader = build_classification_test_loader(
-        task.data, batch_size=task.config.eval_batch_size, workers=task.config.workers
-    )
-    return predict_logits(models, loader, amp=task.amp, channels_last=task.channels_last)
-
-
-def per_item_scores(task: ReidTask | ClassificationTask, models: Sequence[nn.Module]) -> list[Scores]:
-    """Each model's per-query (re-ID) or per-image (classification) scores on the test data."""
-    if isinstance(task, ClassificationTask):
-        logits, labels = _logits(task, models)
-        return [{"top1": (model_logits.argmax(dim=1) == labels).double().numpy()} for model_logits in logits]
-    query, gallery = task.features(models)
-    return [_reid_evaluate(task, q, g) for q, g in zip(query, gallery, strict=True)]
-
-
-def ensemble_scores(task: ReidTask | ClassificationTask, models: Sequence[nn.Module]) -> Scores:
-    """The K models used together: re-ID ranks by their concatenated L2-normalised features
-    (cosine distance on the concatenation = the mean of the K cosine distances); classification
-    averages their softmax probabilities."""
-    if isinstance(task, ClassificationTask):
-        logits, labels = _logits(task, models)
-        probabilities = torch.stack([part.softmax(dim=1) for part in logits]).mean(dim=0)
-        return {"top1": (probabilities.argmax(dim=1) == labels).double().numpy()}
-    query, gallery = task.features(models)
-
-    def joined(parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([nn.functional.normalize(part.float().cpu(), dim=1) for part in parts], dim=1)
-
-    return _reid_evaluate(task, joined(query), joined(gallery))
+def replicate_seed(replicate: int) -> int:
+    """The run seed of replicate s: its model k uses seed 1000 * s + k (the trainer adds k), so
+    no two replicates share an initialisation or a data order for K up to 1000."""
+    return 1000 * replicate
 
 
 @torch.no_grad()
-def weight_average(task: ReidTask | ClassificationTask, models: Sequence[nn.Module]) -> nn.Module:
+def weight_average(task, models: Sequence[nn.Module]) -> nn.Module:
     """One model whose weights are the K models' mean ("model soup"), with its batch-norm
     statistics re-estimated on up to BN_IMAGES training images (unaugmented, in list order):
     averaged running statistics do not describe the averaged weights' activations."""
@@ -99,35 +83,206 @@ def weight_average(task: ReidTask | ClassificationTask, models: Sequence[nn.Modu
         norm.momentum = None  # a cumulative average over every batch seen
     average.train()
     device = model_device(average)
-    for images in _training_images(task):
+    for images in task.bn_images(BN_IMAGES):
         average(images.to(device))
     return average.eval()
 
 
-def _training_images(task: ReidTask | ClassificationTask):
-    config = task.config
-    if isinstance(task, ClassificationTask):
-        data: ClassificationData = task.data
-        count = min(BN_IMAGES, len(data.train_labels))
-        as_test = ClassificationData(
-            data.name, data.train_images[:0], data.train_labels[:0],
-            data.train_images[:count], data.train_labels[:count], data.num_classes,
-        )  # fmt: skip
-        loader = build_classification_test_loader(
-            as_test, batch_size=config.batch_size, workers=config.workers
+@dataclass
+class FinishedRun:
+    """A run of the comparison, trained or reused: read through `TrainedRun`, its models built
+    only when something has to be scored."""
+
+    name: str
+    run: TrainedRun
+    device: torch.device
+    fingerprints: list[str] = field(default_factory=list)  # one hash per model state
+    _models: list | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fingerprints = [state_fingerprint(self.run.state(k)) for k in range(self.run.count)]
+
+    @property
+    def folder(self) -> RunDir:
+        return self.run.folder
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.run.metrics or {}
+
+    @property
+    def precision(self) -> dict[str, Any]:
+        """The precision the run evaluated itself in, so that its per-query scores average to its
+        own metrics."""
+        return self.metrics.get("precision") or {"amp": "none", "channels_last": False}
+
+    def models(self) -> list:
+        if self._models is None:
+            self._models = self.run.models(self.device, self.precision["channels_last"])
+        return self._models
+
+
+class Comparison:
+    """The runs of one comparison and their per-item scores, trained or reused on demand. Scores
+    are kept in each run's folder (`RunDir.scores_cache`) under a key of everything they depend
+    on (the models' weights, the scoring recipe, the test data, the precision), so a comparison
+    run again, or widened by a seed or a method, scores only what is new."""
+
+    def __init__(
+        self, recipe: dict[str, Any], base: TrainConfig, output: Path, log: Callable[[str], None] = print
+    ):
+        self.recipe, self.base, self.output, self.log = recipe, base, output, log
+        self.data = load_data(base, log=log)
+        self.task = make_task(base, self.data)  # scores on its test data (validation held out)
+        self.device = resolve_device(base.device)
+        self._runs: dict[str, FinishedRun] = {}
+
+    def run(self, method: str, k: int, seed: int) -> FinishedRun:
+        """A run of `method` (trained, resumed or reused)."""
+        models = 1 if method == "single" else k
+        name = f"seed{seed}-k{models}-{method}"
+        if name not in self._runs:
+            changes = {**METHODS[method], "models": models, "seed": replicate_seed(seed)}
+            config = build_config(self.recipe, **changes, output=str(self.output / name))
+            _, done = finish_run(config, self.data, log=lambda line: self.log(f"[{name}] {line}"))
+            self.log(f"[{name}] {done}")
+            self._runs[name] = FinishedRun(name, TrainedRun(self.output / name), self.device)
+        return self._runs[name]
+
+    def scored(self, run: FinishedRun, what: str, score: Callable[[list], list[Scores]]) -> list[Scores]:
+        """`score(models)` of a run, or what an earlier comparison kept of it under the same key.
+        Models are scored as their run evaluated itself (precision and memory format), so that
+        the per-query scores average to its own metrics."""
+        key = json.dumps(
+            {
+                "what": what,
+                "models": run.fingerprints,
+                "recipe": result_config(self.base.to_dict()),
+                "data": self.task.data_fingerprint(),
+                "precision": run.precision,
+            },
+            sort_keys=True,
+            default=str,
         )
-    else:
-        items = task.splits.train[:BN_IMAGES]
-        loader = build_test_loader(
-            items,
-            height=config.height,
-            width=config.width,
-            batch_size=config.batch_size,
-            workers=config.workers,
+        key = hashlib.sha256(key.encode()).hexdigest()
+        path = run.folder.scores_cache(what)
+        kept = load_scores(path, key)
+        if kept is not None:
+            self.log(f"[{run.name}] {what} scores reused from {path.name}")
+            return kept
+        self.task.runs_on(run.precision["amp"], run.precision["channels_last"])
+        scores = score(run.models())
+        save_scores(path, key, scores)
+        return scores
+
+    def scores(self, method: str, k: int, seed: int) -> dict[str, Any]:
+        """{report: per-item scores} of a method for one seed, and where best_of_k was chosen."""
+        if METHODS[method] is None:  # built from the nograft run
+            run = self.run("nograft", k, seed)
+
+            def together_scores(models: list) -> list[Scores]:
+                if method == "nograft_ensemble":
+                    return [self.task.ensemble_scores(models)]
+                return self.task.item_scores([weight_average(self.task, models)])
+
+            (together,) = self.scored(run, method, together_scores)
+            return {"reports": dict.fromkeys(REPORTS, together), "chosen_on": None, "one_value": True}
+        run = self.run(method, k, seed)
+        each = self.scored(run, "models", self.task.item_scores)
+        best = (run.metrics.get("report") or {}).get("best_of_k") or {"model": 0, "chosen_on": None}
+        mean = {key: np.mean([scores[key] for scores in each], axis=0) for key in each[0]}
+        reports = {"model0": each[0], "mean": mean, "best_of_k": each[best["model"]]}
+        return {"reports": reports, "chosen_on": best["chosen_on"], "one_value": len(each) == 1}
+
+
+def summarise(per_seed: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """One row's reports: each metric's mean and standard deviation over seeds (fractions)."""
+    row: dict[str, Any] = {}
+    for report in REPORTS:
+        values = {key: [float(np.mean(seed["reports"][report][key])) for seed in per_seed] for key in keys}
+        row[report] = {
+            key: [statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0]
+            for key, v in values.items()
+        }
+        row[report]["per_seed"] = values[keys[0]]
+    chosen = {seed["chosen_on"] for seed in per_seed} - {None}
+    row["best_of_k"]["chosen_on"] = chosen.pop() if len(chosen) == 1 else None
+    row["one_value"] = per_seed[0]["one_value"]
+    return row
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    """What a comparison found: one row per method and K, and the paired differences."""
+
+    source: str  # the recipe it started from
+    keys: tuple[str, ...]  # the metrics compared, the primary first
+    rows: list[dict[str, Any]]
+    paired: list[dict[str, Any]]
+    output: Path
+
+
+def compare(
+    recipe: str | Path,
+    *,
+    seeds: int = 3,
+    models: Sequence[int] = (2, 4),
+    methods: Sequence[str] = tuple(METHODS),
+    output: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> ComparisonResult:
+    """Train or reuse every run the comparison needs and pair the methods; the report is
+    `report.write_report(result)`'s. ConfigError (one line) for bad arguments or a run folder
+    that holds another recipe's run, before any training."""
+    if seeds < 1 or any(k < 2 for k in models):
+        raise ConfigError(
+            "--seeds must be at least 1 and every --models value at least 2 (K = 1 is `single`)"
         )
-    for images, *_ in loader:
-        if len(images) > 1:  # batch-norm in train mode needs two or more
-            yield images
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    values = load_yaml(recipe)
+    base = build_config(values)
+    plan = preflight(base)  # names, devices, precision, weights and the data's presence, before any work
+    output = Path(output or Path("runs") / f"compare-{Path(str(recipe)).stem}")
+    keys = ("top1",) if plan.task == "classification" else ("mAP", "rank1")
+    comparison = Comparison(values, base, output, log=log)
+    methods = list(dict.fromkeys(methods))
+    rows, scores = [], {}
+    for k in dict.fromkeys(models):
+        for method in methods:
+            if method == "single" and any(row["method"] == "single" for row in rows):
+                scores[(method, k)] = scores[(method, models[0])]
+                continue
+            per_seed = [comparison.scores(method, k, seed) for seed in range(seeds)]
+            scores[(method, k)] = per_seed
+            count = 1 if method == "single" else k
+            base_method = "nograft" if METHODS[method] is None else method
+            row = {"method": method, "models": count, **summarise(per_seed, keys)}
+            row["runs"] = [f"seed{seed}-k{count}-{base_method}" for seed in range(seeds)]
+            rows.append(row)
+    return ComparisonResult(str(recipe), keys, rows, paired_differences(scores, models, keys), output)
+
+
+def paired_differences(
+    scores: dict[tuple[str, int], list[dict[str, Any]]], models: Sequence[int], keys: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Graft minus each baseline of AGAINST, per K, report and metric, paired by seed and item."""
+    paired = []
+    for k in dict.fromkeys(models):
+        if ("graft", k) not in scores:
+            continue
+        for against in (m for m in AGAINST if (m, k) in scores):
+            for report in REPORTS:
+                for key in keys:
+                    ours = np.stack([seed["reports"][report][key] for seed in scores[("graft", k)]])
+                    theirs = np.stack([seed["reports"][report][key] for seed in scores[(against, k)]])
+                    difference, (low, high) = bootstrap_difference(ours, theirs)
+                    paired.append({
+                        "models": k, "against": against, "report": report, "metric": key,
+                        "difference": difference, "ci95": [low, high],
+                    })  # fmt: skip
+    return paired
 
 
 def bootstrap_difference(

@@ -1,10 +1,9 @@
 """What K models compute on test data: re-ID features for a list of images, classification logits
-over a test loader; and a run's models rebuilt from its checkpoint."""
+over a test loader. (A run's models are rebuilt by `trained.TrainedRun`.)"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -13,8 +12,6 @@ from tqdm import tqdm
 
 from ..data import build_test_loader
 from ..device import autocast
-from ..models import backbone_spec
-from ..models.reid_head import build_reid_model, head_options
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -86,34 +83,3 @@ def predict_logits(
                 parts[k].append(model(inputs[device]).float().cpu())
         labels.append(targets)
     return [torch.cat(chunks) for chunks in parts], torch.cat(labels)
-
-
-def models_from_checkpoint(
-    payload: dict[str, Any], device: torch.device, channels_last: bool = False
-) -> list[nn.Module]:
-    """The K models of a reidgraft checkpoint, in eval mode on `device` (in channels_last memory
-    format when asked, as the trainer keeps them)."""
-    arch, classes = payload["config"]["arch"], payload["num_classes"]
-    layout = torch.channels_last if channels_last else torch.preserve_format
-    models = []
-    for state in payload["models"]:
-        model = build_reid_model(arch, classes, **head_options(payload["config"]))
-        model.load_state_dict(state)
-        models.append(model.to(device, memory_format=layout).eval())
-    return models
-
-
-def run_precision(
-    amp: str, metrics: dict[str, Any] | None, device: torch.device, arch: str, size: tuple[int, int]
-) -> tuple[str, bool]:
-    """(amp, channels_last) to run a trained model in. `auto`: as the run was evaluated while it
-    trained (the precision and memory format its metrics.json records), so the numbers agree; the
-    measured default for this device when the run recorded none it can use (fp16 from a GPU, on
-    a CPU). Runs from before precision was recorded trained and evaluated in fp32, NCHW."""
-    recorded = metrics.get("precision", {"amp": "none", "channels_last": False}) if metrics else None
-    if amp == "auto" and recorded:
-        try:
-            return backbone_spec(arch).precision(recorded["amp"], recorded["channels_last"], device, size)
-        except ValueError:
-            pass
-    return backbone_spec(arch).precision(amp, None, device, size)

@@ -9,12 +9,13 @@ import sys
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import TrainConfig
-from ..data import CLASSIFICATION, ReidSplits, build_train_loaders, dataset_spec
+from ..data import CLASSIFICATION, ReidSplits, build_test_loader, build_train_loaders, dataset_spec
 from ..data.classification import (
     ClassificationData,
     build_classification_loaders,
@@ -28,6 +29,9 @@ from .losses import batch_hard_triplet
 
 REID_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10")
 CLASSIFICATION_METRICS = ("top1", "top5")
+# metric -> one value per query (re-ID) or test image (classification); their means are the
+# task's metrics, and the same items line up across models and seeds, so differences pair.
+Scores = dict[str, np.ndarray]
 
 
 def order_of(config: TrainConfig, k: int) -> int:
@@ -132,6 +136,47 @@ class ReidTask(Task):
         gallery_features = extract_features(models, gallery, what="features gallery", **shape)
         return query_features, gallery_features
 
+    def item_scores(self, models: list[nn.Module]) -> list[Scores]:
+        """Each model's per-query scores on the test data: each valid query's AP (`mAP`) and its
+        rank-1 hits as the protocol counts them (`rank1`; under cuhk03 its share of rank-1 hits
+        among its single-gallery-shot draws), so both average to the run's own metrics."""
+        query, gallery = self.features(models)
+        return [self._query_scores(q, g) for q, g in zip(query, gallery, strict=True)]
+
+    def ensemble_scores(self, models: list[nn.Module]) -> Scores:
+        """The K models used together: ranked by their concatenated L2-normalised features
+        (cosine distance on the concatenation = the mean of the K cosine distances)."""
+        query, gallery = self.features(models)
+
+        def joined(parts: list[torch.Tensor]) -> torch.Tensor:
+            return torch.cat([nn.functional.normalize(part.float().cpu(), dim=1) for part in parts], dim=1)
+
+        return self._query_scores(joined(query), joined(gallery))
+
+    def bn_images(self, limit: int):
+        """Batches of up to `limit` training images, unaugmented, in list order (to re-estimate
+        batch-norm statistics); batches of one image are left out (train-mode BN needs two)."""
+        config = self.config
+        loader = build_test_loader(
+            self.splits.train[:limit], height=config.height, width=config.width,
+            batch_size=config.batch_size, workers=config.workers,
+        )  # fmt: skip
+        for images, *_ in loader:
+            if len(images) > 1:
+                yield images
+
+    def _query_scores(self, query: torch.Tensor, gallery: torch.Tensor) -> Scores:
+        labels = [
+            [item[i] for item in items] for items in (self.splits.query, self.splits.gallery) for i in (1, 2)
+        ]
+        query_pids, query_cams, gallery_pids, gallery_cams = labels
+        config = self.config
+        result = evaluate(
+            query, gallery, query_pids, gallery_pids, query_cams, gallery_cams,
+            metric=config.metric, max_rank=config.max_rank, protocol=config.metric_protocol,
+        )  # fmt: skip
+        return {"mAP": result.average_precisions, "rank1": result.rank1_hits}
+
     def score(
         self,
         query_features: list[torch.Tensor],
@@ -194,13 +239,41 @@ class ClassificationTask(Task):
     def loss(self, logits, features, labels, criterion: nn.Module) -> torch.Tensor:
         return criterion(logits, labels)
 
+    def _logits(self, models: list[nn.Module]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        loader = build_classification_test_loader(
+            self.data, batch_size=self.config.eval_batch_size, workers=self.config.workers
+        )
+        return predict_logits(models, loader, amp=self.amp, channels_last=self.channels_last)
+
+    def item_scores(self, models: list[nn.Module]) -> list[Scores]:
+        """Each model's per-image scores on the test set: whether its top-1 class is right."""
+        logits, labels = self._logits(models)
+        return [{"top1": (part.argmax(dim=1) == labels).double().numpy()} for part in logits]
+
+    def ensemble_scores(self, models: list[nn.Module]) -> Scores:
+        """The K models used together: their softmax probabilities averaged."""
+        logits, labels = self._logits(models)
+        probabilities = torch.stack([part.softmax(dim=1) for part in logits]).mean(dim=0)
+        return {"top1": (probabilities.argmax(dim=1) == labels).double().numpy()}
+
+    def bn_images(self, limit: int):
+        """Batches of up to `limit` training images, unaugmented, in list order."""
+        data = self.data
+        count = min(limit, len(data.train_labels))
+        as_test = ClassificationData(
+            data.name, data.train_images[:0], data.train_labels[:0],
+            data.train_images[:count], data.train_labels[:count], data.num_classes,
+        )  # fmt: skip
+        loader = build_classification_test_loader(
+            as_test, batch_size=self.config.batch_size, workers=self.config.workers
+        )
+        for images, *_ in loader:
+            if len(images) > 1:
+                yield images
+
     def evaluate(self, models: list[nn.Module]) -> list[dict[str, Any]]:
         """Top-1 and top-5 accuracy (fractions) of every model on the test set."""
-        config = self.config
-        loader = build_classification_test_loader(
-            self.data, batch_size=config.eval_batch_size, workers=config.workers
-        )
-        logits, labels = predict_logits(models, loader, amp=self.amp, channels_last=self.channels_last)
+        logits, labels = self._logits(models)
         ks = (1, min(5, self.num_classes))
         results = []
         for k, model_logits in enumerate(logits):

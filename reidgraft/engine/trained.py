@@ -126,7 +126,9 @@ class TrainedRun:
         from a GPU, on a CPU). Runs from before precision was recorded trained and evaluated in
         fp32, NCHW. ValueError (one line) for a precision this hardware lacks."""
         spec, size = backbone_spec(self.arch), self.input_size
-        recorded = self.metrics.get("precision", {"amp": "none", "channels_last": False}) if self.metrics else None
+        recorded = (
+            self.metrics.get("precision", {"amp": "none", "channels_last": False}) if self.metrics else None
+        )
         if amp == "auto" and recorded:
             try:
                 return spec.precision(recorded["amp"], recorded["channels_last"], device, size)

@@ -30,7 +30,7 @@ from ..device import allow_fast_kernels, autocast, make_deterministic
 from ..grafting import SelfGraft, distillation_loss, ring_learning_rates
 from ..models import load_pretrained
 from ..models.reid_head import build_reid_model, head_options
-from .checkpoint import read_checkpoint, restore_rng_state, rng_state
+from .checkpoint import restore_rng_state, rng_state
 from .distributed import OneModelPerProcess, SingleProcess
 from .logging import EpochLog, best_epochs, k_model_report, metrics_file
 from .losses import CenterLoss, center_optimizer, step_centers
@@ -38,6 +38,7 @@ from .optim import build_optimizer, build_scheduler, replay_schedule
 from .preflight import Plan, preflight
 from .run_dir import RunDir
 from .tasks import REID_METRICS, Task, make_task
+from .trained import TrainedRun
 
 METRIC_KEYS = REID_METRICS
 
@@ -149,19 +150,15 @@ class Trainer:
         """A frozen model from a reidgraft checkpoint: "PATH" (model 0) or "PATH:k"."""
         path, separator, index = spec.rpartition(":")
         path, k = (path, int(index)) if separator and index.isdigit() else (spec, 0)
-        payload = read_checkpoint(Path(path))
-        teacher_config = payload["config"]
-        if not 0 <= k < len(payload["models"]):
-            raise ValueError(f"teacher {spec}: the run has {len(payload['models'])} models, no model {k}")
-        if payload["num_classes"] != self.num_classes or teacher_config["dataset"] != self.config.dataset:
+        run = TrainedRun(path)
+        if not 0 <= k < run.count:
+            raise ValueError(f"teacher {spec}: the run has {run.count} models, no model {k}")
+        if run.num_classes != self.num_classes or run.raw_config["dataset"] != self.config.dataset:
             raise ValueError(
-                f"teacher {spec} was trained on {teacher_config['dataset']} with {payload['num_classes']} "
+                f"teacher {spec} was trained on {run.raw_config['dataset']} with {run.num_classes} "
                 f"identities; this run has {self.config.dataset} with {self.num_classes}"
             )
-        teacher = build_reid_model(teacher_config["arch"], self.num_classes, **head_options(teacher_config))
-        teacher.load_state_dict(payload["models"][k])
-        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        teacher.to(self.device, memory_format=memory_format).eval()
+        teacher = run.model(k, self.device, self.channels_last)
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
         return teacher

@@ -265,6 +265,50 @@ def evaluate(
     )
 
 
+class GalleryScorer:
+    """`evaluate`'s scoring against one fixed gallery, for queries that come one or a few at a
+    time (the demo): the gallery's checks, norms and identity lookup are done once, and each
+    query's AP is exactly the one `evaluate` gives it (same distances, same stable tie order)."""
+
+    def __init__(
+        self, gallery_features: Any, gallery_pids: Any, gallery_camids: Any, metric: str = "euclidean"
+    ):
+        if metric not in VALID_METRICS:
+            raise ValueError(f"unknown metric {metric!r}; valid metrics are {', '.join(VALID_METRICS)}")
+        gallery = _features_as_numpy(gallery_features, "gallery_features")
+        self.metric = metric
+        self.pids = _labels_as_numpy(gallery_pids, "gallery_pids", len(gallery), "gallery_features")
+        self.camids = _labels_as_numpy(gallery_camids, "gallery_camids", len(gallery), "gallery_features")
+        if metric == "cosine":
+            gallery = _l2_normalised(gallery)
+        with warnings.catch_warnings():  # a read-only view (a FAISS index's) is never written to
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.gallery = torch.from_numpy(gallery)
+        self.norms = _squared_norms(self.gallery)
+        self.same_identity = _SameIdentity(self.pids, self.camids)
+
+    def average_precisions(self, query_features: Any, query_pids: Any, query_camids: Any) -> np.ndarray:
+        """Each query's AP under the Market-1501 protocol; NaN for a query without a match from
+        another camera (which `evaluate` skips)."""
+        query = _features_as_numpy(query_features, "query_features")
+        if query.shape[1] != self.gallery.shape[1]:
+            raise ValueError(
+                f"query and gallery features differ in dimension: {query.shape[1]} vs {self.gallery.shape[1]}"
+            )
+        pids = _labels_as_numpy(query_pids, "query_pids", len(query), "query_features")
+        camids = _labels_as_numpy(query_camids, "query_camids", len(query), "query_features")
+        if self.metric == "cosine":
+            query = _l2_normalised(query)
+        distances = _distances(torch.from_numpy(query), self.gallery, self.norms, self.metric)
+        _check_finite(distances, self.metric)
+        rows, columns, is_match = self.same_identity.entries(pids, camids)
+        valid = np.bincount(rows[is_match], minlength=len(query)) > 0
+        scored = _score_chunk(distances, rows, columns, is_match)[0]
+        result = np.full(len(query), np.nan)
+        result[valid] = scored
+        return result
+
+
 def topk_accuracy(logits: Any, targets: Any, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
     """Fraction of samples whose target class is among the k highest logits, for each k.
 

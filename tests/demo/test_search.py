@@ -286,7 +286,7 @@ def test_the_index_kind_is_part_of_the_cache_key(demo_run, run_config, tmp_path,
 
 
 def test_an_interrupted_indexing_resumes_where_it_stopped(demo_run, run_config, tmp_path, cpu, monkeypatch):
-    import reidgraft.demo as demo
+    import reidgraft.demo.cache as demo
 
     run = copy_of(demo_run, tmp_path)
     folder = tmp_path / "gallery"

@@ -6,14 +6,7 @@ import torch
 
 from reidgraft.config import build_config
 from reidgraft.data.datasets import synthetic_splits
-from reidgraft.engine.comparison import (
-    bootstrap_difference,
-    ensemble_scores,
-    load_scores,
-    per_item_scores,
-    save_scores,
-    weight_average,
-)
+from reidgraft.engine.comparison import bootstrap_difference, load_scores, save_scores, weight_average
 from reidgraft.engine.tasks import make_task
 
 
@@ -53,8 +46,8 @@ def trained(task, seed):
 
 def test_the_ensemble_of_two_identical_models_equals_one_model(task):
     model = trained(task, 0)
-    alone = per_item_scores(task, [model])[0]
-    together = ensemble_scores(task, [model, model])
+    alone = task.item_scores([model])[0]
+    together = task.ensemble_scores([model, model])
     assert 0.2 < alone["mAP"].mean() < 1.0  # a ranking with something to lose
     for key in alone:
         np.testing.assert_allclose(together[key], alone[key], atol=1e-6)
@@ -66,7 +59,7 @@ def test_the_weight_average_of_identical_models_is_the_model(task):
     for key, tensor in model.state_dict().items():  # weights and re-estimated statistics alike
         torch.testing.assert_close(average.state_dict()[key], tensor)
     assert not average.training
-    alone, averaged = per_item_scores(task, [model, average])
+    alone, averaged = task.item_scores([model, average])
     np.testing.assert_allclose(averaged["mAP"], alone["mAP"])
     # two different models average to neither; batch norm is re-estimated, not averaged
     other = trained(task, 2)
@@ -89,7 +82,7 @@ def test_the_paired_bootstrap_interval_holds_the_mean_difference():
 
 
 def test_kept_scores_come_back_only_under_their_key(task, tmp_path):
-    scores = per_item_scores(task, [trained(task, 1), trained(task, 2)])
+    scores = task.item_scores([trained(task, 1), trained(task, 2)])
     path = tmp_path / "compare-scores-models.npz"
     save_scores(path, "key-a", scores)
     kept = load_scores(path, "key-a")

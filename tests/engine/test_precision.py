@@ -13,7 +13,7 @@ import torch
 from reidgraft.data.loaders import set_epoch
 from reidgraft.device import cpu_has_bf16, default_precision
 from reidgraft.engine import Trainer, load_checkpoint
-from reidgraft.engine.features import models_from_checkpoint
+from reidgraft.engine.trained import TrainedRun
 from reidgraft.models import backbone_spec
 from reidgraft.models.registry import bf16_training_hazard, check_input_size
 from tests.engine.test_trainer import splits, tiny_config  # noqa: F401 (a fixture)
@@ -43,7 +43,7 @@ def test_bf16_channels_last_trains_and_its_checkpoint_loads(splits, tmp_path):  
     assert all(loss == loss and loss > 0 for epoch in metrics["epochs"] for loss in epoch["loss"])
     payload = load_checkpoint(tmp_path)
     assert all(t.dtype == torch.float32 for t in payload["models"][0].values() if t.is_floating_point())
-    (model, _) = models_from_checkpoint(payload, CPU)
+    (model, _) = TrainedRun(tmp_path).models(CPU)
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 16)).shape[0] == 2
 

@@ -1,0 +1,121 @@
+"""The import rules of the house (docs/architecture.md): arrows point down the layers and never
+up, the method imports torch alone, the leaves import nothing of ours, nothing imports the
+commands, and what a tracker imports (`reidgraft.FeatureExtractor`) loads no training code."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "reidgraft"
+# Each part of the package, by layer: a part may import its own modules and any part of a lower layer.
+LAYERS = {
+    "device": 0, "files": 0, "allocator": 0,
+    "grafting": 1, "data": 1, "models": 1, "evaluation": 1, "index": 1,
+    "analysis": 2, "config": 2,
+    "engine": 3,
+    "extractor": 4,
+    "demo": 5, "export": 5,
+    "cli": 6,
+    "__init__": 7,
+}  # fmt: skip
+TRAINING_MODULES = (
+    "reidgraft.engine.trainer", "reidgraft.engine.optim", "reidgraft.engine.losses",
+    "reidgraft.engine.distributed", "reidgraft.engine.logging", "reidgraft.engine.runs",
+    "reidgraft.engine.comparison", "reidgraft.grafting.ring", "reidgraft.grafting.graft",
+    "torch.utils.tensorboard", "tensorboard", "gradio", "faiss",
+)  # fmt: skip
+
+
+def part_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports(path: Path) -> list[str]:
+    """The modules a file imports, absolute (relative imports resolved), at any depth of the file."""
+    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    package = module.removesuffix(".__init__") if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                found += [f"{target}.{alias.name}" for alias in node.names] if not node.module else [target]
+            else:
+                found.append(node.module)
+    return found
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield path, ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def test_every_part_is_placed_in_a_layer():
+    parts = {part_of(module) for _, module in modules()}
+    assert parts == set(LAYERS)
+
+
+def test_imports_point_down_the_layers():
+    upward = []
+    for path, module in modules():
+        own = part_of(module)
+        for target in imports(path):
+            if target.startswith("reidgraft.") or target == "reidgraft":
+                other = part_of(target)
+                if other != own and LAYERS[other] >= LAYERS[own]:
+                    upward.append(f"{module} imports {target}")
+    assert not upward
+
+
+def test_the_method_imports_torch_alone():
+    allowed = set(sys.stdlib_module_names) | {"torch", "__future__"}
+    for path, module in modules():
+        if part_of(module) == "grafting":
+            for target in imports(path):
+                top = target.split(".")[0]
+                assert top in allowed or target.startswith("reidgraft.grafting"), f"{module} imports {target}"
+
+
+@pytest.mark.parametrize("leaf", ["device", "files", "allocator"])
+def test_the_leaves_import_nothing_of_ours(leaf):
+    assert not [target for target in imports(PACKAGE / f"{leaf}.py") if target.startswith("reidgraft")]
+
+
+def test_nothing_imports_the_commands():
+    for path, module in modules():
+        if part_of(module) != "cli":
+            assert not [t for t in imports(path) if t.startswith("reidgraft.cli")], module
+
+
+def test_the_entry_of_every_command_imports_no_torch():
+    """The installed commands start in cli/entry.py, which picks the CPU allocator before torch
+    is imported (a re-exec), so that one command imports torch once."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, json, reidgraft.cli.entry; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    names = json.loads(loaded.stdout)
+    assert "torch" not in names and "reidgraft.config" not in names
+
+
+def test_a_tracker_importing_the_extractor_loads_no_training_code():
+    loaded = subprocess.run(
+        [
+            sys.executable, "-c",
+            "import sys, json, reidgraft; from reidgraft import FeatureExtractor; "
+            "print(json.dumps(sorted(sys.modules)))",
+        ],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    names = json.loads(loaded.stdout)
+    assert "reidgraft.extractor" in names and "reidgraft.engine.trained" in names  # it did load
+    training = [name for name in names if name.startswith(TRAINING_MODULES)]
+    assert not training
