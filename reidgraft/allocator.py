@@ -2,7 +2,7 @@
 
 glibc's malloc serves large blocks (a training step's activation buffers) with mmap and returns
 them on free, so every step faults the same pages in again; mimalloc keeps and reuses them.
-On the project's 2-core CPU this made training steps much faster (README "Speed" has the
+On the project's 2-core CPU this made training steps much faster (docs/performance.md has the
 numbers, from tools/bench_train.py run with and without it). An allocator is chosen before the
 process starts, so a CLI that wants it runs itself again once with LD_PRELOAD set, as Intel's CPU
 launchers do. The library ships in the PyPI package cmeel-mimalloc (a dependency on Linux).

@@ -1,8 +1,10 @@
 """Atomic writes: a temporary file in the same folder, flushed, then renamed over the old one.
-An interrupted write (Ctrl-C, a full disk) leaves the previous file intact."""
+An interrupted write (Ctrl-C, a full disk) leaves the previous file intact. Keyed caches, and
+the one fingerprint scheme behind every key."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -138,3 +140,31 @@ def check_writable(folder: Path, what: str = "--output") -> None:
         raise ValueError(
             f"{what} {folder} cannot be written ({error.strerror or error}); choose another {what}"
         ) from None
+
+
+class Fingerprint:
+    """The one hashing scheme for everything reidgraft must recognise again (a run's data, a
+    recipe, a model's weights, a gallery, a cache's key): SHA-256 of the parts in order, as
+    given (text as UTF-8), in hex. Callers separate their parts themselves, so a fingerprint
+    recorded by an older version (a run's `items_sha256`) is computed the same way today."""
+
+    def __init__(self, *parts: str | bytes):
+        self._hash = hashlib.sha256()
+        self.add(*parts)
+
+    def add(self, *parts: str | bytes) -> Fingerprint:
+        for part in parts:
+            self._hash.update(part.encode() if isinstance(part, str) else part)
+        return self
+
+    def hex(self) -> str:
+        return self._hash.hexdigest()
+
+
+def fingerprint(*parts: str | bytes) -> str:
+    return Fingerprint(*parts).hex()
+
+
+def json_fingerprint(value: Any) -> str:
+    """The fingerprint of `value` written as JSON with sorted keys (anything else as its str)."""
+    return fingerprint(json.dumps(value, sort_keys=True, default=str))

@@ -12,7 +12,6 @@ These indexes only pick the pictures to show: mAP is always computed exactly, el
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +22,7 @@ import faiss
 import numpy as np
 import torch
 
-from .files import read_keyed_arrays, write_keyed_arrays
+from .files import Fingerprint, read_keyed_arrays, write_keyed_arrays
 
 METRICS = ("euclidean", "cosine")
 KINDS = ("flat", "ivf", "hnsw", "auto")
@@ -36,7 +35,7 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 
 # Bumped whenever what a cache file holds, or how its key is made, changes.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4  # 4: keys are SHA-256 fingerprints (files.Fingerprint)
 
 
 def _prepared(features, metric: str) -> np.ndarray:
@@ -170,7 +169,7 @@ class GalleryIndex:
         if gpu and not faiss_gpus():
             raise ValueError(
                 "a GPU gallery index needs faiss-gpu and a visible GPU; install reidgraft[gpu] "
-                "(see README) or search on the CPU"
+                "(see docs/performance.md) or search on the CPU"
             )
         if gpu and self.kind == "hnsw":
             raise ValueError("FAISS has no GPU HNSW index; use kind ivf or flat on the GPU, or gpu=False")
@@ -249,29 +248,28 @@ class GalleryIndex:
 def files_fingerprint(paths: Sequence[str | Path], root: str | Path) -> str:
     """A hash of the images' names (relative to `root`) and bytes, in order: the same gallery moved
     elsewhere keeps its fingerprint, one changed, added, removed or renamed image changes it."""
-    digest = hashlib.blake2b(digest_size=20)
+    digest = Fingerprint()
     root = Path(root)
     for path in paths:
         path = Path(path)
         name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
         data = path.read_bytes()
-        digest.update(f"{name}\0{len(data)}\0".encode())
-        digest.update(data)
-    return digest.hexdigest()
+        digest.add(f"{name}\0{len(data)}\0", data)
+    return digest.hex()
 
 
 def state_fingerprint(state: Mapping[str, object], extra: Iterable[object] = ()) -> str:
     """A hash of a model's state (every tensor's name, dtype, shape and bytes) and of `extra`
     (architecture, input size, metric...), so features from another model never count as cached."""
-    digest = hashlib.blake2b(digest_size=20)
-    for value in extra:
-        digest.update(f"{value!r}\0".encode())
+    digest = Fingerprint(*(f"{value!r}\0" for value in extra))
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
         # A byte view of any dtype (bfloat16 included, which numpy lacks).
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+        digest.add(
+            f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0",
+            tensor.reshape(-1).view(torch.uint8).numpy().tobytes(),
+        )
+    return digest.hex()
 
 
 def save_gallery_cache(path: str | Path, index: GalleryIndex, names: Sequence[str], key: str) -> None:

@@ -98,8 +98,9 @@ def test_nothing_imports_the_commands():
 def test_the_entry_of_every_command_imports_no_torch():
     """The installed commands start in cli/entry.py, which picks the CPU allocator before torch
     is imported (a re-exec), so that one command imports torch once."""
+    program = "import sys, json, reidgraft.cli.entry\nprint(json.dumps(sorted(sys.modules)))"
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, json, reidgraft.cli.entry; print(json.dumps(sorted(sys.modules)))"],
+        [sys.executable, "-c", program],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     names = json.loads(loaded.stdout)

@@ -87,3 +87,22 @@ def test_json_files_never_hold_nan(tmp_path):
     with pytest.raises(ValueError, match="would hold a value JSON cannot represent"):
         atomic_write_json(tmp_path / "report.json", {"ratio": float("nan")})
     assert not list(tmp_path.iterdir())
+
+
+def test_one_fingerprint_scheme_that_keeps_recorded_fingerprints():
+    """Every key and recorded hash is files.Fingerprint: SHA-256 of the parts as given. A run's
+    data fingerprint (`items_sha256`, saved in every checkpoint) is what it was before the
+    helper existed: the hash of its listing's lines."""
+    import hashlib
+
+    from reidgraft.data.splits import ReidSplits
+    from reidgraft.files import Fingerprint, fingerprint, json_fingerprint
+
+    assert (
+        fingerprint("a", b"\0b") == hashlib.sha256(b"a\0b").hexdigest() == Fingerprint("a").add(b"\0b").hex()
+    )
+    assert json_fingerprint({"b": 1, "a": [2]}) == hashlib.sha256(b'{"a": [2], "b": 1}').hexdigest()
+    assert fingerprint("ab") != fingerprint("a", "c")
+    splits = ReidSplits("x", [("/d/train/1.jpg", 0, 0)], [("/d/q/2.jpg", 5, 1)], [("/d/g/3.jpg", 5, 0)])
+    listing = "train\ttrain/1.jpg\t0\t0\nquery\tq/2.jpg\t5\t1\ngallery\tg/3.jpg\t5\t0\n"
+    assert splits.fingerprint()["items_sha256"] == hashlib.sha256(listing.encode()).hexdigest()

@@ -14,7 +14,7 @@ It writes a synthetic dataset whose gallery has about 20k distinct images (once,
 - peers: the model's forward pass on one image (no search can answer faster), FAISS's search
   alone, and a numpy brute-force search over the same features;
 - the round trip through gradio_client (HTTP, upload and encoding included).
-Goals (issue 5): start-up under 5 s, a query under 200 ms, on a 2-core CPU.
+Goals: start-up under 5 s, a query under 200 ms, on a 2-core CPU.
 Without --checkpoint the model is freshly initialised: an untrained model costs the same.
 """
 

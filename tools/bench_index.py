@@ -9,7 +9,7 @@ a unit vector at cosine ~0.8 from its person's centre (searched by cosine, as L2
 features are). Queries are new images of gallery people. For each kind it prints the build
 time, the memory the index took (growth of this process's resident memory), query latency
 (p50 and p95 of single queries, and of batches of 64) and recall@10 against flat search.
-Goal (issue 17): at 1M x 1280, ivf or hnsw answers a single query at least 20x faster than
+Goal: at 1M x 1280, ivf or hnsw answers a single query at least 20x faster than
 flat with recall@10 of 0.99 or more, and builds in under 10 minutes on 2 cores.
 
 A gallery is generated in chunks from its seed (never held twice), once per kind, and each

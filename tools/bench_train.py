@@ -11,7 +11,7 @@ and both.
 Every side trains on the same random images and labels, held in memory on the device (so the
 numbers are the training step's, not JPEG decoding's): forward, label-smoothed cross-entropy,
 backward and an AMSGrad step, batch 32 per model unless --batch-size says otherwise.
-Goals (issue 13): on a GPU, K = 4 in lockstep at least 0.9x the plain loop's images/s in total.
+Goal: on a GPU, K = 4 in lockstep at least 0.9x the plain loop's images/s in total.
 """
 
 from __future__ import annotations

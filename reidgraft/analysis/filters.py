@@ -37,7 +37,7 @@ def invalid_ratios(
 
 
 def layer_entropies(state: Mapping[str, torch.Tensor], bins: int = GraftOptions.bins) -> dict[str, float]:
-    """Each convolution's entropy (GRAFTING.md section 1: the histogram of all its weights)."""
+    """Each convolution's entropy (docs/method.md section 1: the histogram of all its weights)."""
     return {key: layer_entropy(state[key], bins) for key in scored_keys(state)}
 
 

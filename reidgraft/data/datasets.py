@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import shutil
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..files import fingerprint
 from .splits import SUBSETS, DataMissingError, ReidSplits, make_splits
 
 
@@ -250,7 +250,7 @@ def synthetic_splits(root: Path, **params) -> ReidSplits:
     manifest = (folder / MANIFEST_NAME).read_bytes()
     generator = {
         "params": json.loads(manifest)["params"],
-        "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+        "manifest_sha256": fingerprint(manifest),
     }
     splits = make_splits("synthetic", *_parse_with_torchreid(MARKET1501.torchreid_class, synthetic_root))
     return dataclasses.replace(splits, generator=generator)

@@ -3,10 +3,11 @@ says a dataset is missing. Every dataset loader (`datasets.py`, `folder.py`) bui
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
+
+from ..files import Fingerprint
 
 Item = tuple[str, int, int]  # image path, person id, camera index (0-based)
 SUBSETS = ("bounding_box_train", "query", "bounding_box_test")
@@ -39,13 +40,13 @@ class ReidSplits:
         image counts and a hash of every item (path below the dataset's folder, pid, camera)."""
         every = [(split, item) for split in ("train", "query", "gallery") for item in getattr(self, split)]
         base = os.path.commonpath([path for _, (path, _, _) in every]) if every else ""
-        listing = hashlib.sha256()
+        listing = Fingerprint()
         for split, (path, pid, camid) in every:
-            listing.update(f"{split}\t{os.path.relpath(path, base)}\t{pid}\t{camid}\n".encode())
+            listing.add(f"{split}\t{os.path.relpath(path, base)}\t{pid}\t{camid}\n")
         found = {
             "dataset": self.name,
             "images": {"train": len(self.train), "query": len(self.query), "gallery": len(self.gallery)},
-            "items_sha256": listing.hexdigest(),
+            "items_sha256": listing.hex(),
         }
         found |= {"options": self.options} if self.options else {}
         return found | ({"generator": self.generator} if self.generator else {})

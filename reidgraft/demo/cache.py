@@ -4,14 +4,13 @@ start only reads it back; an interrupted extraction restarts where it stopped.""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..engine.features import extract_features
-from ..files import read_keyed_arrays, write_keyed_arrays
+from ..files import fingerprint, read_keyed_arrays, write_keyed_arrays
 from ..index import KINDS, GalleryIndex, files_fingerprint, index_key, load_gallery_cache, save_gallery_cache
 from .gallery import DemoError, Gallery
 from .model import RunModel
@@ -29,8 +28,8 @@ def gallery_index(
     if kind not in KINDS:
         raise DemoError(f"unknown index kind {kind!r}; choose one of: {', '.join(KINDS)}")
     files = files_fingerprint(gallery.paths, gallery.root)
-    features_key = hashlib.blake2b(f"{run_model.fingerprint}\0{files}".encode(), digest_size=20).hexdigest()
-    key = hashlib.blake2b(f"{features_key}\0{index_key(kind)}".encode(), digest_size=20).hexdigest()
+    features_key = fingerprint(f"{run_model.fingerprint}\0{files}")
+    key = fingerprint(f"{features_key}\0{index_key(kind)}")
     folder = run_model.run_dir / CACHE_FOLDER
     cache = folder / f"model{run_model.k}-{key[:16]}.npz"
     cached = load_gallery_cache(cache, key)

@@ -20,8 +20,6 @@ by `report.py`.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from torch import nn
 
 from ..config import ConfigError, TrainConfig, build_config, load_yaml
 from ..device import resolve_device
-from ..files import read_keyed_arrays, write_keyed_arrays
+from ..files import json_fingerprint, read_keyed_arrays, write_keyed_arrays
 from ..index import state_fingerprint
 from .features import model_device
 from .preflight import preflight
@@ -153,18 +151,15 @@ class Comparison:
         """`score(models)` of a run, or what an earlier comparison kept of it under the same key.
         Models are scored as their run evaluated itself (precision and memory format), so that
         the per-query scores average to its own metrics."""
-        key = json.dumps(
+        key = json_fingerprint(
             {
                 "what": what,
                 "models": run.fingerprints,
                 "recipe": result_config(self.base.to_dict()),
                 "data": self.task.data_fingerprint(),
                 "precision": run.precision,
-            },
-            sort_keys=True,
-            default=str,
+            }
         )
-        key = hashlib.sha256(key.encode()).hexdigest()
         path = run.folder.scores_cache(what)
         kept = load_scores(path, key)
         if kept is not None:

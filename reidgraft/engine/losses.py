@@ -58,10 +58,22 @@ def center_optimizer(center_loss: CenterLoss, lr: float) -> torch.optim.Optimize
     return torch.optim.SGD(center_loss.parameters(), lr=lr)
 
 
-def step_centers(center_loss: CenterLoss, optimizer: torch.optim.Optimizer, weight: float) -> None:
+def step_centers(
+    center_loss: CenterLoss,
+    optimizer: torch.optim.Optimizer,
+    weight: float,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
     """Step the centers by the gradient of the unweighted center loss: the loss was scaled by
-    `weight` for the network, and the centers should move at their own learning rate alone."""
+    `weight` for the network, and the centers should move at their own learning rate alone.
+    Under fp16 the gradient is first unscaled, and the step goes through the `scaler` (which
+    skips it when the gradients overflowed)."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     for parameter in center_loss.parameters():
         if parameter.grad is not None:
             parameter.grad.div_(weight)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+    else:
+        optimizer.step()

@@ -4,8 +4,6 @@ under the run folder's resume policy). Shared by tools/train.py and tools/compar
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +11,7 @@ import torch
 
 from ..config import ConfigError, TrainConfig, runtime_fields
 from ..data import ClassificationData, ReidSplits, load_dataset
+from ..files import json_fingerprint
 from .preflight import preflight
 from .run_dir import RunDir
 from .trainer import Trainer, threads_warning
@@ -47,7 +46,7 @@ def result_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def config_sha256(config: dict[str, Any]) -> str:
     """A hash of `result_config`: equal hashes, equal recipes."""
-    return hashlib.sha256(json.dumps(result_config(config), sort_keys=True).encode()).hexdigest()
+    return json_fingerprint(result_config(config))
 
 
 def finish_run(

@@ -1,4 +1,4 @@
-"""K models trained in lockstep and grafted at every epoch end (GRAFTING.md, Algorithm 1), for
+"""K models trained in lockstep and grafted at every epoch end (docs/method.md section 4, Algorithm 1), for
 re-ID or classification (the task supplies data, teacher logits and evaluation: `tasks.py`).
 
 Each step every model takes a batch from its OWN loader and steps with its OWN optimizer and
@@ -318,7 +318,7 @@ class Trainer:
                 self.history.append(record)
                 if self.group.leader:
                     self.epoch_log.record(record)
-                # The authors' order (GRAFTING.md section 4): evaluate, save, then graft; none
+                # The authors' order (docs/method.md section 4): evaluate, save, then graft; none
                 # after the last epoch, so the saved final models are the evaluated ones.
                 self.graft_pending = self.ring is not None and not config.eval_after_graft
                 self.run.save(self.state(), rank=self.group.rank)
@@ -396,11 +396,7 @@ class Trainer:
         member.scaler.scale(loss).backward()
         member.scaler.step(member.optimizer)
         if member.center is not None:
-            member.scaler.unscale_(member.center_optimizer)
-            for parameter in member.center.parameters():
-                if parameter.grad is not None:
-                    parameter.grad.div_(weight)
-            member.scaler.step(member.center_optimizer)
+            step_centers(member.center, member.center_optimizer, weight, member.scaler)
         member.scaler.update()
 
     def _check_finite(self, losses: list[float]) -> None:

@@ -6,7 +6,7 @@
 - `l1_norm`: the layer's L1 norm (Eq. 3). Its scale is thousands of times entropy's, so the
   adaptive coefficient's `c` must be far smaller with it (c = 500 saturates alpha at once).
 
-Histograms follow GRAFTING.md section 1: `bins` equal-width bins over the tensor's own
+Histograms follow docs/method.md section 1: `bins` equal-width bins over the tensor's own
 min..max, the maximum counted in the last bin (as `torch.histc` does), p = count / numel, empty
 bins skipped, natural log. A constant tensor has entropy 0.
 """

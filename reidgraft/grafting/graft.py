@@ -1,6 +1,6 @@
 """Blend one network's weights into another's (paper Eq. 2), and the other scion sources.
 
-What is grafted (GRAFTING.md section 3):
+What is grafted (docs/method.md section 3):
 - Every floating-point entry of the state dict is blended; integer buffers
   (`num_batches_tracked`) keep the receiving model's own value.
 - Scored tensors are floating tensors with 3 or more dimensions: convolution weights of any
@@ -35,7 +35,7 @@ from .weighting import alpha_share
 
 StateDict = Mapping[str, Tensor]
 
-# Alpha for floating entries that come before the first scored tensor (GRAFTING.md section 3).
+# Alpha for floating entries that come before the first scored tensor (docs/method.md section 3).
 LEADING_ALPHA = 0.5
 
 

@@ -37,7 +37,7 @@ from .options import LEVELS
 
 
 def ring_learning_rates(base_lr: float, count: int) -> list[float]:
-    """Initial learning rates that make the K models differ (GRAFTING.md section 5).
+    """Initial learning rates that make the K models differ (docs/method.md section 5).
 
     Cosine-spaced: model k starts at `base_lr * (1 + cos(pi * (K - 1 - k) / K)) / 2`, so the
     last model keeps `base_lr` (K = 4: 0.146, 0.5, 0.854, 1.0 times it). One model keeps it too.

@@ -9,7 +9,7 @@ Adaptive (paper Eq. 7, as the authors' code computes it):
 The printed Eq. 7 has no `/ pi`; without it alpha leaves (0, 1) for the papers' A = 0.4. With
 it alpha stays within 0.5 +- A/2, equals 0.5 for equal information and exceeds 0.5 when the
 receiving model holds more, which are the two conditions the paper states. This is a deliberate
-choice (GRAFTING.md section 2).
+choice (docs/method.md section 2).
 
 Defaults A = 0.4, c = 500 are the papers' runs; with them alpha is nearly a 0.3 / 0.7 switch.
 The authors later advised c around 1-10 and A in 0.2-0.4. With the `l1` criterion the score

@@ -6,7 +6,7 @@ train mode (and `(classifier(v), v)` when built for the triplet loss). The BNNec
 2019) puts a BatchNorm1d without a bias shift between `v` and a bias-free classifier: the metric
 losses see `v`, the classifier and retrieval see `neck(v)`. It lives inside `model.classifier`,
 so a state_dict keeps every backbone key and the grafting rule reaches the neck like any other
-layer (it takes the last convolution's alpha, GRAFTING.md section 3). The eval-mode switch to
+layer (it takes the last convolution's alpha, docs/method.md section 3). The eval-mode switch to
 `neck(v)` is a forward hook: a model rebuilt from its config with `build_reid_model` behaves as
 the trained one did.
 """

@@ -32,3 +32,8 @@ def test_choices_come_from_the_metadata():
 def test_non_finite_numbers_are_refused_before_any_work(name, value):
     with pytest.raises(ConfigError, match=f"{name} must be a finite number, got {value}"):
         build_config(**{name: value})
+
+
+def test_triplet_with_the_random_sampler_is_refused():
+    with pytest.raises(ConfigError, match="loss triplet needs --sampler identity"):
+        build_config(loss=["softmax", "triplet"])

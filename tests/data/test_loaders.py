@@ -1,10 +1,14 @@
+import collections
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from reidgraft.data import build_test_loader, build_train_loaders, read_rgb
-from reidgraft.data.loaders import ImageReadError, set_epoch
+from reidgraft.data.loaders import IdentitySampler, ImageReadError, set_epoch
+
+from ..engine.test_trainer import splits  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -139,3 +143,90 @@ def test_random_erasing_is_one_of_the_transforms():
     train, test = reid_transforms(64, 32, ["random_flip", "random_erase"])
     assert "RandomErasing" in [type(step).__name__ for step in train.transforms]
     assert "RandomErasing" not in [type(step).__name__ for step in test.transforms]
+
+
+def batch_identities(sampler, labels, epoch):
+    return [collections.Counter(labels[i] for i in batch) for batch in sampler.batches(epoch)]
+
+
+def test_identity_sampler_batches_hold_p_identities_of_n_images():
+    # 12 identities: most with 5 images, one with 2 (drawn with replacement), one with 17
+    labels = [pid for pid in range(10) for _ in range(5)] + [10, 10] + [11] * 17
+    sampler = IdentitySampler(labels, instances=4, identities_per_batch=4, seed=3)
+    assert sampler.short_identities == 1
+    for epoch in range(3):
+        batches = batch_identities(sampler, labels, epoch)
+        assert len(batches) == sampler.steps > 0
+        for counts in batches:
+            assert len(counts) == 4 and set(counts.values()) == {4}
+    assert len(sampler) == sampler.steps * 16
+    # (epoch, index) pairs, so the epoch reaches persistent workers; resume: same epoch, same order
+    sampler.epoch = 2
+    first = list(sampler)
+    assert {key[0] for key in first} == {2}
+    again = IdentitySampler(labels, 4, 4, seed=3)
+    again.epoch = 2
+    assert list(again) == first
+    assert sampler.batches(0) != sampler.batches(1)
+
+
+def test_each_copy_of_a_repeated_image_is_augmented_anew():
+    from reidgraft.data.loaders import sample_key, transformed
+
+    labels = [0] + [pid for pid in range(1, 4) for _ in range(4)]  # identity 0 has one image
+    sampler = IdentitySampler(labels, instances=4, identities_per_batch=2, seed=0)
+    keys = [sample_key(key) for key in sampler]
+    lone = [key for key in keys if key[1] == 0]
+    assert [copy for _, _, copy in lone] == [0, 1, 2, 3]  # its 4 draws in one batch
+    others = [key for key in keys if key[1] != 0]
+    assert others and {copy for _, _, copy in others} == {0}  # images of full identities: once each
+
+    def draw(image):  # stands for a random augmentation: it draws from the seeded RNGs
+        return torch.rand(3)
+
+    augmented = [transformed(draw, None, 7, *key) for key in lone]
+    assert all(not torch.equal(augmented[0], other) for other in augmented[1:])
+    assert torch.equal(transformed(draw, None, 7, *lone[1]), augmented[1])  # still reproducible
+
+
+def test_identity_samplers_of_two_models_differ_but_take_the_same_steps():
+    labels = [pid for pid in range(9) for _ in range(3 + pid)]
+    one, two = IdentitySampler(labels, 4, 3, seed=0), IdentitySampler(labels, 4, 3, seed=1)
+    assert one.steps == two.steps
+    assert one.batches(0) != two.batches(0)
+
+
+def test_identity_sampler_refuses_fewer_identities_than_a_batch():
+    with pytest.raises(ValueError, match="the training set has 2 identities, fewer than a batch's 4"):
+        IdentitySampler([0, 0, 1, 1], 2, 4, seed=0)
+
+
+def test_identity_loaders_give_each_model_its_batches(splits):  # noqa: F811 (the fixture)
+    loaders = build_train_loaders(
+        splits.train, count=2, seed=0, height=32, width=16, augment=["random_flip"], batch_size=8,
+        sampler="identity", num_instances=2,
+    )  # fmt: skip
+    assert len(loaders[0]) == len(loaders[1])
+    first = [pids.tolist() for _, pids, _, _ in loaders[0]]
+    other = [pids.tolist() for _, pids, _, _ in loaders[1]]
+    assert first != other
+    for pids in first:
+        assert sorted(collections.Counter(pids).values()) == [2, 2, 2, 2]
+
+
+def test_random_pad_crop_shifts_the_picture_by_at_most_ten_pixels():
+    from PIL import Image
+
+    from reidgraft.data.loaders import reid_transforms, transformed
+
+    train, _ = reid_transforms(64, 32, ["random_pad_crop"])
+    white = Image.new("RGB", (32, 64), (255, 255, 255))
+    shifts = set()
+    for index in range(30):
+        picture = transformed(train, white, 0, 0, index)[0]
+        assert picture.shape == (64, 32)
+        padded = picture < 0  # zero padding, below the mean after normalisation
+        rows, columns = padded.all(dim=1).sum().item(), padded.all(dim=0).sum().item()
+        assert rows <= 10 and columns <= 10 and padded.sum() == rows * 32 + columns * 64 - rows * columns
+        shifts.add((rows, columns))
+    assert len(shifts) > 5

@@ -267,3 +267,32 @@ def test_the_graft_after_a_save_is_reported_on_its_own_line(splits, tmp_path):
     first = json.loads((tmp_path / "metrics.json").read_text())["epochs"][0]["alphas"]
     means = " ".join(f"{sum(a.values()) / len(a):.3f}" for a in first)
     assert grafts == [f"graft after epoch 1  mean alpha {means}"]  # none after the last epoch
+
+
+def test_tiny_strong_run_trains_two_grafted_models_and_resumes_exactly(splits, tmp_path):  # noqa: F811
+    strong = dict(
+        loss=["softmax", "triplet"], sampler="identity", num_instances=2, bnneck=True, warmup_epochs=1,
+        center_loss_weight=0.0005, transforms=["random_flip", "random_erase"], optimizer="adam", lr=3.5e-4,
+        scheduler="multistep", milestones=[2], arch="resnet18", height=64, width=32,
+    )  # fmt: skip
+    straight = Trainer(tiny_config(**strong, epochs=3), splits, tmp_path / "straight", log=lambda line: None)
+    final = straight.fit()
+    metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert [row["model"] for row in final] == [0, 1]
+    assert all(0 <= row["mAP"] <= 1 for row in final)
+    assert len(metrics["epochs"][0]["alphas"]) == 2  # grafted
+    assert all(loss > 0 for epoch in metrics["epochs"] for loss in epoch["loss"])
+    assert metrics["epochs"][0]["lr"][1] == pytest.approx(3.5e-6)  # warm-up starts at 0.01 x lr
+
+    # 2 epochs, then resumed to 3: the same models as the straight run (sampler, centers, graft)
+    first = Trainer(tiny_config(**strong, epochs=2), splits, tmp_path / "resumed", log=lambda line: None)
+    first.fit()
+    payload = load_checkpoint(tmp_path / "resumed")
+    assert all(center for center in payload["centers"])
+    resumed = Trainer(tiny_config(**strong, epochs=3), splits, tmp_path / "resumed", log=lambda line: None)
+    resumed.load_state(payload)
+    resumed.fit()
+    for a, b in zip(straight.members, resumed.members, strict=True):
+        for key, value in a.model.state_dict().items():
+            torch.testing.assert_close(b.model.state_dict()[key], value, rtol=0, atol=0)
+        torch.testing.assert_close(b.center.centers, a.center.centers, rtol=0, atol=0)

@@ -13,6 +13,7 @@ from reidgraft.grafting import (
     l1_norm,
     scored_keys,
 )
+from reidgraft.models.reid_head import build_reid_model
 
 from ..conftest import TinyNet, randomised
 
@@ -24,7 +25,7 @@ def numpy_layer_entropy(t: torch.Tensor) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-# Expected alpha source for every floating key of TinyNet, written out by hand (GRAFTING.md 3):
+# Expected alpha source for every floating key of TinyNet, written out by hand (docs/method.md section 3):
 # the leading BN uses 0.5; the stem conv (key without "conv") scores itself, its bias and the
 # BN after it inherit; the block conv scores itself and the BN and linear head inherit.
 EXPECTED_SOURCE = {
@@ -169,3 +170,15 @@ def test_nan_weights_name_the_layer(pair):
     other["block.0.weight"][0, 0, 0, 0] = math.nan
     with pytest.raises(ValueError, match="'block.0.weight'.*NaN"):
         graft_state(own, other)
+
+
+def test_bnneck_and_classifier_take_the_last_convolutions_alpha():
+    """docs/method.md section 3: entries after the last scored tensor use its alpha."""
+    own = build_reid_model("resnet18", 5, seed=0, bnneck=True).state_dict()
+    other = build_reid_model("resnet18", 5, seed=1, bnneck=True).state_dict()
+    blended, alphas = graft_state(own, other)
+    last_conv = scored_keys(own)[-1]
+    alpha = alphas[last_conv]
+    for key in ("classifier.neck.weight", "classifier.neck.running_mean", "classifier.linear.weight"):
+        torch.testing.assert_close(blended[key], alpha * own[key] + (1 - alpha) * other[key])
+    assert blended["classifier.neck.num_batches_tracked"] == own["classifier.neck.num_batches_tracked"]
