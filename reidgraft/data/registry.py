@@ -91,6 +91,17 @@ def _folder(function: str) -> Callable[..., Any]:
     return call
 
 
+def _cuhk01(function: str) -> Callable[..., Any]:
+    """`cuhk01.py`'s check or loader."""
+
+    def call(root: Path) -> Any:
+        from . import cuhk01
+
+        return getattr(cuhk01, function)(root)
+
+    return call
+
+
 def _classification(name: str, function: str) -> Callable[..., Any]:
     """`classification.py`'s check or loader for `name`, imported when called (torchvision)."""
 
@@ -139,6 +150,10 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "msmt17", REID, datasets.load_msmt17, datasets.check_msmt17, "resnet50",
             {"resnet50": "msmt17_resnet50.yaml"}, {"resnet50": "msmt17_resnet50_bot.yaml"},
+        ),
+        DatasetSpec(
+            "cuhk01", REID, _cuhk01("load_cuhk01"), _cuhk01("check_cuhk01"), "mobilenetv2_x1_0",
+            {"mobilenetv2_x1_0": "cuhk01_mobilenetv2.yaml", "resnet50": "cuhk01_resnet50.yaml"},
         ),
         DatasetSpec(
             "folder", REID, _folder("load_folder_splits"), _folder("check_folder"), "resnet50",
@@ -210,22 +225,28 @@ def load_run_splits(
 
     found = splits.fingerprint()
     if found != recorded:
-        counts = [
-            f"{count} {split} images (the run had {recorded['images'].get(split)})"
-            for split, count in found["images"].items()
-            if recorded.get("images", {}).get(split) != count
-        ]
-        options = [
-            f"{option} {value} (the run had {recorded.get('options', {}).get(option)})"
-            for option, value in (found.get("options") or {}).items()
-            if recorded.get("options", {}).get(option) != value
-        ]
-        what = ", ".join(options + counts) or "the same counts but other files or labels"
         raise ValueError(
-            f"the {name} data under {root} is not what {run} was trained and evaluated on: {what}; "
-            "point --root at the run's data"
+            f"the {name} data under {root} is not what {run} was trained and evaluated on: "
+            f"{data_difference(found, recorded)}; point --root at the run's data"
         )
     return splits
+
+
+def data_difference(found: Mapping[str, Any], recorded: Mapping[str, Any]) -> str:
+    """How data with fingerprint `found` differs from the `recorded` one, in a few words."""
+    if found.get("dataset") != recorded.get("dataset"):
+        return f"dataset {found.get('dataset')} (the run had {recorded.get('dataset')})"
+    counts = [
+        f"{count} {split} images (the run had {recorded['images'].get(split)})"
+        for split, count in found["images"].items()
+        if recorded.get("images", {}).get(split) != count
+    ]
+    options = [
+        f"{option} {value} (the run had {recorded.get('options', {}).get(option)})"
+        for option, value in (found.get("options") or {}).items()
+        if recorded.get("options", {}).get(option) != value
+    ]
+    return ", ".join(options + counts) or "the same counts but other files or labels"
 
 
 def load_classification_dataset(name: str, root: str | Path, download: bool = False) -> ClassificationData:
