@@ -18,7 +18,7 @@ from typing import Any
 
 from ..data.registry import CLASSIFICATION, REID, dataset_names
 from ..device import AMP_MODES
-from ..grafting.options import CRITERION_NAMES, LEVELS, SCIONS, GraftOptions
+from ..grafting.options import CRITERION_NAMES, LEVELS, SCIONS, TOP_BINS, GraftOptions
 
 OPTIMIZERS = ("amsgrad", "adam", "sgd")
 SCHEDULERS = ("step", "multistep", "cosine", "constant")
@@ -258,6 +258,15 @@ class TrainConfig:
     )
     bins: int = field(
         default=GraftOptions.bins, metadata=_doc("grafting", "histogram bins for entropy", minimum=1)
+    )
+    top_bin: str = field(
+        default=GraftOptions.top_bin,
+        metadata=_doc(
+            "grafting",
+            "entropy histogram's top bin: inclusive counts the maximum in it (torch.histc), authors "
+            "counts it nowhere, as the authors' entropy() does",
+            TOP_BINS,
+        ),
     )
     fixed_alpha: float = field(
         default=GraftOptions.fixed_alpha,

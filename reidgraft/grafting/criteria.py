@@ -8,7 +8,9 @@
 
 Histograms follow docs/method.md section 1: `bins` equal-width bins over the tensor's own
 min..max, the maximum counted in the last bin (as `torch.histc` does), p = count / numel, empty
-bins skipped, natural log. A constant tensor has entropy 0.
+bins skipped, natural log. A constant tensor has entropy 0. With `top_bin="authors"` the values
+equal to the maximum are counted in no bin, as the authors' entropy() does (its bins are
+half-open, [edge_i, edge_i+1)), while p still divides by numel: the p's then sum to less than 1.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def histogram_counts(t: Tensor, low: float, high: float, bins: int) -> Tensor:
     return counts
 
 
-def layer_entropy(t: Tensor, bins: int = GraftOptions.bins) -> float:
+def layer_entropy(t: Tensor, bins: int = GraftOptions.bins, top_bin: str = GraftOptions.top_bin) -> float:
     """Entropy of the histogram of all values of `t` (paper Eq. 6), in nats, in [0, ln bins]."""
     t = _check_scorable(t, bins)
     low, high = (float(v) for v in torch.aminmax(t))
@@ -68,10 +70,11 @@ def layer_entropy(t: Tensor, bins: int = GraftOptions.bins) -> float:
         raise ValueError("cannot score a tensor holding NaN or infinite values")
     if low == high:
         return 0.0
-    return float(_entropy_of_counts(histogram_counts(t, low, high, bins), t.numel()))
+    counted = t if top_bin == "inclusive" else t[t < high]  # "authors": the maximum in no bin
+    return float(_entropy_of_counts(histogram_counts(counted, low, high, bins), t.numel()))
 
 
-def filter_entropies(t: Tensor, bins: int = GraftOptions.bins) -> Tensor:
+def filter_entropies(t: Tensor, bins: int = GraftOptions.bins, top_bin: str = GraftOptions.top_bin) -> Tensor:
     """Entropy of each filter `t[j]` (paper Eq. 4), each binned over its own min..max.
 
     Vectorised: one pass over the layer instead of one histogram per filter, with the bins of
@@ -87,14 +90,19 @@ def filter_entropies(t: Tensor, bins: int = GraftOptions.bins) -> Tensor:
     safe_span = torch.where(span > 0, span, torch.ones_like(span))
     position = ((rows - low.unsqueeze(1)) * bins / safe_span).long().clamp_(0, bins - 1)
     counts = torch.zeros(rows.shape[0], bins, dtype=torch.float64, device=rows.device)
-    counts.scatter_add_(1, position, torch.ones_like(position, dtype=torch.float64))
+    weight = torch.ones_like(position, dtype=torch.float64)
+    if top_bin != "inclusive":  # "authors": each filter's maximum in no bin
+        weight = (rows < high.unsqueeze(1)).to(torch.float64)
+    counts.scatter_add_(1, position, weight)
     # A constant filter lands wholly in bin 0, so its entropy is 0 as the criterion requires.
     return _entropy_of_counts(counts, rows.shape[1])
 
 
-def filter_entropy_sum(t: Tensor, bins: int = GraftOptions.bins) -> float:
+def filter_entropy_sum(
+    t: Tensor, bins: int = GraftOptions.bins, top_bin: str = GraftOptions.top_bin
+) -> float:
     """Sum over filters (output channels) of each filter's entropy (paper Eq. 5)."""
-    return float(filter_entropies(t, bins).sum())
+    return float(filter_entropies(t, bins, top_bin).sum())
 
 
 def filter_l1_norms(t: Tensor) -> Tensor:
@@ -115,6 +123,6 @@ def l1_norm(t: Tensor) -> float:
 CRITERIA = {
     "entropy": layer_entropy,
     "entropy_filter_sum": filter_entropy_sum,
-    "l1": lambda t, bins=GraftOptions.bins: l1_norm(t),
+    "l1": lambda t, bins=GraftOptions.bins, top_bin=GraftOptions.top_bin: l1_norm(t),
 }
 assert (*CRITERIA, "fixed") == CRITERION_NAMES  # every criterion the options name is scored here

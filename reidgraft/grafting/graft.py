@@ -132,7 +132,7 @@ def score_state(state: StateDict, keys: list[str], options: GraftOptions) -> dic
     scores = {}
     for key in keys:
         try:
-            scores[key] = scorer(state[key], bins=options.bins)
+            scores[key] = scorer(state[key], bins=options.bins, top_bin=options.top_bin)
         except ValueError as error:
             raise ValueError(f"cannot score {key!r}: {error}") from None
     return scores
@@ -201,12 +201,13 @@ def graft_state(
     bins: int = GraftOptions.bins,
     fixed_alpha: float = GraftOptions.fixed_alpha,
     graft_head: bool = GraftOptions.graft_head,
+    top_bin: str = GraftOptions.top_bin,
 ) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Graft `other` into `own` at layer level; return the new state and each scored key's alpha.
 
     Pure: neither input changes and the result shares no memory with them.
     """
-    options = GraftOptions(criterion, A, c, bins, fixed_alpha, graft_head)
+    options = GraftOptions(criterion, A, c, bins, fixed_alpha, graft_head, top_bin)
     keys, excluded = prepare(own, other, options)
     plan = plan_layer_graft(
         own, score_state(own, keys, options), score_state(other, keys, options), keys, excluded, options
@@ -241,12 +242,12 @@ def plan_filter_graft(
         count = math.floor(fraction * tensor.shape[0])
         if count == 0:
             continue
-        h_own = filter_entropies(tensor, options.bins)
+        h_own = filter_entropies(tensor, options.bins, options.top_bin)
         roots = torch.argsort(h_own, stable=True)[:count]
         if options.criterion == "fixed":
             share = torch.full((count,), options.fixed_alpha - 0.5, dtype=torch.float64)
         else:
-            h_other = filter_entropies(other[key], options.bins).to(h_own.device)
+            h_other = filter_entropies(other[key], options.bins, options.top_bin).to(h_own.device)
             diff = options.c * (h_own[roots] - h_other[roots])
             share = (options.A / math.pi) * torch.atan(diff.cpu())
         w_own = torch.ones(tensor.shape[0], dtype=torch.float64)
@@ -272,13 +273,14 @@ def graft_filters(
     c: float = GraftOptions.c,
     bins: int = GraftOptions.bins,
     fixed_alpha: float = GraftOptions.fixed_alpha,
+    top_bin: str = GraftOptions.top_bin,
 ) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Filter-level external grafting; returns the new state and the mean rootstock alpha per layer.
 
     The papers found layer level better (supplement Table 2); this is kept for that ablation.
     Criteria: `entropy` (per-filter entropies) or `fixed`.
     """
-    options = GraftOptions(criterion, A, c, bins, fixed_alpha, True)
+    options = GraftOptions(criterion, A, c, bins, fixed_alpha, True, top_bin)
     keys, _ = prepare(own, other, options)
     plan = plan_filter_graft(own, other, keys, options, fraction)
     return apply_plan(own, other, plan), plan.alphas

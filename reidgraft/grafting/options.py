@@ -11,6 +11,9 @@ from dataclasses import dataclass
 CRITERION_NAMES = ("entropy", "entropy_filter_sum", "l1", "fixed")
 # Where a model's weak filters get new weights (CVPR Table 2; scions.py).
 SCIONS = ("external", "noise", "internal")
+# Where an entropy histogram counts the tensor's maximum: in the top bin (torch.histc's rule, the
+# default), or nowhere, as the authors' entropy() does (docs/method.md section 1).
+TOP_BINS = ("inclusive", "authors")
 # External scion: whole layers (the papers') or each layer's lowest-entropy filters (ring.py).
 LEVELS = ("layer", "filter")
 
@@ -47,8 +50,11 @@ class GraftOptions:
     bins: int = 10
     fixed_alpha: float = 0.5
     graft_head: bool = True
+    top_bin: str = "inclusive"
 
     def __post_init__(self) -> None:
+        if self.top_bin not in TOP_BINS:
+            raise ValueError(f"unknown top_bin {self.top_bin!r}; choose one of: {', '.join(TOP_BINS)}")
         check_criterion(self.criterion)
         check_adaptive_parameters(self.A, self.c)
         check_fixed_alpha(self.fixed_alpha)
