@@ -30,7 +30,7 @@ from ..config import (
     load_yaml,
     recipe_for,
 )
-from ..data import REID, DataMissingError, dataset_spec
+from ..data import REID, DataMissingError, ReidSplits, dataset_spec
 from ..data.loaders import ImageReadError
 from ..engine import RunDir, Trainer
 from ..engine.distributed import (
@@ -43,6 +43,7 @@ from ..engine.distributed import (
 )
 from ..engine.logging import metrics_table, report_lines
 from ..engine.preflight import preflight
+from ..engine.run_dir import check_same_data
 from ..engine.runs import load_data
 from ..models import IMAGENET
 
@@ -125,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         if plan.task == REID and config.dataset != "synthetic" and plan.weights.source is None:
             say(f"note: {config.arch} starts from random weights; the papers' numbers assume ImageNet's")
         data = load_data(config, log=say)
+        if payload is not None:
+            check_same_data(
+                payload, data.fingerprint() if isinstance(data, ReidSplits) else None, config.output
+            )
         trainer = Trainer(config, data, Path(config.output), log=say, group=group, plan=plan)
         if payload is not None:
             trainer.load_state(payload)

@@ -33,6 +33,12 @@ METRICS_NAME = "metrics.json"
 CONFIG_NAME = "config.yaml"
 MARKER_NAME = ".reidgraft-run"
 
+# The version of what training produces from a config: bump it when a change to the code alters
+# the weights a recipe trains to (not for speed-ups that keep them), so that runs and kept scores
+# of the older code are never reused or resumed as if this code had made them. A run saved before
+# versions were recorded reads as version 1.
+METHOD_VERSION = 1
+
 # The resume policy comes from each config field's role (config/schema.py): a run's identity
 # never changes; what may change when it continues is `resumable`; everything else stays.
 IDENTITY = tuple(identity_fields())
@@ -217,6 +223,7 @@ class RunDir:
         """The config a run continues with: the saved one, with the changes `given` asks for that
         the policy allows. ConfigError for a change of identity or of any other setting."""
         saved = payload["config"]
+        check_same_method(payload, str(self.path))
         check_resume(saved, given, str(self.path))
         config = build_config(saved, **{name: value for name, value in given.items() if name in RESUMABLE})
         config.output = str(self.path)
@@ -241,6 +248,35 @@ def check_resume(saved: dict[str, Any], given: dict[str, Any], where: str) -> No
         )
 
 
+def method_version(payload: dict[str, Any]) -> int:
+    """The method version a checkpoint (or metrics.json) was trained by; 1 when not recorded."""
+    return int(payload.get("method_version") or 1)
+
+
+def check_same_method(payload: dict[str, Any], where: str) -> None:
+    """ConfigError unless the run at `where` was trained by this code's METHOD_VERSION."""
+    version = method_version(payload)
+    if version != METHOD_VERSION:
+        raise ConfigError(
+            f"{where} was trained by version {version} of reidgraft's training method, this is "
+            f"version {METHOD_VERSION}: its weights are not what this version trains; use another "
+            "--output, or delete that run"
+        )
+
+
+def check_same_data(payload: dict[str, Any], found: dict[str, Any] | None, where: str) -> None:
+    """ConfigError unless the run at `where` recorded the data fingerprint `found` (a run or data
+    without one, such as classification sets, is not checked)."""
+    from ..data.registry import data_difference
+
+    recorded = payload.get("data")
+    if recorded and found and recorded != found:
+        raise ConfigError(
+            f"{where} was trained on other data than this: {data_difference(found, recorded)}; "
+            "point --root at that run's data, or use another --output"
+        )
+
+
 def merge_rank_payloads(payloads: list[dict[str, Any]], where: str) -> dict[str, Any]:
     """One payload of K models from the K ranks' checkpoints (in any order) of one epoch."""
     if not payloads:
@@ -260,6 +296,7 @@ def merge_rank_payloads(payloads: list[dict[str, Any]], where: str) -> dict[str,
     merged = {
         key: payloads[0][key] for key in ("format", "task", "config", "num_classes", "epoch", "history")
     }
+    merged |= {key: payloads[0][key] for key in ("method_version", "data") if key in payloads[0]}
     return {**merged, "models": [payload["models"][0] for payload in payloads], "ranks": count}
 
 

@@ -13,7 +13,7 @@ from ..config import ConfigError, TrainConfig, runtime_fields
 from ..data import ClassificationData, ReidSplits, load_dataset
 from ..files import json_fingerprint
 from .preflight import preflight
-from .run_dir import RunDir
+from .run_dir import RunDir, check_same_data, check_same_method
 from .trainer import Trainer, threads_warning
 
 
@@ -57,7 +57,8 @@ def finish_run(
     """Carry the run in `config.output` to `config.epochs`: reuse it if it has finished, resume it
     from its checkpoint if it was interrupted, else train it in a new folder. A run already there
     is reused or resumed only when its whole resolved config equals `config` (but
-    NOT_IN_RESULT); anything else is a ConfigError naming the fields. Returns (metrics.json,
+    NOT_IN_RESULT), it recorded the same data and it was trained by this METHOD_VERSION; anything
+    else is a ConfigError naming what differs. Returns (metrics.json,
     what was done)."""
     run = RunDir(config.output)
     if not run.has_checkpoint():
@@ -76,6 +77,8 @@ def finish_run(
             f"{run.path} holds a run of another recipe: {shown}"
             f"{' and more' if len(differing) > 3 else ''}; use another --output, or delete that run"
         )
+    check_same_method(payload, str(run.path))
+    check_same_data(payload, data.fingerprint() if isinstance(data, ReidSplits) else None, str(run.path))
     metrics = run.read_metrics()
     if payload["epoch"] == config.epochs and metrics and metrics.get("final"):
         threads = metrics.get("intra_op_threads")

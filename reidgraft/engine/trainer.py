@@ -36,7 +36,7 @@ from .logging import EpochLog, best_epochs, k_model_report, metrics_file
 from .losses import CenterLoss, center_optimizer, step_centers
 from .optim import build_optimizer, build_scheduler, replay_schedule
 from .preflight import Plan, preflight
-from .run_dir import RunDir
+from .run_dir import METHOD_VERSION, RunDir
 from .tasks import REID_METRICS, Task, make_task
 from .trained import TrainedRun
 
@@ -168,6 +168,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "format": 1,
+            "method_version": METHOD_VERSION,
             "task": self.task.kind,
             "data": self.task.data_fingerprint(),
             "model_ids": self.model_ids,
@@ -265,6 +266,7 @@ class Trainer:
             precision={"amp": self.amp, "channels_last": self.channels_last},
             intra_op_threads=torch.get_num_threads(),
             data=self.task.data_fingerprint(),
+            method_version=METHOD_VERSION,
         )
 
     def best(self) -> list[dict[str, Any]] | None:
