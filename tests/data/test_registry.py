@@ -20,7 +20,15 @@ from reidgraft.engine.tasks import ClassificationTask, ReidTask, make_task
 
 
 def test_every_dataset_has_a_task_and_a_default_recipe():
-    assert dataset_names(REID) == ["market1501", "dukemtmcreid", "cuhk03", "msmt17", "folder", "synthetic"]
+    assert dataset_names(REID) == [
+        "market1501",
+        "dukemtmcreid",
+        "cuhk03",
+        "msmt17",
+        "cuhk01",
+        "folder",
+        "synthetic",
+    ]
     assert dataset_names(CLASSIFICATION) == ["cifar10", "cifar100", "digits"]
     for spec in DATASETS.values():
         assert spec.task in (REID, CLASSIFICATION)

@@ -109,3 +109,27 @@ def test_fast_histogram_agrees_with_histc(size):
     assert (counts - reference).abs().sum().item() <= 2  # at most one value on an edge moves
     assert counts[-1] >= 1  # the maximum is counted, in the last bin
     assert layer_entropy(t) == pytest.approx(numpy_entropy(t.numpy(), 10), abs=1e-5)
+
+
+def test_the_authors_top_bin_counts_the_maximum_in_no_bin():
+    """[0, 0, 1, 1, 2, 3] in 2 bins over 0..3: inclusive counts 4 and 2 of 6; the authors'
+    entropy() leaves out the values equal to the maximum (3), counting 4 and 1, p still over 6."""
+    values = torch.tensor([0.0, 0.0, 1.0, 1.0, 2.0, 3.0])
+    entropy = lambda *p: -sum(q * math.log(q) for q in p)  # noqa: E731
+    assert layer_entropy(values, bins=2) == pytest.approx(entropy(4 / 6, 2 / 6))
+    assert layer_entropy(values, bins=2, top_bin="authors") == pytest.approx(entropy(4 / 6, 1 / 6))
+    assert layer_entropy(values, bins=2) == pytest.approx(numpy_entropy(values.numpy(), 2))
+    # per filter: each row's own maximum is left out, as the layer-level function does for one row
+    rows = torch.randn(5, 3, 3, 3, generator=torch.Generator().manual_seed(4))
+    each = filter_entropies(rows, bins=4, top_bin="authors")
+    for j in range(5):
+        assert each[j].item() == pytest.approx(layer_entropy(rows[j], bins=4, top_bin="authors"), abs=1e-9)
+        assert each[j] < filter_entropies(rows, bins=4)[j]  # a lost count lowers the entropy here
+    assert filter_entropy_sum(rows, bins=4, top_bin="authors") == pytest.approx(float(each.sum()))
+
+
+def test_an_unknown_top_bin_is_refused_by_name():
+    from reidgraft.grafting.options import GraftOptions
+
+    with pytest.raises(ValueError, match="unknown top_bin 'upper'; choose one of: inclusive, authors"):
+        GraftOptions(top_bin="upper")
