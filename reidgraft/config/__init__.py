@@ -7,6 +7,7 @@ from .checks import check_config, check_task_fields
 from .recipes import (
     RECIPES,
     build_config,
+    checked_value,
     find_recipe,
     load_yaml,
     recipe_for,
@@ -42,6 +43,7 @@ __all__ = [
     "add_config_arguments",
     "build_config",
     "check_config",
+    "checked_value",
     "check_task_fields",
     "default_data_root",
     "field_names",

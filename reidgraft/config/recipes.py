@@ -100,7 +100,9 @@ def _load(source: Source, folder: Source, chain: tuple[str, ...]) -> dict[str, A
     unknown = sorted(set(data) - set(FIELDS) - set(RENAMED))
     if unknown:
         raise ConfigError(f"unknown field {unknown[0]!r} in {name}; valid fields: {', '.join(FIELDS)}")
-    values = _renamed({key: _coerce(key, value) if key in FIELDS else value for key, value in data.items()})
+    values = _renamed(
+        {key: checked_value(key, value) if key in FIELDS else value for key, value in data.items()}
+    )
     if base is None:
         return values
     if not isinstance(base, str) or not base.endswith(SUFFIX):
@@ -115,7 +117,7 @@ def _load(source: Source, folder: Source, chain: tuple[str, ...]) -> dict[str, A
     return {**_load(base_source, base_folder, (*chain, name)), **values}
 
 
-def _coerce(name: str, value: Any) -> Any:
+def checked_value(name: str, value: Any) -> Any:
     """Check a YAML value against the field's type (YAML already parsed numbers and booleans)."""
     default = getattr(TrainConfig(), name)
     if value is not None and FIELDS[name].metadata.get("kind") == "bool" and not isinstance(value, bool):

@@ -4,16 +4,24 @@ classification), builds the compute-matched baselines from K independent models 
 ensemble and their weight average), and pairs grafting with each baseline seed by seed.
 
     single            K = 1 at the base learning rate
+    single_long       K = 1 trained K x E epochs, its schedule stretched K-fold (the training
+                      compute of K models: the baseline of "train K, keep one")
     nograft           the K models trained independently at the grafted models' learning rates
     nograft_ensemble  those K models together (the task's `ensemble_scores`)
     nograft_average   their weight average, batch-norm statistics re-estimated on training images
     graft             the K grafted models
     graft_same_lr     grafted, every model at the base learning rate
+    (variants)        grafted with other settings (`--variant NAME:FIELD=VALUE,...`)
 
 Each K-model method is reported three ways: model 0 (declared before training), the mean over
-its K models, and the best of K (chosen on validation when the recipe holds some out, else on the
-test set, and labelled so). Model k of replicate s uses seed 1000 s + k. Per-item scores are kept
-in each run's folder, so a comparison run again scores only what is new. The report is written
+its K models, and the best of K (chosen on validation; compare holds out VALIDATION_SHARE of the
+training identities when the recipe holds out none, and says so). Model k of replicate s uses
+seed 1000 s + k. Per-item scores are kept in each run's folder, so a comparison run again scores
+only what is new.
+
+The contrasts are paired by seed (`contrasts`): one is the declared primary endpoint (default
+graft minus nograft, each arm's best of K, the task's primary metric, last epoch), inferred with a
+t-interval over seeds (`intervals.py`); every other one is exploratory. The report is written
 by `report.py`.
 """
 
@@ -31,12 +39,15 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, TrainConfig, build_config, load_yaml
+from ..data import ReidSplits
 from ..device import resolve_device
 from ..files import json_fingerprint, read_keyed_arrays, write_keyed_arrays
 from ..index import state_fingerprint
 from .features import model_device
+from .intervals import infer
+from .optim import stretched_schedule
 from .preflight import preflight
-from .run_dir import RunDir
+from .run_dir import RunDir, method_version
 from .runs import finish_run, load_data, result_config
 from .tasks import Scores, make_task
 from .trained import TrainedRun
@@ -44,17 +55,21 @@ from .trained import TrainedRun
 BN_IMAGES = 4096  # training images that re-estimate an averaged model's BN statistics (at most)
 SCORES_FORMAT = 1  # the layout of a saved scores file; another one is simply scored again
 
-# method -> what its run changes in the recipe (None: built from the nograft run's models)
+# method -> what its run changes in the recipe (None: built from the nograft run's models;
+# single_long's schedule is stretched as well, by `stretched_schedule`)
 METHODS: dict[str, dict[str, Any] | None] = {
     "single": {"models": 1, "graft": False},
+    "single_long": {"models": 1, "graft": False},
     "nograft": {"graft": False},
     "nograft_ensemble": None,
     "nograft_average": None,
     "graft": {"graft": True},
     "graft_same_lr": {"graft": True, "lr_spread": "none"},
 }
+ONE_MODEL = ("single", "single_long")
 REPORTS = ("model0", "mean", "best_of_k")
-AGAINST = ("nograft", "nograft_ensemble", "single")  # graft minus each of these, paired by seed
+VALIDATION_SHARE = 0.1  # of the training identities (classification: of the smallest class)
+PRIMARY = "graft:best_of_k-nograft:best_of_k"
 
 
 def replicate_seed(replicate: int) -> int:
@@ -127,20 +142,40 @@ class Comparison:
     run again, or widened by a seed or a method, scores only what is new."""
 
     def __init__(
-        self, recipe: dict[str, Any], base: TrainConfig, output: Path, log: Callable[[str], None] = print
+        self,
+        recipe: dict[str, Any],
+        base: TrainConfig,
+        output: Path,
+        log: Callable[[str], None] = print,
+        variants: dict[str, dict[str, Any]] | None = None,
+        data: Any = None,
     ):
         self.recipe, self.base, self.output, self.log = recipe, base, output, log
-        self.data = load_data(base, log=log)
+        self.methods = {
+            **METHODS,
+            **{name: {"graft": True, **changes} for name, changes in (variants or {}).items()},
+        }
+        self.data = data if data is not None else load_data(base, log=log)
         self.task = make_task(base, self.data)  # scores on its test data (validation held out)
         self.device = resolve_device(base.device)
         self._runs: dict[str, FinishedRun] = {}
 
+    def changes(self, method: str, k: int, seed: int) -> dict[str, Any]:
+        """What the run of `method` for K = k and replicate `seed` changes in the recipe."""
+        changes = {"models": k, **self.methods[method], "seed": replicate_seed(seed)}
+        if method == "single_long":
+            changes |= stretched_schedule(self.base, k)
+        return changes
+
+    def run_name(self, method: str, k: int, seed: int) -> str:
+        """single is one run whatever K; single_long is K x E epochs, so one per K."""
+        return f"seed{seed}-k{1 if method == 'single' else k}-{method}"
+
     def run(self, method: str, k: int, seed: int) -> FinishedRun:
         """A run of `method` (trained, resumed or reused)."""
-        models = 1 if method == "single" else k
-        name = f"seed{seed}-k{models}-{method}"
+        name = self.run_name(method, k, seed)
         if name not in self._runs:
-            changes = {**METHODS[method], "models": models, "seed": replicate_seed(seed)}
+            changes = self.changes(method, k, seed)
             config = build_config(self.recipe, **changes, output=str(self.output / name))
             _, done = finish_run(config, self.data, log=lambda line: self.log(f"[{name}] {line}"))
             self.log(f"[{name}] {done}")
@@ -158,6 +193,7 @@ class Comparison:
                 "recipe": result_config(self.base.to_dict()),
                 "data": self.task.data_fingerprint(),
                 "precision": run.precision,
+                "method_version": method_version(run.metrics),
             }
         )
         path = run.folder.scores_cache(what)
@@ -172,7 +208,7 @@ class Comparison:
 
     def scores(self, method: str, k: int, seed: int) -> dict[str, Any]:
         """{report: per-item scores} of a method for one seed, and where best_of_k was chosen."""
-        if METHODS[method] is None:  # built from the nograft run
+        if self.methods[method] is None:  # built from the nograft run
             run = self.run("nograft", k, seed)
 
             def together_scores(models: list) -> list[Scores]:
@@ -207,14 +243,110 @@ def summarise(per_seed: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str
 
 
 @dataclass(frozen=True)
+class Contrast:
+    """One paired difference: `ours` (its `ours_report`) minus `theirs` (its `theirs_report`),
+    seed by seed on the same test items. A one-model method's reports are all the same value."""
+
+    ours: str
+    ours_report: str
+    theirs: str
+    theirs_report: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.ours}:{self.ours_report}-{self.theirs}:{self.theirs_report}"
+
+    def label(self, one_value: Callable[[str], bool]) -> str:
+        """`graft (best_of_k) - nograft (best_of_k)`, a one-model side without its report."""
+        sides = [
+            method if one_value(method) else f"{method} ({report})"
+            for method, report in ((self.ours, self.ours_report), (self.theirs, self.theirs_report))
+        ]
+        return " − ".join(sides)
+
+
+def parse_contrast(text: str, methods: Sequence[str]) -> Contrast:
+    """`OURS[:REPORT]-THEIRS[:REPORT]` (REPORT default best_of_k) as a Contrast of two of
+    `methods`; ConfigError (one line) naming what is wrong."""
+    sides = text.split("-")
+    parsed = []
+    for side in sides if len(sides) == 2 else []:
+        method, _, report = side.strip().partition(":")
+        parsed.append((method, report or "best_of_k"))
+    if len(parsed) != 2:
+        raise ConfigError(
+            f"--primary {text!r}: write OURS[:REPORT]-THEIRS[:REPORT], e.g. {PRIMARY} (reports: "
+            f"{', '.join(REPORTS)})"
+        )
+    for method, report in parsed:
+        if method not in methods:
+            raise ConfigError(
+                f"--primary {text!r}: {method!r} is not among the compared methods ({', '.join(methods)}); "
+                "add it to --methods or --variant"
+            )
+        if report not in REPORTS:
+            raise ConfigError(
+                f"--primary {text!r}: unknown report {report!r}; choose from {', '.join(REPORTS)}"
+            )
+    if parsed[0][0] == parsed[1][0]:
+        raise ConfigError(f"--primary {text!r}: a method against itself tells nothing; name two methods")
+    (ours, ours_report), (theirs, theirs_report) = parsed
+    return Contrast(ours, ours_report, theirs, theirs_report)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """`NAME:FIELD=VALUE[,FIELD=VALUE...]` (values in YAML) as (name, changes): a grafted method
+    trained with those settings; ConfigError (one line) for a bad name or field."""
+    import yaml
+
+    from ..config import FIELDS, checked_value
+
+    name, _, settings = text.partition(":")
+    pairs = [pair.partition("=") for pair in settings.split(",") if pair.strip()]
+    if not name.isidentifier() or not name.islower() or not pairs or any(not sep for _, sep, _ in pairs):
+        raise ConfigError(
+            f"--variant {text!r}: write NAME:FIELD=VALUE[,FIELD=VALUE], e.g. graft_c5:c=5 (NAME in "
+            "lower case letters, digits and _)"
+        )
+    if name in METHODS:
+        raise ConfigError(f"--variant {text!r}: {name!r} is a built-in method; name the variant otherwise")
+    changes = {}
+    for field_name, _, value in pairs:
+        field_name = field_name.strip()
+        if field_name not in FIELDS or field_name in ("models", "seed", "output", "dataset", "root"):
+            raise ConfigError(
+                f"--variant {text!r}: {field_name!r} is not a setting a variant may change (a config "
+                "field other than models, seed, output, dataset and root)"
+            )
+        try:
+            changes[field_name] = checked_value(field_name, yaml.safe_load(value))
+        except (ConfigError, yaml.YAMLError) as error:
+            raise ConfigError(f"--variant {text!r}: {str(error).splitlines()[0]}") from None
+    return name, changes
+
+
+@dataclass(frozen=True)
 class ComparisonResult:
-    """What a comparison found: one row per method and K, and the paired differences."""
+    """What a comparison found: one row per method and K, and the paired contrasts (the primary
+    endpoint's entries first)."""
 
     source: str  # the recipe it started from
     keys: tuple[str, ...]  # the metrics compared, the primary first
     rows: list[dict[str, Any]]
     paired: list[dict[str, Any]]
     output: Path
+    primary: Contrast = Contrast("graft", "best_of_k", "nograft", "best_of_k")
+    validation: str = ""  # where best of K was chosen, in words
+    seeds: int = 0
+
+
+def default_validation(base: TrainConfig, data: Any) -> int:
+    """How much to hold out when the recipe holds out nothing: VALIDATION_SHARE of the training
+    identities (classification: of the smallest class's images), at least 2 (1 image)."""
+    if isinstance(data, ReidSplits):
+        return max(2, round(VALIDATION_SHARE * data.num_train_pids))
+    smallest = int(np.bincount(data.train_labels, minlength=data.num_classes).min())
+    return max(1, round(VALIDATION_SHARE * smallest))
 
 
 def compare(
@@ -224,11 +356,17 @@ def compare(
     models: Sequence[int] = (2, 4),
     methods: Sequence[str] = tuple(METHODS),
     output: str | Path | None = None,
+    primary: str = PRIMARY,
+    variants: Sequence[str] = (),
+    val_ids: int | None = None,
     log: Callable[[str], None] = print,
 ) -> ComparisonResult:
     """Train or reuse every run the comparison needs and pair the methods; the report is
-    `report.write_report(result)`'s. ConfigError (one line) for bad arguments or a run folder
-    that holds another recipe's run, before any training."""
+    `report.write_report(result)`'s. ConfigError (one line) for bad arguments, a run folder that
+    holds another recipe's run, other data or an older method's, before any training.
+    `val_ids`: identities (classification: images per class) to hold out for choosing the best
+    of K when the recipe holds out none; None: VALIDATION_SHARE of them, 0: none (chosen on the
+    test set, and labelled so)."""
     if seeds < 1 or any(k < 2 for k in models):
         raise ConfigError(
             "--seeds must be at least 1 and every --models value at least 2 (K = 1 is `single`)"
@@ -236,13 +374,33 @@ def compare(
     unknown = [method for method in methods if method not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if val_ids is not None and val_ids < 0:
+        raise ConfigError(f"--val-ids {val_ids}: give 0 (choose on the test set) or more")
+    extra = dict(parse_variant(text) for text in variants)
+    methods = list(dict.fromkeys([*methods, *extra]))
+    contrast = parse_contrast(primary, methods)
     values = load_yaml(recipe)
     base = build_config(values)
+    for changes in extra.values():  # a variant's settings are checked before any work
+        build_config(values, **changes)
     plan = preflight(base)  # names, devices, precision, weights and the data's presence, before any work
     output = Path(output or Path("runs") / f"compare-{Path(str(recipe)).stem}")
     keys = ("top1",) if plan.task == "classification" else ("mAP", "rank1")
-    comparison = Comparison(values, base, output, log=log)
-    methods = list(dict.fromkeys(methods))
+    data = load_data(base, log=log)
+    held = base.val_ids
+    if not held and val_ids != 0:
+        held = val_ids or default_validation(base, data)
+        values = {**values, "val_ids": held}
+        base = build_config(values)
+    unit = "training images per class" if plan.task == "classification" else "training identities"
+    if held:
+        total = "" if plan.task == "classification" else f" of {data.num_train_pids}"
+        source = "the recipe's" if held == build_config(load_yaml(recipe)).val_ids else "compare's default"
+        validation = f"validation: {held}{total} {unit} held out ({source})"
+    else:
+        validation = "the test set (--val-ids 0: no validation held out)"
+    log(f"compare: best of K chosen on {validation}")
+    comparison = Comparison(values, base, output, log=log, variants=extra, data=data)
     rows, scores = [], {}
     for k in dict.fromkeys(models):
         for method in methods:
@@ -251,32 +409,85 @@ def compare(
                 continue
             per_seed = [comparison.scores(method, k, seed) for seed in range(seeds)]
             scores[(method, k)] = per_seed
-            count = 1 if method == "single" else k
-            base_method = "nograft" if METHODS[method] is None else method
+            count = 1 if method in ONE_MODEL else k
+            base_method = "nograft" if comparison.methods[method] is None else method
             row = {"method": method, "models": count, **summarise(per_seed, keys)}
-            row["runs"] = [f"seed{seed}-k{count}-{base_method}" for seed in range(seeds)]
+            row["runs"] = [comparison.run_name(base_method, k, seed) for seed in range(seeds)]
             rows.append(row)
-    return ComparisonResult(str(recipe), keys, rows, paired_differences(scores, models, keys), output)
+    paired = contrasts(scores, models, keys, contrast, list(extra))
+    return ComparisonResult(str(recipe), keys, rows, paired, output, contrast, validation, seeds)
 
 
-def paired_differences(
-    scores: dict[tuple[str, int], list[dict[str, Any]]], models: Sequence[int], keys: tuple[str, ...]
+def exploratory_contrasts(present: Callable[[str], bool], variants: Sequence[str]) -> list[Contrast]:
+    """Every contrast worth reading beside the primary one, among the methods present."""
+    found = []
+    for theirs in ("nograft", "nograft_ensemble", "nograft_average", "single"):
+        found += [Contrast("graft", report, theirs, report) for report in REPORTS]
+    found += [Contrast("graft", report, "single_long", "model0") for report in ("model0", "mean")]
+    found.append(Contrast("graft_same_lr", "model0", "single", "model0"))  # same seed, rate, data order
+    for variant in variants:
+        found += [Contrast(variant, report, "nograft", report) for report in REPORTS]
+    return [c for c in found if present(c.ours) and present(c.theirs)]
+
+
+def contrasts(
+    scores: dict[tuple[str, int], list[dict[str, Any]]],
+    models: Sequence[int],
+    keys: tuple[str, ...],
+    primary: Contrast,
+    variants: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Graft minus each baseline of AGAINST, per K, report and metric, paired by seed and item."""
+    """Every contrast per K and metric, paired by seed and item: the primary endpoint's entry
+    (primary metric) first for each K, marked `primary`; then the exploratory ones. Each entry:
+    the per-seed differences, their mean, the t-interval over seeds and what the seeds could
+    detect (`intervals.infer`), the bootstrap interval (labelled by what it resamples), and
+    where each best of K was chosen."""
     paired = []
     for k in dict.fromkeys(models):
-        if ("graft", k) not in scores:
-            continue
-        for against in (m for m in AGAINST if (m, k) in scores):
-            for report in REPORTS:
-                for key in keys:
-                    ours = np.stack([seed["reports"][report][key] for seed in scores[("graft", k)]])
-                    theirs = np.stack([seed["reports"][report][key] for seed in scores[(against, k)]])
-                    difference, (low, high) = bootstrap_difference(ours, theirs)
-                    paired.append({
-                        "models": k, "against": against, "report": report, "metric": key,
-                        "difference": difference, "ci95": [low, high],
-                    })  # fmt: skip
+
+        def present(method: str, k: int = k) -> bool:
+            return (method, k) in scores
+
+        one_value = {m: scores[(m, k)][0]["one_value"] for m, _ in scores if (m, k) in scores}
+        wanted = [(primary, keys[0], True)] if present(primary.ours) and present(primary.theirs) else []
+        wanted += [(primary, key, False) for key in keys[1:] if wanted]
+        wanted += [
+            (contrast, key, False)
+            for contrast in exploratory_contrasts(present, variants)
+            if contrast != primary
+            for key in keys
+        ]
+        for contrast, key, is_primary in wanted:
+            ours = np.stack(
+                [seed["reports"][contrast.ours_report][key] for seed in scores[(contrast.ours, k)]]
+            )
+            theirs = np.stack(
+                [seed["reports"][contrast.theirs_report][key] for seed in scores[(contrast.theirs, k)]]
+            )
+            inference = infer((ours - theirs).mean(axis=1))
+            difference, (low, high) = bootstrap_difference(ours, theirs)
+            entry = {
+                "models": k, "contrast": contrast.name, "label": contrast.label(one_value.__getitem__),
+                "ours": contrast.ours, "ours_report": contrast.ours_report, "theirs": contrast.theirs,
+                "theirs_report": contrast.theirs_report, "metric": key, "primary": is_primary,
+                "difference": difference, **inference.to_dict(),
+                "bootstrap95": [low, high],
+                "bootstrap_resamples": "queries" if len(ours) == 1 else "queries and seeds",
+            }  # fmt: skip
+            if is_primary:
+                entry["verdict"] = inference.verdict(
+                    "grafting" if (contrast.ours, contrast.theirs) == ("graft", "nograft")
+                    else f"{contrast.ours} against {contrast.theirs}"
+                )  # fmt: skip
+            sides = ((contrast.ours, contrast.ours_report), (contrast.theirs, contrast.theirs_report))
+            chosen = {
+                method: scores[(method, k)][0]["chosen_on"]
+                for method, report in sides
+                if report == "best_of_k" and not one_value[method]
+            }
+            if chosen:
+                entry["chosen_on"] = chosen
+            paired.append(entry)
     return paired
 
 
@@ -285,7 +496,9 @@ def bootstrap_difference(
 ) -> tuple[float, tuple[float, float]]:
     """The mean paired difference of two (seeds x items) score arrays, and its 95% bootstrap
     interval: each round resamples the seeds and, independently, the items (queries or test
-    images), both with replacement, and averages ours - theirs over the resampled pairs."""
+    images), both with replacement, and averages ours - theirs over the resampled pairs. With one
+    seed it resamples the items alone. The report's secondary interval: with few seeds it is too
+    narrow when seed-to-seed variation dominates (docs/evaluation.md)."""
     ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
     if ours.shape != theirs.shape or ours.ndim != 2:
         raise ValueError(

@@ -80,3 +80,18 @@ def replay_schedule(config: TrainConfig, optimizer, epochs_done: int) -> torch.o
         for _ in range(epochs_done):
             scheduler.step()
     return scheduler
+
+
+def stretched_schedule(config: TrainConfig, factor: int) -> dict[str, object]:
+    """The settings that train `config`'s schedule over `factor` times its epochs: every length
+    counted in epochs (the run, the step, the milestones, the warm-up, the evaluation interval)
+    multiplied, so that epoch factor x e of the long run has the rate epoch e of the short one
+    had (cosine: the same curve, sampled `factor` times as finely). A warm-up ramps linearly
+    over factor x W epochs instead, so it matches at its two ends only."""
+    return {
+        "epochs": config.epochs * factor,
+        "step_size": config.step_size * factor,
+        "milestones": [milestone * factor for milestone in config.milestones],
+        "warmup_epochs": config.warmup_epochs * factor,
+        "eval_every": config.eval_every * factor,
+    }

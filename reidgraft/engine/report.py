@@ -1,5 +1,6 @@
-"""The comparison's report: a markdown table of every method (mean ± standard deviation over
-seeds), the paired differences with their intervals, the same numbers as JSON, and a picture."""
+"""The comparison's report: the declared primary endpoint first, alone, with its t-interval over
+seeds and a verdict in plain words; then every method (mean ± standard deviation over seeds) and
+the exploratory contrasts; the same numbers as JSON, and a picture."""
 
 from __future__ import annotations
 
@@ -8,18 +9,70 @@ from pathlib import Path
 from ..files import atomic_write, atomic_write_json, atomic_write_text
 from .comparison import REPORTS, ComparisonResult
 
+LABEL = {"mAP": "mAP", "rank1": "rank-1", "top1": "top-1"}
+
+
+def points(value: float | None, sign: bool = True) -> str:
+    return "-" if value is None else f"{100 * value:{'+' if sign else ''}.2f}"
+
+
+def interval(values: list[float] | None) -> str:
+    return "-" if not values else f"[{points(values[0])}, {points(values[1])}]"
+
+
+def primary_section(entry: dict, seeds: int) -> list[str]:
+    """The declared endpoint of one K, alone: its per-seed differences, interval and verdict."""
+    lines = [
+        f"**K = {entry['models']}: {entry['label']}, {LABEL[entry['metric']]}, last epoch, in points**",
+        "",
+        f"- per seed: {', '.join(points(v) for v in entry['per_seed'])}",
+        f"- mean {points(entry['mean'])}; 95% t-interval over {seeds} seed{'s' if seeds > 1 else ''}: "
+        f"{interval(entry['t_interval95']) if entry['t_interval95'] else 'none (one seed)'}"
+        + (" (rough: fewer than 5 seeds)" if entry["rough"] and seeds > 1 else ""),
+        f"- verdict: **{entry['verdict']}**",
+    ]
+    if entry["mde80"] is not None:
+        needed = entry["seeds_for_one_point"]
+        lines.append(
+            f"- these seeds detect a true difference of ±{points(entry['mde80'], False)} points with 80% "
+            f"power; detecting 1 point at this spread takes {needed if needed else 'more than 10,000'} seeds"
+        )
+    if entry.get("chosen_on"):
+        where = ", ".join(f"{method} on {place}" for method, place in entry["chosen_on"].items())
+        lines.append(f"- best of K chosen: {where}")
+    resampled = entry["bootstrap_resamples"]
+    lines.append(f"- secondary: bootstrap 95% interval over {resampled}: {interval(entry['bootstrap95'])}")
+    return lines + [""]
+
 
 def write_report(result: ComparisonResult) -> list[Path]:
-    """comparison.md (the tables), comparison.json (every number) and comparison.png (the
-    primary metric's bars and paired intervals) in the comparison's folder; returns their paths."""
+    """comparison.md (the primary endpoint first, then every method and the exploratory
+    contrasts), comparison.json (every number) and comparison.png (the primary metric's bars and
+    paired intervals) in the comparison's folder; returns their paths."""
     rows, paired, keys, output, source = result.rows, result.paired, result.keys, result.output, result.source
     output.mkdir(parents=True, exist_ok=True)
-    label = {"mAP": "mAP", "rank1": "rank-1", "top1": "top-1"}
+    label = LABEL
     primary = keys[0]
+    seeds = result.seeds or len(rows[0]["runs"])
     lines = [
-        f"Comparison for `{source}`, on the test set: mean ± standard deviation over seeds, in %.",
-        "Reports: model 0 (declared before training), the mean over the K models, and the best of K "
-        "(its column says where it was chosen). Methods with one model have one value.",
+        f"# Comparison for `{source}`",
+        "",
+        f"On the test set at the last epoch, {seeds} seed{'s' if seeds > 1 else ''} (replicate s: model k "
+        f"uses seed 1000 s + k); best of K chosen on {result.validation or 'validation'}.",
+        "",
+        f"## Primary endpoint: {result.primary.name} (declared before the run with --primary)",
+        "",
+    ]
+    first = [entry for entry in paired if entry["primary"]]
+    for entry in first:
+        lines += primary_section(entry, seeds)
+    if not first:
+        lines += ["(its methods were not compared)", ""]
+    lines += [
+        "## Every method (exploratory)",
+        "",
+        "Mean ± standard deviation over seeds, in %. Reports: model 0 (declared before training), the "
+        "mean over the K models, and the best of K. Methods with one model have one value.",
         "",
         "| method | K | " + " | ".join(f"{label[key]} {report}" for report in REPORTS for key in keys)
         + " | best of K chosen on | seeds |",
@@ -36,22 +89,39 @@ def write_report(result: ComparisonResult) -> list[Path]:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Paired differences, graft minus each baseline, per seed on the same queries (images), in "
-        "points; 95% bootstrap interval over queries (images) and seeds:",
+        "## Other contrasts (exploratory)",
         "",
-        "| K | graft minus | report | metric | difference | 95% interval |",
-        "|---|---|---|---|---|---|",
+        "Paired by seed on the same queries (images), in points. Not corrected for the number of "
+        "contrasts: read them as leads, not findings. t-interval over seeds (the seed is the replicated "
+        "unit); the bootstrap column resamples what it names and is too narrow when seed-to-seed "
+        "variation dominates."
+        + (" With fewer than 5 seeds every interval is rough." if 1 < seeds < 5 else "")
+        + (" One seed: no interval over seeds." if seeds == 1 else ""),
+        "",
+        "| K | contrast | metric | per seed | mean | 95% t-interval | bootstrap 95% | detectable (80%) "
+        "| seeds for 1 point | best of K chosen on |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in paired:
-        low, high = entry["ci95"]
+        if entry["primary"]:
+            continue
+        chosen = ", ".join(f"{method}: {place}" for method, place in (entry.get("chosen_on") or {}).items())
         lines.append(
-            f"| {entry['models']} | {entry['against']} | {entry['report']} | {label[entry['metric']]} | "
-            f"{100 * entry['difference']:+.2f} | [{100 * low:+.2f}, {100 * high:+.2f}] |"
+            f"| {entry['models']} | {entry['label']} | {label[entry['metric']]} | "
+            f"{' '.join(points(v) for v in entry['per_seed'])} | {points(entry['mean'])} | "
+            f"{interval(entry['t_interval95'])} | "
+            f"{interval(entry['bootstrap95'])} ({entry['bootstrap_resamples']}) | "
+            f"{points(entry['mde80'], False) if entry['mde80'] is not None else '-'} | "
+            f"{entry['seeds_for_one_point'] or '-'} | {chosen or '-'} |"
         )
     atomic_write_text(output / "comparison.md", "\n".join(lines) + "\n")
     atomic_write_json(
-        output / "comparison.json", {"config": source, "metric": primary, "rows": rows, "paired": paired}
-    )
+        output / "comparison.json",
+        {
+            "config": source, "metric": primary, "primary": result.primary.name,
+            "validation": result.validation, "seeds": seeds, "rows": rows, "paired": paired,
+        },
+    )  # fmt: skip
 
     import matplotlib
 
@@ -70,16 +140,18 @@ def write_report(result: ComparisonResult) -> list[Path]:
     bars.set_ylabel(f"{label[primary]} (%), last epoch")
     bars.legend(fontsize=7)
     shown = [entry for entry in paired if entry["metric"] == primary]
-    for i, entry in enumerate(shown):
-        low, high = entry["ci95"]
-        value = 100 * entry["difference"]
-        differences.errorbar(i, value, yerr=[[value - 100 * low], [100 * high - value]], fmt="o", capsize=3)
+    for i, entry in enumerate(shown):  # the t-interval over seeds; with one seed, the bootstrap's
+        low, high = entry["t_interval95"] or entry["bootstrap95"]
+        value = 100 * entry["mean"]
+        differences.errorbar(
+            i, value, yerr=[[value - 100 * low], [100 * high - value]], fmt="o", capsize=3,
+            color="tab:red" if entry["primary"] else "tab:blue",
+        )  # fmt: skip
     differences.axhline(0, color="grey", linewidth=0.8)
     differences.set_xticks(
-        range(len(shown)), [f"K={e['models']} −{e['against']}\n{e['report']}" for e in shown], fontsize=5,
-        rotation=90,
-    )  # fmt: skip
-    differences.set_ylabel(f"graft minus baseline, {label[primary]} points (95% CI)")
+        range(len(shown)), [f"K={e['models']} {e['label']}" for e in shown], fontsize=5, rotation=90
+    )
+    differences.set_ylabel(f"paired difference, {label[primary]} points (95%; red: primary)")
     atomic_write(
         output / "comparison.png",
         lambda file: figure.savefig(file, format="png", dpi=110, bbox_inches="tight"),

@@ -34,16 +34,19 @@ def recipe(tmp_path_factory):
     return path
 
 
-def test_every_row_and_paired_entry_then_reuse_and_refusal(recipe, tmp_path):
+def test_every_row_and_contrast_then_reuse_and_refusal(recipe, tmp_path):
     output = tmp_path / "comparison"
     args = ("--config", recipe, "--seeds", "2", "--models", "2", "--output", output)
     first = compare(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     report = json.loads((output / "comparison.json").read_text())
     assert [(row["method"], row["models"]) for row in report["rows"]] == [
-        ("single", 1), ("nograft", 2), ("nograft_ensemble", 2), ("nograft_average", 2), ("graft", 2),
-        ("graft_same_lr", 2),
+        ("single", 1), ("single_long", 1), ("nograft", 2), ("nograft_ensemble", 2), ("nograft_average", 2),
+        ("graft", 2), ("graft_same_lr", 2),
     ]  # fmt: skip
+    # the recipe holds out no validation: compare holds out 10% of its 8 training identities (2)
+    assert report["validation"] == "validation: 2 of 8 training identities held out (compare's default)"
+    assert "best of K chosen on validation: 2 of 8" in first.stdout
     rows = {row["method"]: row for row in report["rows"]}
     for row in report["rows"]:
         for part in ("model0", "mean", "best_of_k"):
@@ -57,38 +60,62 @@ def test_every_row_and_paired_entry_then_reuse_and_refusal(recipe, tmp_path):
             assert rows[method]["model0"]["per_seed"][seed] == pytest.approx(final[0]["mAP"], abs=1e-9)
             mean = (final[0]["mAP"] + final[1]["mAP"]) / 2
             assert rows[method]["mean"]["per_seed"][seed] == pytest.approx(mean, abs=1e-9)
-        assert rows[method]["best_of_k"]["chosen_on"] == "test set"  # the recipe holds out no validation
+        assert rows[method]["best_of_k"]["chosen_on"] == "validation"
     grafted = json.loads((output / "seed1-k2-graft" / "metrics.json").read_text())
     independent = json.loads((output / "seed1-k2-nograft" / "metrics.json").read_text())
     same_lr = json.loads((output / "seed1-k2-graft_same_lr" / "metrics.json").read_text())
     assert grafted["epochs"][0]["alphas"] and independent["epochs"][0]["alphas"] is None
     assert grafted["epochs"][0]["lr"] == independent["epochs"][0]["lr"]  # same per-model learning rates
     assert same_lr["epochs"][0]["lr"][0] == same_lr["epochs"][0]["lr"][1] > grafted["epochs"][0]["lr"][0]
+    # single_long: one model for K x E epochs on the stretched schedule, its first rate single's
+    single = json.loads((output / "seed1-k1-single" / "metrics.json").read_text())
+    long = json.loads((output / "seed1-k2-single_long" / "metrics.json").read_text())
+    assert [len(single["epochs"]), len(long["epochs"])] == [2, 4]
+    assert long["epochs"][0]["lr"] == single["epochs"][0]["lr"]
+    assert long["epochs"][2]["lr"] == pytest.approx(single["epochs"][1]["lr"])  # epoch K e is epoch e
 
     paired = report["paired"]
-    expected = {(against, part, metric) for against in ("nograft", "nograft_ensemble", "single")
-                for part in ("model0", "mean", "best_of_k") for metric in ("mAP", "rank1")}  # fmt: skip
-    assert {(e["against"], e["report"], e["metric"]) for e in paired} == expected
+    primary = paired[0]
+    assert report["primary"] == primary["contrast"] == "graft:best_of_k-nograft:best_of_k"
+    assert primary["primary"] and primary["metric"] == "mAP"
+    assert [entry["primary"] for entry in paired].count(True) == 1
+    ours, theirs = rows["graft"]["best_of_k"]["per_seed"], rows["nograft"]["best_of_k"]["per_seed"]
+    assert primary["per_seed"] == pytest.approx([o - t for o, t in zip(ours, theirs, strict=True)])
+    assert primary["chosen_on"] == {"graft": "validation", "nograft": "validation"}
+    assert primary["rough"] and primary["verdict"].endswith("(rough: 2 seeds)")
+    expected = {("graft:best_of_k-nograft:best_of_k", "rank1")}
+    expected |= {(f"graft:{part}-{theirs}:{part}", metric)
+                 for theirs in ("nograft", "nograft_ensemble", "nograft_average", "single")
+                 for part in ("model0", "mean", "best_of_k") for metric in ("mAP", "rank1")}  # fmt: skip
+    expected -= {("graft:best_of_k-nograft:best_of_k", "mAP")}
+    expected |= {
+        (f"graft:{part}-single_long:model0", m) for part in ("model0", "mean") for m in ("mAP", "rank1")
+    }
+    expected |= {("graft_same_lr:model0-single:model0", m) for m in ("mAP", "rank1")}
+    assert {(e["contrast"], e["metric"]) for e in paired[1:]} == expected
     for entry in paired:
-        low, high = entry["ci95"]
-        assert low <= entry["difference"] <= high
-        if entry["report"] == "model0" and entry["metric"] == "mAP":
-            ours, theirs = rows["graft"]["model0"]["per_seed"], rows[entry["against"]]["model0"]["per_seed"]
-            assert entry["difference"] == pytest.approx((ours[0] - theirs[0] + ours[1] - theirs[1]) / 2)
+        low, high = entry["t_interval95"]
+        assert low <= entry["mean"] <= high and entry["mean"] == pytest.approx(entry["difference"])
+        assert entry["bootstrap_resamples"] == "queries and seeds"
+        assert ("chosen_on" in entry) == ("best_of_k" in entry["contrast"])
+    same_lr_entry = next(e for e in paired if e["contrast"] == "graft_same_lr:model0-single:model0")
+    ours, theirs = rows["graft_same_lr"]["model0"]["per_seed"], rows["single"]["model0"]["per_seed"]
+    assert same_lr_entry["per_seed"][0] == pytest.approx(ours[0] - theirs[0])
     table = (output / "comparison.md").read_text()
-    assert "| nograft_ensemble | 2 |" in table and "95% interval" in table
+    assert table.index("## Primary endpoint") < table.index("## Every method (exploratory)")
+    assert "| nograft_ensemble | 2 |" in table and "95% t-interval" in table
     with Image.open(output / "comparison.png") as picture:
         assert picture.format == "PNG"
-    assert first.stdout.count("] trained") == 2 * 4  # single, nograft, graft, graft_same_lr per seed
+    assert first.stdout.count("] trained") == 2 * 5  # single, single_long, nograft, graft, graft_same_lr
 
     stamps = {path: path.stat().st_mtime_ns for path in output.glob("*/checkpoint.pt")}
     second = compare(*args, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("] reused") == 8 and "] trained" not in second.stdout
+    assert second.stdout.count("] reused") == 10 and "] trained" not in second.stdout
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
     assert json.loads((output / "comparison.json").read_text()) == report
-    # nothing is scored again: 4 runs' models plus the ensemble and the average, per seed
-    assert second.stdout.count(" scores reused from ") == 2 * 6
+    # nothing is scored again: 5 runs' models plus the ensemble and the average, per seed
+    assert second.stdout.count(" scores reused from ") == 2 * 7
 
     # A missing or damaged scores file is scored again, to the same numbers.
     (output / "seed0-k2-graft" / "compare-scores-models.npz").unlink()
@@ -96,7 +123,7 @@ def test_every_row_and_paired_entry_then_reuse_and_refusal(recipe, tmp_path):
     damaged.write_bytes(b"not a scores file")
     third = compare(*args, cwd=tmp_path)
     assert third.returncode == 0, third.stderr
-    assert third.stdout.count(" scores reused from ") == 2 * 6 - 2
+    assert third.stdout.count(" scores reused from ") == 2 * 7 - 2
     assert "[seed0-k2-graft] models scores" not in third.stdout
     assert "[seed1-k2-nograft] nograft_average scores" not in third.stdout
     assert json.loads((output / "comparison.json").read_text()) == report
@@ -107,6 +134,15 @@ def test_every_row_and_paired_entry_then_reuse_and_refusal(recipe, tmp_path):
     seeds = {name: torch.load(output / name / "checkpoint.pt", weights_only=True)["config"]["seed"]
              for name in ("seed0-k2-graft", "seed1-k2-graft", "seed1-k1-single")}  # fmt: skip
     assert seeds == {"seed0-k2-graft": 0, "seed1-k2-graft": 1000, "seed1-k1-single": 1000}
+
+    # One seed: reused runs, no interval over seeds, and the bootstrap says it resamples queries.
+    one = compare("--config", recipe, "--seeds", "1", "--models", "2", "--methods", "nograft", "graft",
+                  "--output", output, cwd=tmp_path)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    assert "] trained" not in one.stdout
+    (alone,) = [e for e in json.loads((output / "comparison.json").read_text())["paired"] if e["primary"]]
+    assert alone["t_interval95"] is None and alone["bootstrap_resamples"] == "queries"
+    assert alone["verdict"].startswith("one seed gives no interval over seeds")
 
     # A changed recipe never reuses the runs of another one: one line naming the field.
     changed = tmp_path / "changed.yaml"
@@ -123,5 +159,17 @@ def test_bad_arguments_are_one_line(recipe, tmp_path):
     assert result.returncode == 2 and result.stderr.strip() == (
         "compare: --seeds must be at least 1 and every --models value at least 2 (K = 1 is `single`)"
     )
+    for args, message in (
+        (("--primary", "graft-ensemble"), "'ensemble' is not among the compared methods"),
+        (("--primary", "graft:best-nograft"), "unknown report 'best'"),
+        (("--variant", "graft_x:models=3"), "'models' is not a setting a variant may change"),
+        (("--variant", "graft_x:c=oops"), "c must be a number, got 'oops'"),
+        (("--val-ids", "-1"), "--val-ids -1: give 0"),
+    ):
+        bad = compare("--config", recipe, *args, "--output", tmp_path / "never", cwd=tmp_path)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        (line,) = bad.stderr.strip().splitlines()
+        assert line.startswith("compare: ") and message in line
+    assert not (tmp_path / "never").exists()  # refused before any work
     missing = compare("--config", tmp_path / "none.yaml", cwd=tmp_path)
     assert missing.returncode == 2 and "config file not found" in missing.stderr

@@ -1,4 +1,6 @@
-"""The compute-matched baselines and the paired bootstrap behind reidgraft-compare."""
+"""The compute-matched baselines, the contrasts and the paired bootstrap behind reidgraft-compare."""
+
+import re
 
 import numpy as np
 import pytest
@@ -96,3 +98,110 @@ def test_kept_scores_come_back_only_under_their_key(task, tmp_path):
     path.write_bytes(path.read_bytes()[:200])  # a damaged file is scored again, not an error
     assert load_scores(path, "key-a") is None
     assert [p.name for p in tmp_path.iterdir()] == ["compare-scores-models.npz"]
+
+
+def test_a_primary_endpoint_is_parsed_or_refused_in_one_line():
+    from reidgraft.config import ConfigError
+    from reidgraft.engine.comparison import METHODS, PRIMARY, Contrast, parse_contrast
+
+    methods = [*METHODS, "graft_c5"]
+    assert parse_contrast(PRIMARY, methods) == Contrast("graft", "best_of_k", "nograft", "best_of_k")
+    assert parse_contrast("graft_c5:model0-single", methods) == Contrast(
+        "graft_c5", "model0", "single", "best_of_k"
+    )
+    for text, message in (
+        ("graft", "write OURS[:REPORT]-THEIRS[:REPORT]"),
+        ("graft-nograft-single", "write OURS[:REPORT]-THEIRS[:REPORT]"),
+        ("graft-mutual", "'mutual' is not among the compared methods"),
+        ("graft:last-nograft", "unknown report 'last'"),
+        ("graft:mean-graft:model0", "a method against itself"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)) as refused:
+            parse_contrast(text, methods)
+        assert "\n" not in str(refused.value)
+    with pytest.raises(ConfigError, match="'single_long' is not among the compared methods"):
+        parse_contrast("graft-single_long", ["graft", "nograft"])
+
+
+def test_a_variant_is_a_name_and_checked_settings():
+    from reidgraft.config import ConfigError
+    from reidgraft.engine.comparison import parse_variant
+
+    assert parse_variant("graft_c5:c=5") == ("graft_c5", {"c": 5.0})
+    assert parse_variant("wide:c=2,top_bin=authors, graft_level=filter") == (
+        "wide", {"c": 2.0, "top_bin": "authors", "graft_level": "filter"}
+    )  # fmt: skip
+    for text, message in (
+        ("graft_c5", "write NAME:FIELD=VALUE"),
+        ("Graft:c=5", "write NAME:FIELD=VALUE"),
+        ("graft_c5:c", "write NAME:FIELD=VALUE"),
+        ("nograft:c=5", "'nograft' is a built-in method"),
+        ("x:seed=3", "'seed' is not a setting a variant may change"),
+        ("x:colour=red", "'colour' is not a setting a variant may change"),
+        ("x:c=five", "c must be a number, got 'five'"),
+        ("x:amp=[", "--variant 'x:amp=[': "),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)) as refused:
+            parse_variant(text)
+        assert "\n" not in str(refused.value)
+
+
+def per_seed_scores(values: list[list[float]], one_value: bool = False, chosen: str | None = None):
+    """What Comparison.scores gives for each seed: every report, from (seeds x models) mAP lists."""
+    found = []
+    for seed in values:
+        each = [{"mAP": np.full(4, v), "rank1": np.full(4, v / 2)} for v in seed]
+        best = int(np.argmax(seed))
+        mean = {key: np.mean([s[key] for s in each], axis=0) for key in each[0]}
+        reports = {"model0": each[0], "mean": mean, "best_of_k": each[best]}
+        found.append({"reports": reports, "chosen_on": chosen, "one_value": one_value})
+    return found
+
+
+def test_the_primary_contrast_comes_first_paired_by_seed_and_the_rest_are_exploratory():
+    from reidgraft.engine.comparison import Contrast, contrasts
+
+    scores = {
+        ("graft", 2): per_seed_scores([[0.30, 0.34], [0.31, 0.33], [0.29, 0.35]], chosen="validation"),
+        ("nograft", 2): per_seed_scores([[0.25, 0.36], [0.27, 0.34], [0.24, 0.37]], chosen="validation"),
+        ("single", 2): per_seed_scores([[0.33], [0.32], [0.36]], one_value=True),
+        ("graft_c5", 2): per_seed_scores([[0.30, 0.31], [0.30, 0.32], [0.28, 0.33]], chosen="validation"),
+    }
+    primary = Contrast("graft", "best_of_k", "nograft", "best_of_k")
+    paired = contrasts(scores, [2], ("mAP", "rank1"), primary, ["graft_c5"])
+    first = paired[0]
+    assert (first["contrast"], first["metric"], first["primary"]) == (primary.name, "mAP", True)
+    assert first["per_seed"] == pytest.approx([0.34 - 0.36, 0.33 - 0.34, 0.35 - 0.37])
+    assert first["label"] == "graft (best_of_k) − nograft (best_of_k)"
+    assert first["chosen_on"] == {"graft": "validation", "nograft": "validation"}
+    assert first["verdict"] == "grafting hurts by -1.67 [-3.10, -0.23] points (rough: 3 seeds)"
+    assert [e["primary"] for e in paired].count(True) == 1
+    assert (paired[1]["contrast"], paired[1]["metric"]) == (primary.name, "rank1")
+    by_name = {(e["contrast"], e["metric"]): e for e in paired}
+    model0 = by_name[("graft:model0-nograft:model0", "mAP")]
+    assert model0["per_seed"] == pytest.approx([0.05, 0.04, 0.05]) and "chosen_on" not in model0
+    low, high = model0["t_interval95"]
+    assert 0 < low < model0["mean"] < high
+    single = by_name[("graft:best_of_k-single:best_of_k", "mAP")]
+    assert single["label"] == "graft (best_of_k) − single" and single["chosen_on"] == {"graft": "validation"}
+    assert ("graft_c5:mean-nograft:mean", "rank1") in by_name
+    assert not any("single_long" in name or "graft_same_lr" in name for name, _ in by_name)  # not run
+    assert len(by_name) == len(paired)  # no contrast twice
+
+
+def test_single_long_trains_one_model_k_times_as_long(task, tmp_path):
+    from reidgraft.engine.comparison import Comparison
+
+    recipe = {"dataset": "synthetic", "root": task.config.root, "epochs": 3, "eval_every": 1,
+              "scheduler": "multistep", "milestones": [2], "height": 32, "width": 16}  # fmt: skip
+    comparison = Comparison(
+        recipe, build_config(recipe), tmp_path, data=task.splits, variants={"x": {"c": 5.0}}
+    )
+    long = comparison.changes("single_long", 4, seed=2)
+    assert {key: long[key] for key in ("models", "graft", "epochs", "milestones", "eval_every", "seed")} == {
+        "models": 1, "graft": False, "epochs": 12, "milestones": [8], "eval_every": 4, "seed": 2000,
+    }  # fmt: skip
+    assert comparison.changes("single", 4, seed=1) == {"models": 1, "graft": False, "seed": 1000}
+    assert comparison.changes("x", 2, seed=0) == {"models": 2, "graft": True, "c": 5.0, "seed": 0}
+    names = [comparison.run_name(m, 4, 1) for m in ("single", "single_long", "graft")]
+    assert names == ["seed1-k1-single", "seed1-k4-single_long", "seed1-k4-graft"]

@@ -86,3 +86,39 @@ def test_an_unknown_schedule_is_refused_never_taken_for_step():
         schedule_factor(config, 0)
     with pytest.raises(ValueError, match="unknown scheduler 'linear'"):
         build_scheduler(config, build_optimizer(config, [nn.Parameter(torch.zeros(1))], lr=1.0))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"scheduler": "cosine"},
+        {"scheduler": "step", "step_size": 2, "gamma": 0.5},
+        {"scheduler": "multistep", "milestones": [2, 4], "gamma": 0.1},
+        {"scheduler": "constant"},
+    ],
+)
+def test_a_stretched_schedule_takes_at_epoch_k_e_the_rate_of_epoch_e(settings):
+    """single_long trains K x E epochs: its rates are the short run's, K times as long each."""
+    from reidgraft.engine.optim import stretched_schedule
+
+    short = build_config(epochs=5, eval_every=1, **settings)
+    long = build_config(short.to_dict(), **stretched_schedule(short, 3))
+    assert (long.epochs, long.eval_every) == (15, 3)
+    (short_rates, _), (long_rates, _) = epoch_rates(short, 5), epoch_rates(long, 15)
+    assert long_rates[::3] == pytest.approx(short_rates)
+    assert long_rates == sorted(long_rates, reverse=True)
+    drops = lambda rates: [e for e in range(1, len(rates)) if rates[e] != rates[e - 1]]  # noqa: E731
+    if settings["scheduler"] == "cosine":  # the same curve sampled three times as finely
+        assert drops(long_rates) == list(range(1, 15))
+    else:  # a step lands at 3 x its epoch
+        assert drops(long_rates) == [3 * e for e in drops(short_rates)]
+
+
+def test_a_stretched_warm_up_reaches_the_full_rate_k_times_later():
+    from reidgraft.engine.optim import stretched_schedule
+
+    short = build_config(epochs=6, scheduler="constant", warmup_epochs=2, warmup_factor=0.1)
+    long = build_config(short.to_dict(), **stretched_schedule(short, 2))
+    ramp, _ = epoch_rates(long, 5)
+    assert ramp[0] == epoch_rates(short, 1)[0][0] == pytest.approx(0.1)
+    assert ramp == sorted(ramp) and ramp[2] < 1.0 and ramp[3] == ramp[4] == 1.0
