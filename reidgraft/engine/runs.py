@@ -39,9 +39,19 @@ NOT_IN_RESULT = runtime_fields()
 
 def result_config(config: dict[str, Any]) -> dict[str, Any]:
     """The settings that decide a run's result (its whole resolved config but NOT_IN_RESULT). A
-    setting missing from a run saved before it existed reads as its default, which that run used."""
-    complete = {**TrainConfig().to_dict(), **config}
-    return {name: value for name, value in complete.items() if name not in NOT_IN_RESULT}
+    setting missing from a run saved before it existed reads as its default, which that run used.
+    A whole number in a real-valued field reads as that real (c: 5 is c: 5.0), so the two hash alike."""
+    defaults = TrainConfig().to_dict()
+    complete = {**defaults, **config}
+    return {
+        name: float(value) if _whole_for_real(defaults.get(name), value) else value
+        for name, value in complete.items()
+        if name not in NOT_IN_RESULT
+    }
+
+
+def _whole_for_real(default: Any, value: Any) -> bool:
+    return isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
 
 
 def config_sha256(config: dict[str, Any]) -> str:
@@ -70,7 +80,9 @@ def finish_run(
     saved, wanted = result_config(payload["config"]), result_config(config.to_dict())
     if config_sha256(saved) != config_sha256(wanted):
         differing = sorted(
-            name for name in saved.keys() | wanted.keys() if saved.get(name) != wanted.get(name)
+            name
+            for name in saved.keys() | wanted.keys()
+            if json_fingerprint(saved.get(name)) != json_fingerprint(wanted.get(name))
         )
         shown = ", ".join(f"{name} {saved.get(name)!r} (now {wanted.get(name)!r})" for name in differing[:3])
         raise ConfigError(

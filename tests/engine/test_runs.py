@@ -73,3 +73,12 @@ def test_a_run_of_another_method_version_is_not_reused(tiny_run, tmp_path, monke
         f"this is version {run_dir.METHOD_VERSION}: its weights are not what this version trains; "
         "use another --output, or delete that run"
     )
+
+
+def test_a_whole_number_in_a_real_valued_field_is_the_same_setting():
+    """A run trained with c: 5 (an int from Python or an old variant) is the run c = 5.0 asks for."""
+    from reidgraft.engine.runs import config_sha256
+
+    assert config_sha256({"c": 5}) == config_sha256({"c": 5.0}) != config_sha256({"c": 6.0})
+    assert config_sha256({"epochs": 4}) != config_sha256({"epochs": 4.0})  # an int field stays an int
+    assert config_sha256({"amp": True}) != config_sha256({"amp": 1.0})
