@@ -4,7 +4,8 @@ view A, 003 and 004 from view B). Parsed by torchreid's own `CUHK01` class.
 
 torchreid draws its split file with an unseeded `np.random.shuffle`, so two machines (or two
 first uses) train on different identities. reidgraft writes the split itself, seeded, into
-`<root>/cuhk01/SPLIT_FILE` in torchreid's format, and points torchreid's class at it: the
+`<root>/cuhk01/SPLIT_FILE` in torchreid's format (into the temporary folder when that one is
+read-only), and points torchreid's class at it: the
 identities shuffled with SPLIT_SEED, the first half (485) to train on, the other 486 to test;
 the test identities' view-A images are the queries, their view-B images the gallery (torchreid's
 split 0). The split depends only on the images' names, so the same images give the same split
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, fingerprint
 from .splits import DataMissingError, ReidSplits, make_splits
 
 SPLIT_SEED = 0
@@ -113,7 +115,13 @@ def load_cuhk01(root: Path) -> ReidSplits:
     split_path = root / "cuhk01" / SPLIT_FILE
     text = json.dumps([seeded_split(images)])
     if not split_path.is_file() or split_path.read_text() != text:
-        atomic_write_text(split_path, text)
+        try:
+            atomic_write_text(split_path, text)
+        except OSError:  # a read-only data root: the split is the same wherever it is kept
+            split_path = (
+                Path(tempfile.gettempdir()) / f"reidgraft-cuhk01-{fingerprint(text.encode())[:16]}.json"
+            )
+            atomic_write_text(split_path, text)
 
     from torchreid.reid.data.datasets.image.cuhk01 import CUHK01
 

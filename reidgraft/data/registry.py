@@ -238,7 +238,7 @@ def data_difference(found: Mapping[str, Any], recorded: Mapping[str, Any]) -> st
         return f"dataset {found.get('dataset')} (the run had {recorded.get('dataset')})"
     counts = [
         f"{count} {split} images (the run had {recorded['images'].get(split)})"
-        for split, count in found["images"].items()
+        for split, count in (found.get("images") or {}).items()
         if recorded.get("images", {}).get(split) != count
     ]
     options = [

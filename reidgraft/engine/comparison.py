@@ -48,7 +48,7 @@ from .intervals import infer
 from .optim import stretched_schedule
 from .preflight import preflight
 from .run_dir import RunDir, method_version
-from .runs import finish_run, load_data, result_config
+from .runs import check_run_folder, finish_run, load_data, result_config
 from .tasks import Scores, make_task
 from .trained import TrainedRun
 
@@ -171,12 +171,24 @@ class Comparison:
         """single is one run whatever K; single_long is K x E epochs, so one per K."""
         return f"seed{seed}-k{1 if method == 'single' else k}-{method}"
 
+    def config(self, method: str, k: int, seed: int) -> TrainConfig:
+        """The resolved config of the run of `method` for K = k and replicate `seed`."""
+        name = self.run_name(method, k, seed)
+        return build_config(self.recipe, **self.changes(method, k, seed), output=str(self.output / name))
+
+    def check_folders(self, planned: Sequence[tuple[str, int, int]]) -> None:
+        """Every planned run's folder may be trained, reused or resumed (`check_run_folder`):
+        another recipe's run, other data's or an older method's is found before any training."""
+        for method, k, seed in planned:
+            check_run_folder(
+                self.config("nograft" if self.methods[method] is None else method, k, seed), self.data
+            )
+
     def run(self, method: str, k: int, seed: int) -> FinishedRun:
         """A run of `method` (trained, resumed or reused)."""
         name = self.run_name(method, k, seed)
         if name not in self._runs:
-            changes = self.changes(method, k, seed)
-            config = build_config(self.recipe, **changes, output=str(self.output / name))
+            config = self.config(method, k, seed)
             _, done = finish_run(config, self.data, log=lambda line: self.log(f"[{name}] {line}"))
             self.log(f"[{name}] {done}")
             self._runs[name] = FinishedRun(name, TrainedRun(self.output / name), self.device)
@@ -226,6 +238,12 @@ class Comparison:
         return {"reports": reports, "chosen_on": best["chosen_on"], "one_value": len(each) == 1}
 
 
+def chosen_on(per_seed: list[dict[str, Any]]) -> str | None:
+    """Where every seed's best of K was chosen, when they agree (None: they do not, or nowhere)."""
+    places = {seed["chosen_on"] for seed in per_seed} - {None}
+    return places.pop() if len(places) == 1 else None
+
+
 def summarise(per_seed: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
     """One row's reports: each metric's mean and standard deviation over seeds (fractions)."""
     row: dict[str, Any] = {}
@@ -236,8 +254,7 @@ def summarise(per_seed: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str
             for key, v in values.items()
         }
         row[report]["per_seed"] = values[keys[0]]
-    chosen = {seed["chosen_on"] for seed in per_seed} - {None}
-    row["best_of_k"]["chosen_on"] = chosen.pop() if len(chosen) == 1 else None
+    row["best_of_k"]["chosen_on"] = chosen_on(per_seed)
     row["one_value"] = per_seed[0]["one_value"]
     return row
 
@@ -294,15 +311,24 @@ def parse_contrast(text: str, methods: Sequence[str]) -> Contrast:
     return Contrast(ours, ours_report, theirs, theirs_report)
 
 
+VARIANT_GROUPS = ("grafting", "optimisation")  # what a variant may change: how models are trained
+NOT_VARIED = ("models", "graft")  # K comes from --models; a variant is grafted
+
+
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
-    """`NAME:FIELD=VALUE[,FIELD=VALUE...]` (values in YAML) as (name, changes): a grafted method
-    trained with those settings; ConfigError (one line) for a bad name or field."""
+    """`NAME:FIELD=VALUE[,FIELD=VALUE...]` (values in YAML; a value may hold commas, as in
+    milestones=[40,70]) as (name, changes): a grafted method trained with those settings.
+    Only grafting and optimisation fields may change: every run is trained on the same data and
+    scored by the same evaluation. ConfigError (one line) for a bad name, field or value."""
+    import re
+
     import yaml
 
     from ..config import FIELDS, checked_value
 
     name, _, settings = text.partition(":")
-    pairs = [pair.partition("=") for pair in settings.split(",") if pair.strip()]
+    # split at the commas that start another FIELD=, not at those inside a value
+    pairs = [pair.partition("=") for pair in re.split(r",\s*(?=[A-Za-z_]+=)", settings) if pair.strip()]
     if not name.isidentifier() or not name.islower() or not pairs or any(not sep for _, sep, _ in pairs):
         raise ConfigError(
             f"--variant {text!r}: write NAME:FIELD=VALUE[,FIELD=VALUE], e.g. graft_c5:c=5 (NAME in "
@@ -313,11 +339,15 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     changes = {}
     for field_name, _, value in pairs:
         field_name = field_name.strip()
-        if field_name not in FIELDS or field_name in ("models", "seed", "output", "dataset", "root"):
+        group = FIELDS[field_name].metadata.get("group") if field_name in FIELDS else None
+        if group not in VARIANT_GROUPS or field_name in NOT_VARIED:
             raise ConfigError(
-                f"--variant {text!r}: {field_name!r} is not a setting a variant may change (a config "
-                "field other than models, seed, output, dataset and root)"
+                f"--variant {text!r}: {field_name!r} is not a setting a variant may change (a "
+                f"grafting or optimisation field other than {' and '.join(NOT_VARIED)}: every run "
+                "shares the data and the evaluation)"
             )
+        if not value.strip():
+            raise ConfigError(f"--variant {text!r}: {field_name} has no value; write {field_name}=VALUE")
         try:
             changes[field_name] = checked_value(field_name, yaml.safe_load(value))
         except (ConfigError, yaml.YAMLError) as error:
@@ -352,7 +382,7 @@ def default_validation(base: TrainConfig, data: Any) -> int:
 def compare(
     recipe: str | Path,
     *,
-    seeds: int = 3,
+    seeds: int = 5,
     models: Sequence[int] = (2, 4),
     methods: Sequence[str] = tuple(METHODS),
     output: str | Path | None = None,
@@ -365,8 +395,8 @@ def compare(
     `report.write_report(result)`'s. ConfigError (one line) for bad arguments, a run folder that
     holds another recipe's run, other data or an older method's, before any training.
     `val_ids`: identities (classification: images per class) to hold out for choosing the best
-    of K when the recipe holds out none; None: VALIDATION_SHARE of them, 0: none (chosen on the
-    test set, and labelled so)."""
+    of K (over what the recipe holds out); None: the recipe's, or VALIDATION_SHARE of them when it
+    holds out none; 0: none (chosen on the test set, and labelled so)."""
     if seeds < 1 or any(k < 2 for k in models):
         raise ConfigError(
             "--seeds must be at least 1 and every --models value at least 2 (K = 1 is `single`)"
@@ -376,31 +406,43 @@ def compare(
         raise ConfigError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
     if val_ids is not None and val_ids < 0:
         raise ConfigError(f"--val-ids {val_ids}: give 0 (choose on the test set) or more")
-    extra = dict(parse_variant(text) for text in variants)
+    extra: dict[str, dict[str, Any]] = {}
+    for text in variants:
+        name, changes = parse_variant(text)
+        if name in extra:
+            raise ConfigError(f"--variant {text!r}: a variant named {name!r} was given already")
+        extra[name] = changes
     methods = list(dict.fromkeys([*methods, *extra]))
     contrast = parse_contrast(primary, methods)
     values = load_yaml(recipe)
     base = build_config(values)
-    for changes in extra.values():  # a variant's settings are checked before any work
-        build_config(values, **changes)
     plan = preflight(base)  # names, devices, precision, weights and the data's presence, before any work
+    for changes in extra.values():  # a variant's settings too (a teacher file, say)
+        preflight(build_config(values, **changes), data=False)
     output = Path(output or Path("runs") / f"compare-{Path(str(recipe)).stem}")
     keys = ("top1",) if plan.task == "classification" else ("mAP", "rank1")
     data = load_data(base, log=log)
-    held = base.val_ids
-    if not held and val_ids != 0:
-        held = val_ids or default_validation(base, data)
+    if val_ids is not None:
+        held, source = val_ids, "--val-ids"
+    elif base.val_ids:
+        held, source = base.val_ids, "the recipe's"
+    else:
+        held, source = default_validation(base, data), "compare's default"
+    if held != base.val_ids:  # the task holds them out of the training data (tasks.py)
         values = {**values, "val_ids": held}
         base = build_config(values)
     unit = "training images per class" if plan.task == "classification" else "training identities"
     if held:
         total = "" if plan.task == "classification" else f" of {data.num_train_pids}"
-        source = "the recipe's" if held == build_config(load_yaml(recipe)).val_ids else "compare's default"
         validation = f"validation: {held}{total} {unit} held out ({source})"
     else:
         validation = "the test set (--val-ids 0: no validation held out)"
     log(f"compare: best of K chosen on {validation}")
     comparison = Comparison(values, base, output, log=log, variants=extra, data=data)
+    planned = [
+        (method, k, seed) for k in dict.fromkeys(models) for method in methods for seed in range(seeds)
+    ]
+    comparison.check_folders(planned)  # a stale run anywhere is refused before any training
     rows, scores = [], {}
     for k in dict.fromkeys(models):
         for method in methods:
@@ -423,7 +465,7 @@ def exploratory_contrasts(present: Callable[[str], bool], variants: Sequence[str
     found = []
     for theirs in ("nograft", "nograft_ensemble", "nograft_average", "single"):
         found += [Contrast("graft", report, theirs, report) for report in REPORTS]
-    found += [Contrast("graft", report, "single_long", "model0") for report in ("model0", "mean")]
+    found += [Contrast("graft", report, "single_long", "model0") for report in REPORTS]
     found.append(Contrast("graft_same_lr", "model0", "single", "model0"))  # same seed, rate, data order
     for variant in variants:
         found += [Contrast(variant, report, "nograft", report) for report in REPORTS]
@@ -481,7 +523,7 @@ def contrasts(
                 )  # fmt: skip
             sides = ((contrast.ours, contrast.ours_report), (contrast.theirs, contrast.theirs_report))
             chosen = {
-                method: scores[(method, k)][0]["chosen_on"]
+                method: chosen_on(scores[(method, k)])
                 for method, report in sides
                 if report == "best_of_k" and not one_value[method]
             }

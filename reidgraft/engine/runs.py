@@ -59,23 +59,16 @@ def config_sha256(config: dict[str, Any]) -> str:
     return json_fingerprint(result_config(config))
 
 
-def finish_run(
-    config: TrainConfig,
-    data: ReidSplits | ClassificationData,
-    log: Callable[[str], None] = print,
-) -> tuple[dict[str, Any], str]:
-    """Carry the run in `config.output` to `config.epochs`: reuse it if it has finished, resume it
-    from its checkpoint if it was interrupted, else train it in a new folder. A run already there
-    is reused or resumed only when its whole resolved config equals `config` (but
-    NOT_IN_RESULT), it recorded the same data and it was trained by this METHOD_VERSION; anything
-    else is a ConfigError naming what differs. Returns (metrics.json,
-    what was done)."""
+def check_run_folder(config: TrainConfig, data: ReidSplits | ClassificationData) -> dict[str, Any] | None:
+    """May `config.output` be trained, reused or resumed as `config` on `data`? None for a new
+    run (ConfigError when the folder may not take one); the checkpoint's payload for a run already
+    there whose whole resolved config equals `config` (but NOT_IN_RESULT), that recorded the same
+    data and that this METHOD_VERSION trained; anything else is a ConfigError naming what
+    differs. Reads, trains nothing: a comparison checks every planned run with it first."""
     run = RunDir(config.output)
     if not run.has_checkpoint():
         run.check_new()
-        trainer = Trainer(config, data, run.path, log=log, plan=preflight(config, data=False))
-        trainer.fit()
-        return trainer.metrics_file(), "trained"
+        return None
     payload = run.resume_payload()
     saved, wanted = result_config(payload["config"]), result_config(config.to_dict())
     if config_sha256(saved) != config_sha256(wanted):
@@ -91,6 +84,23 @@ def finish_run(
         )
     check_same_method(payload, str(run.path))
     check_same_data(payload, data.fingerprint() if isinstance(data, ReidSplits) else None, str(run.path))
+    return payload
+
+
+def finish_run(
+    config: TrainConfig,
+    data: ReidSplits | ClassificationData,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], str]:
+    """Carry the run in `config.output` to `config.epochs`: reuse it if it has finished, resume it
+    from its checkpoint if it was interrupted, else train it in a new folder, once
+    `check_run_folder` allows it. Returns (metrics.json, what was done)."""
+    run = RunDir(config.output)
+    payload = check_run_folder(config, data)
+    if payload is None:
+        trainer = Trainer(config, data, run.path, log=log, plan=preflight(config, data=False))
+        trainer.fit()
+        return trainer.metrics_file(), "trained"
     metrics = run.read_metrics()
     if payload["epoch"] == config.epochs and metrics and metrics.get("final"):
         threads = metrics.get("intra_op_threads")

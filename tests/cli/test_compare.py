@@ -89,7 +89,9 @@ def test_every_row_and_contrast_then_reuse_and_refusal(recipe, tmp_path):
                  for part in ("model0", "mean", "best_of_k") for metric in ("mAP", "rank1")}  # fmt: skip
     expected -= {("graft:best_of_k-nograft:best_of_k", "mAP")}
     expected |= {
-        (f"graft:{part}-single_long:model0", m) for part in ("model0", "mean") for m in ("mAP", "rank1")
+        (f"graft:{part}-single_long:model0", m)
+        for part in ("model0", "mean", "best_of_k")
+        for m in ("mAP", "rank1")
     }
     expected |= {("graft_same_lr:model0-single:model0", m) for m in ("mAP", "rank1")}
     assert {(e["contrast"], e["metric"]) for e in paired[1:]} == expected
@@ -137,9 +139,10 @@ def test_every_row_and_contrast_then_reuse_and_refusal(recipe, tmp_path):
 
     # One seed: reused runs, no interval over seeds, and the bootstrap says it resamples queries.
     one = compare("--config", recipe, "--seeds", "1", "--models", "2", "--methods", "nograft", "graft",
-                  "--output", output, cwd=tmp_path)  # fmt: skip
+                  "--val-ids", "2", "--output", output, cwd=tmp_path)  # fmt: skip
     assert one.returncode == 0, one.stderr
-    assert "] trained" not in one.stdout
+    assert "] trained" not in one.stdout  # 2 held out, as the default did: the same runs
+    assert "best of K chosen on validation: 2 of 8 training identities held out (--val-ids)" in one.stdout
     (alone,) = [e for e in json.loads((output / "comparison.json").read_text())["paired"] if e["primary"]]
     assert alone["t_interval95"] is None and alone["bootstrap_resamples"] == "queries"
     assert alone["verdict"].startswith("one seed gives no interval over seeds")
@@ -152,6 +155,20 @@ def test_every_row_and_contrast_then_reuse_and_refusal(recipe, tmp_path):
     (line,) = fourth.stderr.strip().splitlines()
     assert "holds a run of another recipe: lr 0.01 (now 0.02)" in line and "another --output" in line
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
+
+    # A stale run deep in the plan (another method version) is refused before the first new run
+    # (seed 2's `single`) trains.
+    stale = output / "seed1-k2-graft_same_lr" / "checkpoint.pt"
+    original = stale.read_bytes()
+    payload = torch.load(stale, weights_only=False)
+    payload["method_version"] = 99
+    torch.save(payload, stale)
+    fifth = compare("--config", recipe, "--seeds", "3", "--models", "2", "--output", output, cwd=tmp_path)
+    assert fifth.returncode == 2 and "Traceback" not in fifth.stderr
+    (line,) = fifth.stderr.strip().splitlines()
+    assert "seed1-k2-graft_same_lr was trained by version 99 of reidgraft's training method" in line
+    assert "] trained" not in fifth.stdout and not list(output.glob("seed2-*"))
+    stale.write_bytes(original)
 
 
 def test_bad_arguments_are_one_line(recipe, tmp_path):

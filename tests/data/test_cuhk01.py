@@ -81,3 +81,26 @@ def test_a_missing_or_damaged_campus_folder_is_one_line(tmp_path, no_network):
     (campus / "0002001.png").write_bytes(b"")
     assert "0002001.png is empty" in refused(tmp_path)
     assert not (tmp_path / "cuhk01" / SPLIT_FILE).exists()  # nothing written before the check passes
+
+
+def test_a_read_only_data_root_keeps_the_split_in_the_temporary_folder(campus_root, tmp_path, monkeypatch):
+    """The dataset folder may be shared and read-only: the same split is kept elsewhere."""
+    from reidgraft.data import cuhk01
+
+    write = cuhk01.atomic_write_text
+    (campus_root / "cuhk01" / SPLIT_FILE).unlink(missing_ok=True)
+    writes = []
+
+    def read_only_root(path, text):
+        if campus_root in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        writes.append(path)
+        write(path, text)
+
+    monkeypatch.setattr(cuhk01, "atomic_write_text", read_only_root)
+    monkeypatch.setattr(cuhk01.tempfile, "gettempdir", lambda: str(tmp_path))
+    splits = load_reid_dataset("cuhk01", campus_root)
+    assert splits.num_train_pids == 485 and len(splits.query) == 972
+    (kept,) = writes
+    assert kept.parent == tmp_path and kept.name.startswith("reidgraft-cuhk01-")
+    assert not (campus_root / "cuhk01" / SPLIT_FILE).exists()

@@ -131,8 +131,13 @@ def test_a_variant_is_a_name_and_checked_settings():
     assert parse_variant("wide:c=2,top_bin=authors, graft_level=filter") == (
         "wide", {"c": 2.0, "top_bin": "authors", "graft_level": "filter"}
     )  # fmt: skip
+    assert parse_variant("late:milestones=[40,70],lr=1e-3") == ("late", {"milestones": [40, 70], "lr": 0.001})
     for text, message in (
         ("graft_c5", "write NAME:FIELD=VALUE"),
+        ("x:c=", "c has no value; write c=VALUE"),
+        ("x:graft=false", "'graft' is not a setting a variant may change"),
+        ("x:height=256", "'height' is not a setting a variant may change"),
+        ("x:val_ids=5", "every run shares the data and the evaluation"),
         ("Graft:c=5", "write NAME:FIELD=VALUE"),
         ("graft_c5:c", "write NAME:FIELD=VALUE"),
         ("nograft:c=5", "'nograft' is a built-in method"),
