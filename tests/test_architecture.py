@@ -15,17 +15,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reidgraft"
 LAYERS = {
     "device": 0, "files": 0, "allocator": 0,
     "grafting": 1, "data": 1, "models": 1, "evaluation": 1, "index": 1,
-    "analysis": 2, "config": 2,
-    "engine": 3,
-    "extractor": 4,
-    "demo": 5, "export": 5,
-    "cli": 6,
-    "__init__": 7,
+    "population": 2,
+    "analysis": 3, "config": 3,
+    "engine": 4,
+    "extractor": 5,
+    "demo": 6, "export": 6,
+    "cli": 7,
+    "__init__": 8,
 }  # fmt: skip
 TRAINING_MODULES = (
     "reidgraft.engine.trainer", "reidgraft.engine.optim", "reidgraft.engine.losses",
     "reidgraft.engine.distributed", "reidgraft.engine.logging", "reidgraft.engine.runs",
     "reidgraft.engine.comparison", "reidgraft.grafting.ring", "reidgraft.grafting.graft",
+    "reidgraft.population.methods", "reidgraft.population.ema",
     "torch.utils.tensorboard", "tensorboard", "gradio", "faiss",
 )  # fmt: skip
 
@@ -82,6 +84,15 @@ def test_the_method_imports_torch_alone():
             for target in imports(path):
                 top = target.split(".")[0]
                 assert top in allowed or target.startswith("reidgraft.grafting"), f"{module} imports {target}"
+
+
+def test_the_population_methods_import_torch_and_grafting_alone():
+    allowed = set(sys.stdlib_module_names) | {"torch", "__future__"}
+    for path, module in modules():
+        if part_of(module) == "population":
+            for target in imports(path):
+                ours = target.startswith(("reidgraft.grafting", "reidgraft.population"))
+                assert target.split(".")[0] in allowed or ours, f"{module} imports {target}"
 
 
 @pytest.mark.parametrize("leaf", ["device", "files", "allocator"])

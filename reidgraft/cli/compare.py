@@ -20,7 +20,7 @@ import sys
 from ..config import ConfigError
 from ..data import DataMissingError
 from ..data.loaders import ImageReadError
-from ..engine.comparison import METHODS, PRIMARY, compare
+from ..engine.comparison import DEFAULT_METHODS, EMA_DECAY, METHODS, PRIMARY, compare
 from ..engine.report import write_report
 
 
@@ -39,8 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", type=int, nargs="+", default=[2, 4], help="the K to compare, 2 or more (default: 2 4)"
     )
     parser.add_argument(
-        "--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-        help="the rows to produce (default: all of them)",
+        "--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_METHODS),
+        help="the rows to produce; the population rivals dml, papa, papa_average and ema are asked "
+        f"for by name (default: {' '.join(DEFAULT_METHODS)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ema-decay", type=float, default=EMA_DECAY,
+        help=f"the decay of method ema's weight average (default: {EMA_DECAY})",
     )  # fmt: skip
     parser.add_argument(
         "--primary", default=PRIMARY,
@@ -72,7 +77,7 @@ def main(argv=None) -> int:
     try:
         result = compare(
             args.config, seeds=args.seeds, models=args.models, methods=args.methods, output=args.output,
-            primary=args.primary, variants=args.variant, val_ids=args.val_ids,
+            primary=args.primary, variants=args.variant, val_ids=args.val_ids, ema_decay=args.ema_decay,
         )  # fmt: skip
         written = write_report(result)
     except (ConfigError, DataMissingError, ImageReadError, ValueError) as error:

@@ -35,6 +35,7 @@ from ..data.loaders import ImageReadError
 from ..engine import RunDir, Trainer
 from ..engine.distributed import (
     OneModelPerProcess,
+    check_distributed,
     is_distributed_failure,
     join_process_group,
     leader_decides,
@@ -75,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def default_output(config: TrainConfig) -> str:
-    mode = "" if config.graft or config.models == 1 else "-nograft"
+    mode = {"graft": "", "none": "-nograft"}.get(config.population, f"-{config.population}")
+    mode = "" if config.models == 1 else mode
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return str(Path("runs") / f"{config.dataset}-{config.arch}-k{config.models}{mode}-{stamp}")
 
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         # names, devices, precision, the weights file (found, or downloaded by rank 0 first) and
         # the data's presence, before any data is read
         if group is not None:
+            check_distributed(config)
             leader_decides(lambda: preflight(config) and None)
         plan = preflight(config)
         say(f"initial weights: {plan.weights.description}")
@@ -160,8 +163,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def describe(config: TrainConfig, trainer: Trainer, distributed: bool) -> str:
-    grafted = config.graft and config.models > 1
-    mode = "grafted" if grafted else "independent" if config.models > 1 else "baseline"
+    names = {
+        "graft": "grafted",
+        "none": "independent",
+        "dml": "mutual learning",
+        "papa": f"PAPA {config.papa_mode}",
+    }
+    mode = names[config.population] if config.models > 1 else "baseline"
+    if config.ema is not None:
+        mode += f", EMA {config.ema:g}"
     if distributed:
         where = "one per process over torch.distributed"
         return f"{config.models} x {config.arch} ({mode}), {where}; run: {config.output}"

@@ -46,15 +46,33 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                     options["type"] = int
             elif isinstance(default, int | float):
                 options["type"] = type(default)
+            elif f.metadata.get("kind") == "float":
+                options["type"] = float
             if "choices" in f.metadata:
                 options["choices"] = f.metadata["choices"]
             arguments.add_argument("--" + f.name.replace("_", "-"), **options)
 
-    # the former switch, kept working (outside the groups: it is no field of its own)
+    # the former switches, kept working (outside the groups: they are no fields of their own)
+    parser.add_argument(
+        "--graft",
+        "--no-graft",
+        dest="population",
+        action=_GraftSwitch,
+        nargs=0,
+        default=None,
+        help="--no-graft is --population none, --graft is --population graft (their former spelling)",
+    )
     parser.add_argument(
         "--no-diverse-lr", dest="lr_spread", action="store_const", const="none", default=None,
         help="the same as --lr-spread none, its former name (default: off)",
     )  # fmt: skip
+
+
+class _GraftSwitch(argparse.Action):
+    """--graft / --no-graft as the population they name."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, "none" if option_string == "--no-graft" else "graft")
 
 
 def given_fields(args: argparse.Namespace) -> dict[str, Any]:

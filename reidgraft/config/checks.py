@@ -55,11 +55,53 @@ def check_config(config: TrainConfig) -> TrainConfig:
             ) from None
         if config.device == "cpu":
             raise ConfigError("devices names GPUs; it cannot be combined with device cpu")
+    _check_population(config)
     try:
         GraftOptions(**config.graft_options())
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return config
+
+
+# The settings only grafting reads: one changed under another population method is refused,
+# since it would do nothing. (K, the learning-rate spread, the data order and the grafting+
+# teachers are every method's.)
+GRAFT_ONLY = (
+    *GRAFT_OPTIONS, "scion", "scion_threshold", "noise_decay", "graft_level", "filter_fraction", "eval_after_graft",
+)  # fmt: skip
+
+
+def method_fields(method: str) -> list[str]:
+    """The fields only `method` (a population method) reads."""
+    if method == "graft":
+        return list(GRAFT_ONLY)
+    return [name for name in FIELDS if name.startswith(f"{method}_")]
+
+
+def _check_population(config: TrainConfig) -> None:
+    """The population method's settings, and no other method's changed."""
+    method = config.population
+    if method in ("dml", "papa") and config.models < 2:
+        raise ConfigError(
+            f"population {method} needs at least 2 models (got models {config.models}); "
+            "train one model with --population none"
+        )
+    if config.dml_temperature <= 0:
+        raise ConfigError(f"dml_temperature must be positive, got {config.dml_temperature}")
+    if not 0 < config.papa_rate <= 1:
+        raise ConfigError(f"papa_rate must lie in (0, 1], got {config.papa_rate}")
+    if config.ema is not None and not (math.isfinite(config.ema) and 0 <= config.ema < 1):
+        raise ConfigError(f"ema must be a decay in [0, 1) (e.g. 0.999), got {config.ema}")
+    defaults = TrainConfig()
+    for other in ("graft", "dml", "papa"):
+        if other == method:
+            continue
+        for name in method_fields(other):
+            if getattr(config, name) != getattr(defaults, name):
+                raise ConfigError(
+                    f"{name} is a setting of --population {other}, but this run's population is "
+                    f"{method}; leave it at its default or choose --population {other}"
+                )
 
 
 def _check_reid_training(config: TrainConfig) -> None:

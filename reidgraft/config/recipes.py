@@ -120,6 +120,8 @@ def _load(source: Source, folder: Source, chain: tuple[str, ...]) -> dict[str, A
 def checked_value(name: str, value: Any) -> Any:
     """Check a YAML value against the field's type (YAML already parsed numbers and booleans)."""
     default = getattr(TrainConfig(), name)
+    if FIELDS[name].metadata.get("kind") == "float":  # unset by default, a number when set
+        default = 0.0
     if value is not None and FIELDS[name].metadata.get("kind") == "bool" and not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false, got {value!r}")
     if value is None or default is None:
@@ -159,8 +161,10 @@ def _renamed(values: dict[str, Any]) -> dict[str, Any]:
     for old, (new, mapping) in RENAMED.items():
         if old in values:
             value = values.pop(old)
+            if value is not None and (not isinstance(value, bool) or value not in mapping):
+                raise ConfigError(f"{old} must be true or false, got {value!r} (its new name is {new})")
             if value is not None:
-                values.setdefault(new, mapping.get(value, value))
+                values.setdefault(new, mapping[value])
     return values
 
 

@@ -19,6 +19,8 @@ from typing import Any
 from ..data.registry import CLASSIFICATION, REID, dataset_names
 from ..device import AMP_MODES
 from ..grafting.options import CRITERION_NAMES, LEVELS, SCIONS, TOP_BINS, GraftOptions
+from ..population import options as population_defaults
+from ..population.options import PAPA_MODES, POPULATIONS
 
 OPTIMIZERS = ("amsgrad", "adam", "sgd")
 SCHEDULERS = ("step", "multistep", "cosine", "constant")
@@ -32,11 +34,15 @@ LR_SPREADS = ("cosine", "none")
 ROLES = ("identity", "result", "runtime")
 ANY_TASK = "any"
 # Former field names that recipes and saved runs may still hold: name -> (new name, value map).
-RENAMED = {"diverse_lr": ("lr_spread", {True: "cosine", False: "none"})}
-GROUPS = ("data", "model", "grafting", "optimisation", "evaluation", "run")
+RENAMED = {
+    "diverse_lr": ("lr_spread", {True: "cosine", False: "none"}),
+    "graft": ("population", {True: "graft", False: "none"}),
+}
+GROUPS = ("data", "model", "population", "grafting", "optimisation", "evaluation", "run")
 GROUP_DESCRIPTIONS = {
     "data": "what to train on and how images are loaded",
     "model": "the backbone and its initial weights",
+    "population": "what the K models exchange (grafting, mutual learning, PAPA) and EMA copies",
     "grafting": "the ring of K models, how they are grafted, and grafting+ distillation",
     "optimisation": "optimizer, learning rate schedule and loss",
     "evaluation": "when and how the models are evaluated",
@@ -180,9 +186,57 @@ class TrainConfig:
         default=4,
         metadata=_doc("grafting", "number K of models trained side by side", role="identity", minimum=1),
     )
-    graft: bool = field(
-        default=True,
-        metadata=_doc("grafting", "graft the models into each other in a ring at every epoch end"),
+    population: str = field(
+        default="graft",
+        metadata=_doc(
+            "population",
+            "what the K models exchange: none (independent models), graft (a ring graft at every "
+            "epoch end, the papers'), dml (deep mutual learning: a KL term to the peers' predictions "
+            "on the same batch every step), papa (population parameter averaging); --no-graft is "
+            "--population none",
+            POPULATIONS,
+        ),
+    )
+    dml_weight: float = field(
+        default=1.0,
+        metadata=_doc("population", "dml: weight of the mutual-learning KL term", minimum=0),
+    )
+    dml_temperature: float = field(
+        default=1.0, metadata=_doc("population", "dml: softmax temperature of the KL term")
+    )
+    papa_mode: str = field(
+        default="gradual",
+        metadata=_doc(
+            "population",
+            "papa: gradual (pull every model toward the mean every papa_every steps), all (replace "
+            "every model by the mean every papa_every_epochs) or pairs (random pairs by their mean)",
+            PAPA_MODES,
+        ),
+    )
+    papa_rate: float = field(
+        default=population_defaults.PAPA_RATE,
+        metadata=_doc(
+            "population",
+            "papa gradual: how far each pull moves a model toward the mean, in (0, 1], scaled by its "
+            "learning rate's share of the initial one (the paper's 1 - alpha)",
+        ),
+    )
+    papa_every: int = field(
+        default=population_defaults.PAPA_EVERY,
+        metadata=_doc("population", "papa gradual: steps between pulls", minimum=1),
+    )
+    papa_every_epochs: int = field(
+        default=population_defaults.PAPA_EVERY_EPOCHS,
+        metadata=_doc("population", "papa all and pairs: epochs between averages", minimum=1),
+    )
+    ema: float | None = field(
+        default=None,
+        metadata=_doc(
+            "population",
+            "keep an exponential moving average of each model's weights with this decay in [0, 1), "
+            "updated every step, evaluated (BN statistics re-estimated) and saved beside it; unset: none",
+        )
+        | {"kind": "float"},
     )
     eval_after_graft: bool = field(
         default=False,

@@ -11,6 +11,10 @@ ensemble and their weight average), and pairs grafting with each baseline seed b
     nograft_average   their weight average, batch-norm statistics re-estimated on training images
     graft             the K grafted models
     graft_same_lr     grafted, every model at the base learning rate
+    dml               deep mutual learning at the grafted models' learning rates (one shared batch)
+    papa              PAPA (a pull toward the mean every few steps) at the same learning rates
+    papa_average      the papa models' weight average, BN statistics re-estimated (what PAPA returns)
+    ema               single's EMA copy (decay EMA_DECAY), BN statistics re-estimated
     (variants)        grafted with other settings (`--variant NAME:FIELD=VALUE,...`)
 
 Each K-model method is reported three ways: model 0 (declared before training), the mean over
@@ -27,7 +31,6 @@ by `report.py`.
 
 from __future__ import annotations
 
-import copy
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +46,8 @@ from ..data import ReidSplits
 from ..device import resolve_device
 from ..files import json_fingerprint, read_keyed_arrays, write_keyed_arrays
 from ..index import state_fingerprint
-from .features import model_device
+from ..population import BN_IMAGES
+from ..population import weight_average as population_average
 from .intervals import infer
 from .optim import stretched_schedule
 from .preflight import preflight
@@ -52,21 +56,39 @@ from .runs import check_run_folder, finish_run, load_data, result_config
 from .tasks import Scores, make_task
 from .trained import TrainedRun
 
-BN_IMAGES = 4096  # training images that re-estimate an averaged model's BN statistics (at most)
 SCORES_FORMAT = 1  # the layout of a saved scores file; another one is simply scored again
 
-# method -> what its run changes in the recipe (None: built from the nograft run's models;
+# The EMA's decay: its mean age is 1 / (1 - decay) = 100 steps, about two epochs of CUHK01's
+# four-epoch recipe; set before any run was scored (--ema-decay changes it).
+EMA_DECAY = 0.99
+# method -> what its run changes in the recipe (None: built from another run's models, DERIVED;
 # single_long's schedule is stretched as well, by `stretched_schedule`)
 METHODS: dict[str, dict[str, Any] | None] = {
-    "single": {"models": 1, "graft": False},
-    "single_long": {"models": 1, "graft": False},
-    "nograft": {"graft": False},
+    "single": {"models": 1, "population": "none"},
+    "single_long": {"models": 1, "population": "none"},
+    "nograft": {"population": "none"},
     "nograft_ensemble": None,
     "nograft_average": None,
-    "graft": {"graft": True},
-    "graft_same_lr": {"graft": True, "lr_spread": "none"},
+    "graft": {"population": "graft"},
+    "graft_same_lr": {"population": "graft", "lr_spread": "none"},
+    "dml": {"population": "dml"},
+    "papa": {"population": "papa"},
+    "papa_average": None,
+    "ema": {"models": 1, "population": "none", "ema": EMA_DECAY},
 }
-ONE_MODEL = ("single", "single_long")
+# compare's methods unless --methods says otherwise (the rivals cost three runs more per seed)
+DEFAULT_METHODS = (
+    "single",
+    "single_long",
+    "nograft",
+    "nograft_ensemble",
+    "nograft_average",
+    "graft",
+    "graft_same_lr",
+)
+# derived method -> the run whose models it is built from
+DERIVED = {"nograft_ensemble": "nograft", "nograft_average": "nograft", "papa_average": "papa"}
+ONE_MODEL = ("single", "single_long", "ema")
 REPORTS = ("model0", "mean", "best_of_k")
 VALIDATION_SHARE = 0.1  # of the training identities (classification: of the smallest class)
 PRIMARY = "graft:best_of_k-nograft:best_of_k"
@@ -78,27 +100,11 @@ def replicate_seed(replicate: int) -> int:
     return 1000 * replicate
 
 
-@torch.no_grad()
 def weight_average(task, models: Sequence[nn.Module]) -> nn.Module:
     """One model whose weights are the K models' mean ("model soup"), with its batch-norm
     statistics re-estimated on up to BN_IMAGES training images (unaugmented, in list order):
     averaged running statistics do not describe the averaged weights' activations."""
-    average = copy.deepcopy(models[0])
-    states = [model.state_dict() for model in models]
-    for key, tensor in average.state_dict().items():
-        if tensor.is_floating_point():
-            tensor.copy_(torch.stack([state[key].to(tensor.device) for state in states]).mean(dim=0))
-    norms = [m for m in average.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return average.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over every batch seen
-    average.train()
-    device = model_device(average)
-    for images in task.bn_images(BN_IMAGES):
-        average(images.to(device))
-    return average.eval()
+    return population_average(models, task.bn_images(BN_IMAGES))
 
 
 @dataclass
@@ -134,6 +140,13 @@ class FinishedRun:
             self._models = self.run.models(self.device, self.precision["channels_last"])
         return self._models
 
+    def ema_models(self) -> list:
+        """The run's EMA copies, as it evaluated them (statistics re-estimated)."""
+        return [
+            self.run.model(k, self.device, self.precision["channels_last"], ema=True)
+            for k in range(self.run.count)
+        ]
+
 
 class Comparison:
     """The runs of one comparison and their per-item scores, trained or reused on demand. Scores
@@ -149,12 +162,14 @@ class Comparison:
         log: Callable[[str], None] = print,
         variants: dict[str, dict[str, Any]] | None = None,
         data: Any = None,
+        ema_decay: float = EMA_DECAY,
     ):
         self.recipe, self.base, self.output, self.log = recipe, base, output, log
         self.methods = {
             **METHODS,
-            **{name: {"graft": True, **changes} for name, changes in (variants or {}).items()},
+            **{name: {"population": "graft", **changes} for name, changes in (variants or {}).items()},
         }
+        self.methods["ema"] = {**METHODS["ema"], "ema": ema_decay}
         self.data = data if data is not None else load_data(base, log=log)
         self.task = make_task(base, self.data)  # scores on its test data (validation held out)
         self.device = resolve_device(base.device)
@@ -168,8 +183,8 @@ class Comparison:
         return changes
 
     def run_name(self, method: str, k: int, seed: int) -> str:
-        """single is one run whatever K; single_long is K x E epochs, so one per K."""
-        return f"seed{seed}-k{1 if method == 'single' else k}-{method}"
+        """single and ema are one run whatever K; single_long is K x E epochs, so one per K."""
+        return f"seed{seed}-k{1 if method in ('single', 'ema') else k}-{method}"
 
     def config(self, method: str, k: int, seed: int) -> TrainConfig:
         """The resolved config of the run of `method` for K = k and replicate `seed`."""
@@ -180,9 +195,7 @@ class Comparison:
         """Every planned run's folder may be trained, reused or resumed (`check_run_folder`):
         another recipe's run, other data's or an older method's is found before any training."""
         for method, k, seed in planned:
-            check_run_folder(
-                self.config("nograft" if self.methods[method] is None else method, k, seed), self.data
-            )
+            check_run_folder(self.config(DERIVED.get(method, method), k, seed), self.data)
 
     def run(self, method: str, k: int, seed: int) -> FinishedRun:
         """A run of `method` (trained, resumed or reused)."""
@@ -220,8 +233,8 @@ class Comparison:
 
     def scores(self, method: str, k: int, seed: int) -> dict[str, Any]:
         """{report: per-item scores} of a method for one seed, and where best_of_k was chosen."""
-        if self.methods[method] is None:  # built from the nograft run
-            run = self.run("nograft", k, seed)
+        if method in DERIVED:  # built from another run's models
+            run = self.run(DERIVED[method], k, seed)
 
             def together_scores(models: list) -> list[Scores]:
                 if method == "nograft_ensemble":
@@ -231,6 +244,9 @@ class Comparison:
             (together,) = self.scored(run, method, together_scores)
             return {"reports": dict.fromkeys(REPORTS, together), "chosen_on": None, "one_value": True}
         run = self.run(method, k, seed)
+        if method == "ema":  # scored on its EMA copy, as the run evaluated it
+            (scores,) = self.scored(run, "ema", lambda models: self.task.item_scores(run.ema_models()))
+            return {"reports": dict.fromkeys(REPORTS, scores), "chosen_on": None, "one_value": True}
         each = self.scored(run, "models", self.task.item_scores)
         best = (run.metrics.get("report") or {}).get("best_of_k") or {"model": 0, "chosen_on": None}
         mean = {key: np.mean([scores[key] for scores in each], axis=0) for key in each[0]}
@@ -312,7 +328,7 @@ def parse_contrast(text: str, methods: Sequence[str]) -> Contrast:
 
 
 VARIANT_GROUPS = ("grafting", "optimisation")  # what a variant may change: how models are trained
-NOT_VARIED = ("models", "graft")  # K comes from --models; a variant is grafted
+NOT_VARIED = ("models", "population")  # K comes from --models; a variant is grafted
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -384,11 +400,12 @@ def compare(
     *,
     seeds: int = 5,
     models: Sequence[int] = (2, 4),
-    methods: Sequence[str] = tuple(METHODS),
+    methods: Sequence[str] = DEFAULT_METHODS,
     output: str | Path | None = None,
     primary: str = PRIMARY,
     variants: Sequence[str] = (),
     val_ids: int | None = None,
+    ema_decay: float = EMA_DECAY,
     log: Callable[[str], None] = print,
 ) -> ComparisonResult:
     """Train or reuse every run the comparison needs and pair the methods; the report is
@@ -404,6 +421,8 @@ def compare(
     unknown = [method for method in methods if method not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if not 0 <= ema_decay < 1:
+        raise ConfigError(f"--ema-decay {ema_decay}: give a decay in [0, 1), e.g. {EMA_DECAY}")
     if val_ids is not None and val_ids < 0:
         raise ConfigError(f"--val-ids {val_ids}: give 0 (choose on the test set) or more")
     extra: dict[str, dict[str, Any]] = {}
@@ -438,7 +457,10 @@ def compare(
     else:
         validation = "the test set (--val-ids 0: no validation held out)"
     log(f"compare: best of K chosen on {validation}")
-    comparison = Comparison(values, base, output, log=log, variants=extra, data=data)
+    for method in methods:  # a rival's run must be possible with this recipe (K >= 2 and so on)
+        if METHODS.get(method):
+            build_config(values, **{"models": max(models), **METHODS[method]})
+    comparison = Comparison(values, base, output, log=log, variants=extra, data=data, ema_decay=ema_decay)
     planned = [
         (method, k, seed) for k in dict.fromkeys(models) for method in methods for seed in range(seeds)
     ]
@@ -452,7 +474,7 @@ def compare(
             per_seed = [comparison.scores(method, k, seed) for seed in range(seeds)]
             scores[(method, k)] = per_seed
             count = 1 if method in ONE_MODEL else k
-            base_method = "nograft" if comparison.methods[method] is None else method
+            base_method = DERIVED.get(method, method)
             row = {"method": method, "models": count, **summarise(per_seed, keys)}
             row["runs"] = [comparison.run_name(base_method, k, seed) for seed in range(seeds)]
             rows.append(row)
@@ -467,6 +489,14 @@ def exploratory_contrasts(present: Callable[[str], bool], variants: Sequence[str
         found += [Contrast("graft", report, theirs, report) for report in REPORTS]
     found += [Contrast("graft", report, "single_long", "model0") for report in REPORTS]
     found.append(Contrast("graft_same_lr", "model0", "single", "model0"))  # same seed, rate, data order
+    for rival in ("dml", "papa"):  # the population rivals, against the same baseline, then grafting
+        found += [Contrast(rival, report, "nograft", report) for report in REPORTS]
+    found += [
+        Contrast("papa_average", "model0", theirs, "model0") for theirs in ("nograft_average", "single")
+    ]
+    found.append(Contrast("ema", "model0", "single", "model0"))  # the same run's model and its EMA
+    for rival in ("dml", "papa"):
+        found.append(Contrast("graft", "best_of_k", rival, "best_of_k"))
     for variant in variants:
         found += [Contrast(variant, report, "nograft", report) for report in REPORTS]
     return [c for c in found if present(c.ours) and present(c.theirs)]

@@ -35,6 +35,19 @@ def self_graft(models: list[nn.Module], model_ids: list[int], config: TrainConfi
     )  # fmt: skip
 
 
+def check_distributed(config: TrainConfig) -> None:
+    """What one model per process cannot do yet, refused in one line: DML needs every model's
+    logits each step and PAPA their mean, which would be a collective per step; EMA copies are
+    evaluated in one process."""
+    if config.population in ("dml", "papa"):
+        raise ConfigError(
+            f"--population {config.population} trains its K models in one process; run it without "
+            "torchrun and --distributed (graft and none run distributed)"
+        )
+    if config.ema is not None:
+        raise ConfigError("--ema runs in one process; run it without torchrun and --distributed")
+
+
 class SingleProcess:
     """All K models in this process."""
 
@@ -45,7 +58,7 @@ class SingleProcess:
         self.model_ids = list(range(models))
 
     def build_ring(self, models: list[nn.Module], config: TrainConfig) -> GraftRing | SelfGraft | None:
-        if not config.graft or config.models == 1:
+        if config.population != "graft" or config.models == 1:
             return None
         if config.scion != "external":
             return self_graft(models, self.model_ids, config)
@@ -87,11 +100,13 @@ class OneModelPerProcess:
 
     def build_ring(self, models: list[nn.Module], config: TrainConfig) -> DistributedRing | None:
         self.timeout_s = config.ring_timeout  # the process group's timeout too
-        if config.graft and config.models > 1 and config.scion != "external":
+        check_distributed(config)
+        grafted = config.population == "graft"
+        if grafted and config.models > 1 and config.scion != "external":
             return self_graft(models, self.model_ids, config)  # nothing to exchange
         if config.graft_level != "layer":
             raise ConfigError("graft_level filter runs in one process (the distributed ring grafts layers)")
-        if config.graft and config.models > 1:
+        if grafted and config.models > 1:
             self.ring = DistributedRing(models[0], timeout_s=config.ring_timeout, **config.graft_options())
         return self.ring
 

@@ -108,11 +108,21 @@ class TrainedRun:
         """Model k's weights (on the CPU, as saved)."""
         return self._payload["models"][self.check_model(k)]
 
-    def model(self, k: int, device: torch.device | str = "cpu", channels_last: bool = False) -> nn.Module:
+    @property
+    def has_ema(self) -> bool:
+        """Whether the run kept an EMA copy of each model (`--ema`)."""
+        return len(self._payload.get("ema") or []) == self.count
+
+    def model(
+        self, k: int, device: torch.device | str = "cpu", channels_last: bool = False, *, ema: bool = False
+    ) -> nn.Module:
         """Model k built as it trained (backbone, neck, last stride), in eval mode on `device`, in
-        channels_last memory format when asked (as the trainer keeps it)."""
+        channels_last memory format when asked (as the trainer keeps it); its EMA copy with `ema`
+        (batch-norm statistics as last evaluated)."""
         model = build_reid_model(self.arch, self.num_classes, **head_options(self.raw_config))
-        model.load_state_dict(self.state(k))
+        if ema and not self.has_ema:
+            raise ValueError(f"{self.given} kept no EMA copies (train with --ema DECAY)")
+        model.load_state_dict(self._payload["ema"][self.check_model(k)] if ema else self.state(k))
         layout = torch.channels_last if channels_last else torch.preserve_format
         return model.to(torch.device(device), memory_format=layout).eval()
 

@@ -1,11 +1,15 @@
-"""K models trained in lockstep and grafted at every epoch end (docs/method.md section 4, Algorithm 1), for
-re-ID or classification (the task supplies data, teacher logits and evaluation: `tasks.py`).
+"""K models trained in lockstep, exchanging what their population method says (docs/method.md
+sections 4 and 9): grafted at every epoch end (Algorithm 1, the default), independent, deep
+mutual learning, or PAPA; for re-ID or classification (the task supplies data, teacher logits
+and evaluation: `tasks.py`).
 
-Each step every model takes a batch from its OWN loader and steps with its OWN optimizer and
-learning rate; at each epoch end the ring grafts them. K = 1 is the baseline through the same
-code; `graft=False` trains the K models independently at the same per-model learning rates.
-With teachers (grafting+), each student's loss adds the distillation term. Where the models
-live (all here, or one per process under torchrun) is the `group`'s business (`distributed.py`).
+Each step every model takes a batch from its OWN loader (one shared batch for DML) and steps
+with its OWN optimizer and learning rate; the method adds its loss term, acts after the step,
+and exchanges at epoch ends (`reidgraft.population`). K = 1 is the baseline through the same
+code; `population none` trains the K models independently at the same per-model learning
+rates. With teachers (grafting+), each student's loss adds the distillation term; with `ema`,
+each model has an EMA copy, evaluated beside it. Where the models live (all here, or one per
+process under torchrun) is the `group`'s business (`distributed.py`).
 """
 
 from __future__ import annotations
@@ -27,9 +31,19 @@ from ..data import ReidSplits
 from ..data.classification import ClassificationData
 from ..data.loaders import set_epoch
 from ..device import allow_fast_kernels, autocast, make_deterministic
-from ..grafting import SelfGraft, distillation_loss, ring_learning_rates
+from ..grafting import distillation_loss, ring_learning_rates
 from ..models import load_pretrained
 from ..models.reid_head import build_reid_model, head_options
+from ..population import (
+    BN_IMAGES,
+    EmaCopies,
+    Graft,
+    MutualLearning,
+    Population,
+    PopulationAveraging,
+    reestimate_batch_norm,
+    weight_average,
+)  # fmt: skip
 from .checkpoint import restore_rng_state, rng_state
 from .distributed import OneModelPerProcess, SingleProcess
 from .logging import EpochLog, best_epochs, k_model_report, metrics_file
@@ -102,15 +116,19 @@ class Trainer:
         # every model starts from these weights (its random parts from its own seed)
         self.initial_weights = self.plan.weights
         self.members = self._build_members()
-        self.ring = self.group.build_ring([m.model for m in self.members], config)
+        self.population = self._build_population()
+        self.ema = EmaCopies([m.model for m in self.members], config.ema) if config.ema is not None else None
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
-        self.train_loaders = self.task.train_loaders(self.model_ids, pin_memory=self.device.type == "cuda")
+        # DML's models see one batch: model 0's order and augmentation, read once
+        readers = self.model_ids[:1] if self.population.shared_batch else self.model_ids
+        self.train_loaders = self.task.train_loaders(readers, pin_memory=self.device.type == "cuda")
         self.epoch = 0  # epochs completed
-        self.graft_pending = False  # the models were saved before this epoch end's graft
-        self.graft_alphas: list[dict[str, float]] | None = None  # that graft's, not yet recorded
+        self.exchange_pending = False  # the models were saved before this epoch end's exchange
+        self.exchanged: Any = None  # what that exchange did (a graft's alphas), not yet recorded
         self.history: list[dict[str, Any]] = []
         self.final: list[dict[str, Any]] | None = None
+        self.final_ema: list[dict[str, Any]] | None = None
         self.log = log if self.group.leader else lambda *parts, **options: None
         self.epoch_log = EpochLog(
             self.run.tensorboard, config.epochs, self.task.metric_keys, self.task.primary, log
@@ -145,6 +163,23 @@ class Trainer:
                 member.center_optimizer = center_optimizer(member.center, config.center_lr)
             members.append(member)
         return members
+
+    def _build_population(self) -> Population:
+        """The population method of the config, over this process's models."""
+        config, models = self.config, [m.model for m in self.members]
+        if config.population == "graft":
+            ring = self.group.build_ring(models, config)
+            if ring is None:  # one model: nothing to graft
+                return Population()
+            return Graft(ring, scion=config.scion, options=config.graft_options())
+        if config.population == "dml":
+            return MutualLearning(weight=config.dml_weight, temperature=config.dml_temperature)
+        if config.population == "papa":
+            return PopulationAveraging(
+                models, mode=config.papa_mode, rate=config.papa_rate, every=config.papa_every,
+                every_epochs=config.papa_every_epochs, seed=config.seed,
+            )  # fmt: skip
+        return Population()
 
     def _load_teacher(self, spec: str) -> nn.Module:
         """A frozen model from a reidgraft checkpoint: "PATH" (model 0) or "PATH:k"."""
@@ -188,8 +223,9 @@ class Trainer:
             "rng": rng_state(),
             "intra_op_threads": torch.get_num_threads(),
             "history": self.history,
-            # saved before the epoch end's graft (the authors' order): a resume grafts first
-            "graft_pending": self.graft_pending,
+            # saved before the epoch end's exchange (the authors' order): a resume exchanges first
+            "graft_pending": self.exchange_pending,
+            "ema": self.ema.state_dicts() if self.ema is not None else [],
         }
 
     def load_state(self, payload: dict[str, Any]) -> None:
@@ -211,7 +247,11 @@ class Trainer:
                 member.center_optimizer.load_state_dict(center["optimizer"])
         self.epoch = payload["epoch"]
         self.history = list(payload["history"])
-        self.graft_pending = bool(payload.get("graft_pending")) and self.ring is not None
+        self.exchange_pending = bool(payload.get("graft_pending"))
+        if self.ema is not None:
+            if len(payload.get("ema") or []) != len(self.members):
+                raise ValueError("the checkpoint holds no EMA copies to continue; resume without --ema")
+            self.ema.load_state_dicts(payload["ema"])
         restore_rng_state(payload["rng"])
         threads = payload.get("intra_op_threads")
         if self.config.deterministic and threads not in (None, torch.get_num_threads()):
@@ -221,28 +261,21 @@ class Trainer:
         """Where this process keeps its checkpoint: the run folder, or `rank<k>/` of it."""
         return self.run.checkpoint(self.group.rank)
 
-    def _graft_after_save(self) -> None:
-        """Graft the models saved at the last epoch end. Its alphas travel with the next epoch's
-        record and are filed under the grafted epoch when that record is gathered: no extra
-        collective, so a hung rank still meets the ring's timeout first."""
-        self.graft_alphas = self._graft()
-        self.graft_pending = False
-
-    def _graft(self) -> list[dict[str, Any]]:
-        """One graft of every model: per model, its alphas (a neighbour's scion), or the number of
-        filters grafted in each layer (noise and internal scions, whose noise decays by epoch)."""
-        if isinstance(self.ring, SelfGraft):
-            return self.ring.graft(self.epoch)
-        return self.ring.graft()
+    def _exchange_after_save(self) -> None:
+        """Exchange the models saved at the last epoch end. What it did travels with the next
+        epoch's record and is filed under the exchanged epoch when that record is gathered: no
+        extra collective, so a hung rank still meets the ring's timeout first."""
+        self.exchanged = self.population.exchange(self.epoch)
+        self.exchange_pending = False
 
     @property
     def graft_key(self) -> str:
-        """Where an epoch record keeps what its graft did."""
-        return "grafted_filters" if self.config.scion != "external" else "alphas"
+        """Where an epoch record keeps what its exchange did (a graft's alphas)."""
+        return self.population.record_key
 
     def _file_graft_alphas(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Move the alphas (and ring exchange) of the graft before this epoch into the record of
-        the epoch that graft ended."""
+        """Move what the exchange before this epoch did (and the ring's traffic) into the record
+        of the epoch that exchange ended."""
         if record.get("graft_alphas") is None:  # (a gathered record has the key, set to None)
             return {key: value for key, value in record.items() if key != "graft_alphas"}
         record = dict(record)
@@ -256,7 +289,7 @@ class Trainer:
         """metrics.json: every epoch's record, the last epoch's metrics ("final"), each model's
         best evaluated epoch ("best") and the K-model report ("report"), each choice labelled with
         where it was made (validation, or the test set as the papers did)."""
-        return metrics_file(
+        payload = metrics_file(
             self.task.kind,
             self.history,
             self.final,
@@ -268,6 +301,13 @@ class Trainer:
             data=self.task.data_fingerprint(),
             method_version=METHOD_VERSION,
         )
+        payload["population"] = self.population.settings()
+        if self.ema is not None:
+            evaluated = [record for record in self.history if record.get("ema_metrics")]
+            validation = evaluated[-1].get("ema_val_metrics") if evaluated else None
+            report = k_model_report(self.final_ema, validation, self.task.metric_keys, self.task.primary)
+            payload["ema"] = {"decay": self.config.ema, "final": self.final_ema, "report": report}
+        return payload
 
     def best(self) -> list[dict[str, Any]] | None:
         return best_epochs(
@@ -293,8 +333,10 @@ class Trainer:
             self.run.write_config(config)
         try:
             while self.epoch < config.epochs:
-                if self.graft_pending:  # the last epoch end's graft, when the run stopped after its save
-                    self._graft_after_save()
+                if (
+                    self.exchange_pending
+                ):  # the last epoch end's exchange, when the run stopped after its save
+                    self._exchange_after_save()
                 started = time.perf_counter()
                 record = {"epoch": self.epoch + 1, **self.train_epoch(self.epoch)}
                 self._check_finite(record["loss"])
@@ -302,8 +344,9 @@ class Trainer:
                 for member in self.members:
                     member.scheduler.step()
                 record["alphas"] = None  # (what a graft did is filed under graft_key)
-                if self.ring and config.eval_after_graft:
-                    record[self.graft_key] = self._graft()
+                after_graft = config.eval_after_graft and self.population.exchanges_after(self.epoch + 1)
+                if after_graft:
+                    record[self.graft_key] = self.population.exchange(self.epoch)
                 record.update(self.filter_health())
                 self.epoch += 1
                 last = self.epoch == config.epochs
@@ -311,22 +354,27 @@ class Trainer:
                     record["metrics"] = self.evaluate()
                     if self.task.validation is not None:
                         record["val_metrics"] = self.evaluate(self.task.validation)
+                    if self.ema is not None:
+                        record.update(self.evaluate_ema())
                     if last:
                         self.final = record["metrics"]
+                        self.final_ema = record.get("ema_metrics")
+                        if isinstance(self.population, PopulationAveraging):
+                            record["average_metrics"] = self.evaluate_average()
                 record["seconds"] = round(time.perf_counter() - started, 3)
-                if self.graft_alphas is not None:
-                    record["graft_alphas"], self.graft_alphas = self.graft_alphas, None
+                if self.exchanged is not None:
+                    record["graft_alphas"], self.exchanged = self.exchanged, None
                 record = self._file_graft_alphas(self.group.gather_record(record))
                 self.history.append(record)
                 if self.group.leader:
                     self.epoch_log.record(record)
                 # The authors' order (docs/method.md section 4): evaluate, save, then graft; none
                 # after the last epoch, so the saved final models are the evaluated ones.
-                self.graft_pending = self.ring is not None and not config.eval_after_graft
+                self.exchange_pending = not after_graft and self.population.exchanges_after(self.epoch)
                 self.run.save(self.state(), rank=self.group.rank)
-                if self.graft_pending and not last:
-                    self._graft_after_save()
-                    shown = self.graft_alphas
+                if self.exchange_pending and not last:
+                    self._exchange_after_save()
+                    shown = self.exchanged
                     if self.group.leader and self.graft_key == "alphas" and len(shown) == config.models:
                         self.epoch_log.graft(self.epoch, shown)
                 if self.group.leader:
@@ -357,15 +405,23 @@ class Trainer:
             leave=False,
             disable=None,
         )
-        for batches in bar:
-            for k, (member, (images, pids, *_)) in enumerate(zip(self.members, batches, strict=True)):
-                images, pids = (
-                    self._to_device(images, member.device),
-                    pids.to(member.device, non_blocking=True),
-                )
+        shared = self.population.shared_batch
+        for step, batches in enumerate(bar):
+            if shared:  # one batch for every model (DML)
+                batches = batches * len(self.members)
+            inputs = [
+                (self._to_device(images, member.device), pids.to(member.device, non_blocking=True))
+                for member, (images, pids, *_) in zip(self.members, batches, strict=True)
+            ]
+            if shared:  # every model's logits first: each loss reads its peers'
+                outputs = [
+                    self._forward(member, images)
+                    for member, (images, _) in zip(self.members, inputs, strict=True)
+                ]
+                peers = [logits for logits, _ in outputs]
+            for k, (member, (images, pids)) in enumerate(zip(self.members, inputs, strict=True)):
+                logits, features = outputs[k] if shared else self._forward(member, images)
                 with autocast(member.device, self.amp):
-                    output = member.model(images)
-                    logits, features = output if isinstance(output, tuple) else (output, None)
                     loss = self.task.loss(logits, features, pids, self.criterion)
                     if member.center is not None:
                         loss = loss + self.config.center_loss_weight * member.center(features, pids)
@@ -373,14 +429,29 @@ class Trainer:
                         loss = loss + self.config.kd_weight * distillation_loss(
                             logits, self._teacher_logits(images, member.device), self.config.kd_tau
                         )
+                    if shared:
+                        loss = loss + self.population.step_loss(k, peers)
                 self._step(member, loss)
                 loss_sums[k] += loss.detach().double() * len(pids)
                 correct[k] += (logits.detach().argmax(dim=1) == pids).sum()
                 seen[k] += len(pids)
+            self.population.after_step(step, self._lr_shares())
+            if self.ema is not None:
+                self.ema.update()
         return {
             "loss": [float(total) / max(n, 1) for total, n in zip(loss_sums, seen, strict=True)],
             "train_accuracy": [int(hits) / max(n, 1) for hits, n in zip(correct, seen, strict=True)],
         }
+
+    def _forward(self, member: Member, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A training forward pass: (logits, the pre-neck feature or None)."""
+        with autocast(member.device, self.amp):
+            output = member.model(images)
+        return output if isinstance(output, tuple) else (output, None)
+
+    def _lr_shares(self) -> list[float]:
+        """Each model's learning rate now, as a share of its initial one."""
+        return [m.optimizer.param_groups[0]["lr"] / m.initial_lr for m in self.members]
 
     def _step(self, member: Member, loss: torch.Tensor) -> None:
         """Backward and step the model's optimizer (through the fp16 scaler when there is one),
@@ -430,10 +501,38 @@ class Trainer:
             "network_entropy": [network_entropy(state, self.config.bins) for state in states],
         }
 
-    def evaluate(self, task: Task | None = None) -> list[dict[str, Any]]:
+    def evaluate(
+        self, task: Task | None = None, models: list[nn.Module] | None = None
+    ) -> list[dict[str, Any]]:
         """The task's metrics for every model (on the test data, or on `task`'s, such as the
-        validation set): re-ID mAP, mINP, rank-1/5/10; classification top-1/5."""
-        results = (task or self.task).evaluate([m.model for m in self.members])
+        validation set; of `models` in place of the trained ones): re-ID mAP, mINP, rank-1/5/10;
+        classification top-1/5."""
+        results = (task or self.task).evaluate(models or [m.model for m in self.members])
         for result, k in zip(results, self.model_ids, strict=True):
             result["model"] = k
         return self.group.gather_results(results)
+
+    def _untouched_rng(self):
+        """A context that leaves every random generator as it found it: the EMA copies and the
+        average are evaluated without changing what the run trains next."""
+        cuda = sorted({d.index or 0 for d in self.devices if d.type == "cuda"})
+        return torch.random.fork_rng(devices=cuda)
+
+    def evaluate_ema(self) -> dict[str, Any]:
+        """The EMA copies' metrics (test, and validation when held out), their batch-norm
+        statistics first estimated anew on training images."""
+        with self._untouched_rng():
+            for ema in self.ema.copies:
+                reestimate_batch_norm(ema, self.task.bn_images(BN_IMAGES))
+            found = {"ema_metrics": self.evaluate(models=self.ema.copies)}
+            if self.task.validation is not None:
+                found["ema_val_metrics"] = self.evaluate(self.task.validation, models=self.ema.copies)
+        return found
+
+    def evaluate_average(self) -> dict[str, Any]:
+        """The K models' weight average (batch-norm statistics estimated anew on training images,
+        as `nograft_average`), evaluated: what PAPA returns at the end."""
+        with self._untouched_rng():
+            average = weight_average([m.model for m in self.members], self.task.bn_images(BN_IMAGES))
+            (result,) = self.task.evaluate([average])
+        return {key: value for key, value in result.items() if key != "model"}

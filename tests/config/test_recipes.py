@@ -27,11 +27,16 @@ def test_every_shipped_recipe_resolves_as_before_it_had_bases():
     before = json.loads(BEFORE.read_text())
     added_recipes = {"cuhk01_mobilenetv2", "cuhk01_resnet50"}
     assert sorted(before) == sorted(set(shipped_recipes()) - added_recipes)
-    added_fields = {"top_bin": "inclusive"}
+    added_fields = {
+        "top_bin": "inclusive", "dml_weight": 1.0, "dml_temperature": 1.0, "papa_mode": "gradual",
+        "papa_rate": 0.01, "papa_every": 10, "papa_every_epochs": 5, "ema": None,
+    }  # fmt: skip
     for name, expected in before.items():
         resolved = build_config(load_yaml(name)).to_dict()
         resolved.pop("root")
         assert {key: resolved.pop(key) for key in added_fields} == added_fields, name
+        # graft: true became population: graft (the former name is still read)
+        assert resolved.pop("population") == {True: "graft", False: "none"}[expected.pop("graft")], name
         assert resolved == expected, name
 
 

@@ -135,7 +135,7 @@ def test_a_variant_is_a_name_and_checked_settings():
     for text, message in (
         ("graft_c5", "write NAME:FIELD=VALUE"),
         ("x:c=", "c has no value; write c=VALUE"),
-        ("x:graft=false", "'graft' is not a setting a variant may change"),
+        ("x:population=dml", "'population' is not a setting a variant may change"),
         ("x:height=256", "'height' is not a setting a variant may change"),
         ("x:val_ids=5", "every run shares the data and the evaluation"),
         ("Graft:c=5", "write NAME:FIELD=VALUE"),
@@ -203,10 +203,23 @@ def test_single_long_trains_one_model_k_times_as_long(task, tmp_path):
         recipe, build_config(recipe), tmp_path, data=task.splits, variants={"x": {"c": 5.0}}
     )
     long = comparison.changes("single_long", 4, seed=2)
-    assert {key: long[key] for key in ("models", "graft", "epochs", "milestones", "eval_every", "seed")} == {
-        "models": 1, "graft": False, "epochs": 12, "milestones": [8], "eval_every": 4, "seed": 2000,
+    keys = ("models", "population", "epochs", "milestones", "eval_every", "seed")
+    assert {key: long[key] for key in keys} == {
+        "models": 1, "population": "none", "epochs": 12, "milestones": [8], "eval_every": 4, "seed": 2000,
     }  # fmt: skip
-    assert comparison.changes("single", 4, seed=1) == {"models": 1, "graft": False, "seed": 1000}
-    assert comparison.changes("x", 2, seed=0) == {"models": 2, "graft": True, "c": 5.0, "seed": 0}
-    names = [comparison.run_name(m, 4, 1) for m in ("single", "single_long", "graft")]
-    assert names == ["seed1-k1-single", "seed1-k4-single_long", "seed1-k4-graft"]
+    assert comparison.changes("single", 4, seed=1) == {"models": 1, "population": "none", "seed": 1000}
+    assert comparison.changes("x", 2, seed=0) == {"models": 2, "population": "graft", "c": 5.0, "seed": 0}
+    assert comparison.changes("ema", 4, seed=1) == {
+        "models": 1,
+        "population": "none",
+        "ema": 0.99,
+        "seed": 1000,
+    }
+    names = [comparison.run_name(m, 4, 1) for m in ("single", "single_long", "graft", "ema", "dml")]
+    assert names == [
+        "seed1-k1-single",
+        "seed1-k4-single_long",
+        "seed1-k4-graft",
+        "seed1-k1-ema",
+        "seed1-k4-dml",
+    ]

@@ -130,7 +130,7 @@ def test_per_model_learning_rates(splits, tmp_path):
 
 def test_no_graft_trains_independent_models(splits, tmp_path):
     trainer, _ = run(splits, tmp_path, epochs=1, graft=False)
-    assert trainer.ring is None
+    assert trainer.population.name == "none" and not trainer.population.exchanges_after(1)
     a, b = (m.model.state_dict() for m in trainer.members)
     assert not torch.equal(a["conv1.conv.weight"], b["conv1.conv.weight"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -274,6 +274,10 @@ def test_tiny_strong_run_trains_two_grafted_models_and_resumes_exactly(splits, t
         loss=["softmax", "triplet"], sampler="identity", num_instances=2, bnneck=True, warmup_epochs=1,
         center_loss_weight=0.0005, transforms=["random_flip", "random_erase"], optimizer="adam", lr=3.5e-4,
         scheduler="multistep", milestones=[2], arch="resnet18", height=64, width=32,
+        # fp32: on an AMX Xeon (torch 2.14) bf16 training of resnet18 at 64x32 turns to NaN in the
+        # first epoch although no convolution meets a one-pixel map; not understood yet (the CLI
+        # stops with its one-line "loss became nan ... --amp none")
+        amp="none",
     )  # fmt: skip
     straight = Trainer(tiny_config(**strong, epochs=3), splits, tmp_path / "straight", log=lambda line: None)
     final = straight.fit()

@@ -1,0 +1,42 @@
+"""What K models trained side by side exchange, behind one interface (`methods.Population`):
+nothing, a graft at epoch ends (through `reidgraft.grafting`), deep mutual learning's loss
+term each step, or PAPA's pull toward the population mean; plus EMA copies of any model.
+Depends on torch and `reidgraft.grafting` only. See docs/method.md section 9.
+
+Names are loaded from their module on first use (PEP 562), so that the config, which reads
+`options` alone, does not load the methods and the grafting machinery behind them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# public name -> the module of this package that defines it
+_EXPORTS = {
+    "PAPA_MODES": "options",
+    "POPULATIONS": "options",
+    "BN_IMAGES": "averaging",
+    "average_into_": "averaging",
+    "mean_of": "averaging",
+    "reestimate_batch_norm": "averaging",
+    "weight_average": "averaging",
+    "mutual_loss": "dml",
+    "EmaCopies": "ema",
+    "Graft": "methods",
+    "MutualLearning": "methods",
+    "Population": "methods",
+    "PopulationAveraging": "methods",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # found once
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
