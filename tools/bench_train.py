@@ -7,11 +7,15 @@ and both.
     python tools/bench_train.py --device cuda --arch resnet50 --height 256 --width 128 --amp bf16 \
         --channels-last
     python tools/bench_train.py --sweep --arch resnet50 --height 256 --width 128
+    python tools/bench_train.py --population dml papa ema --models 2 --steps 20 --rounds 5
 
 Every side trains on the same random images and labels, held in memory on the device (so the
 numbers are the training step's, not JPEG decoding's): forward, label-smoothed cross-entropy,
 backward and an AMSGrad step, batch 32 per model unless --batch-size says otherwise.
 Goal: on a GPU, K = 4 in lockstep at least 0.9x the plain loop's images/s in total.
+With --population, the K-model step of each population method (dml, papa, papa_all, ema: the
+EMA of every model) against independent models (none), alternating; goal on this CPU for
+K = 2: DML and PAPA add at most 10%.
 """
 
 from __future__ import annotations
@@ -92,7 +96,17 @@ def plain_loop(args, amp: str, channels_last: bool, steps: int) -> float:
     return steps * args.batch_size / (time.perf_counter() - start)
 
 
-def trainer_run(args, models: int, amp: str, channels_last: bool, steps: int) -> float:
+POPULATION_SETTINGS = {
+    "none": {"population": "none"},
+    "graft": {"population": "graft"},  # (its work is at the epoch end, which this does not time)
+    "dml": {"population": "dml"},
+    "papa": {"population": "papa"},
+    "papa_all": {"population": "papa", "papa_mode": "all"},
+    "ema": {"population": "none", "ema": 0.999},
+}
+
+
+def trainer_run(args, models: int, amp: str, channels_last: bool, steps: int, **settings) -> float:
     """K models through reidgraft's trainer on in-memory batches: total images per second."""
     device = resolve_device(args.device)
     items = [(f"unused{i}.jpg", i % CLASSES, i % 2) for i in range(max(args.batch_size, CLASSES))]
@@ -100,13 +114,13 @@ def trainer_run(args, models: int, amp: str, channels_last: bool, steps: int) ->
     config = build_config(
         dataset="synthetic", arch=args.arch, models=models, height=args.height, width=args.width,
         batch_size=args.batch_size, optimizer="amsgrad", lr=3e-4, device=args.device, amp=amp,
-        channels_last=channels_last, weights=None,
+        channels_last=channels_last, weights=None, **settings,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, splits, Path(run_dir), log=lambda line: None)
         trainer.train_loaders = [
             MemoryBatches(steps, args.batch_size, args.height, args.width, device, seed=k)
-            for k in trainer.model_ids
+            for k in range(len(trainer.train_loaders))  # (one for DML's shared batch)
         ]
         trainer.train_epoch(0, max_steps=1)  # warm-up
         synchronise(device)
@@ -127,6 +141,24 @@ def compare_trainer(args) -> None:
     print(f"{'one model, reidgraft trainer':<36}{one:>9.1f} images/s   {one / plain:.3f} x plain")
     label = f"{args.models} models in lockstep, reidgraft"
     print(f"{label:<36}{many:>9.1f} images/s   {many / plain:.3f} x plain (goal >= 0.9 on a GPU)")
+
+
+def compare_populations(args) -> None:
+    """Each population method's K-model step against independent models, alternating rounds."""
+    names = ["none", *[name for name in args.population if name != "none"]]
+    rounds = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            speed = trainer_run(
+                args, args.models, args.amp, args.channels_last, args.steps, **POPULATION_SETTINGS[name]
+            )
+            rounds[name].append(speed)
+    base = statistics.median(rounds["none"])
+    for name, values in rounds.items():
+        speed = statistics.median(values)
+        extra = "" if name == "none" else f"   step time {base / speed - 1:+.1%} against none"
+        label = f"{args.models} models, population {name}"
+        print(f"{label:<36}{speed:>9.1f} images/s   (rounds {min(values):.1f}-{max(values):.1f}){extra}")
 
 
 def sweep(args) -> None:
@@ -160,6 +192,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--sweep", action="store_true", help="fp32, channels_last, bf16, both: the plain loop"
     )
+    parser.add_argument(
+        "--population",
+        nargs="+",
+        choices=list(POPULATION_SETTINGS),
+        help="time these population methods' K-model step against independent models (none)",
+    )
     args = parser.parse_args(argv)
     if min(args.models, args.steps, args.rounds, args.batch_size) < 1:
         parser.error("--models, --steps, --rounds and --batch-size must be at least 1")
@@ -176,6 +214,10 @@ def main(argv=None) -> int:
     )
     if args.sweep:
         sweep(args)
+    elif args.population:
+        if args.models < 2:
+            parser.error("--population compares K-model methods: give --models 2 or more")
+        compare_populations(args)
     else:
         compare_trainer(args)
     return 0

@@ -60,7 +60,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         action=_GraftSwitch,
         nargs=0,
         default=None,
-        help="--no-graft is --population none, --graft is --population graft (their former spelling)",
+        help="--no-graft is --population none, --graft is --population graft, their former "
+        "spelling (default: off)",
     )
     parser.add_argument(
         "--no-diverse-lr", dest="lr_spread", action="store_const", const="none", default=None,

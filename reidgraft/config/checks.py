@@ -67,7 +67,8 @@ def check_config(config: TrainConfig) -> TrainConfig:
 # since it would do nothing. (K, the learning-rate spread, the data order and the grafting+
 # teachers are every method's.)
 GRAFT_ONLY = (
-    *GRAFT_OPTIONS, "scion", "scion_threshold", "noise_decay", "graft_level", "filter_fraction", "eval_after_graft",
+    *GRAFT_OPTIONS, "scion", "scion_threshold", "noise_decay", "graft_level", "filter_fraction",
+    "eval_after_graft",
 )  # fmt: skip
 
 

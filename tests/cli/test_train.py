@@ -176,3 +176,21 @@ def test_the_strong_recipe_flags_train_two_grafted_models(tiny_root, tmp_path):
 def test_triplet_with_random_batches_is_one_line(tiny_root, tmp_path):
     result = train("--root", str(tiny_root), *TINY_FLAGS, "--loss", "triplet", cwd=tmp_path)
     assert_one_line_error(result, "loss triplet needs --sampler identity")
+
+
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--population", "dml", "--models", "1"], ["population dml needs at least 2 models"]),
+        (["--population", "papa", "--papa-rate", "0"], ["papa_rate must lie in (0, 1]"]),
+        (["--population", "papa", "--papa-every", "0"], ["papa_every must be at least 1"]),
+        (["--ema", "1.5"], ["ema must be a decay in [0, 1)"]),
+        (["--population", "graft", "--dml-weight", "2"], ["dml_weight is a setting of --population dml"]),
+        (["--no-graft", "--criterion", "l1"], ["criterion is a setting of --population graft"]),
+    ],
+)
+def test_bad_population_settings_exit_2_before_any_data_is_read(tmp_path, flags, fragments):
+    # no data anywhere under --root: the setting must be refused before it is looked for
+    result = train("--dataset", "market1501", "--root", str(tmp_path / "absent"), *flags, cwd=tmp_path)
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "runs").exists()

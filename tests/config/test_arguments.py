@@ -25,7 +25,12 @@ def test_help_shows_groups_choices_and_defaults():
 def test_given_fields_holds_only_the_flags_given():
     parser = config_parser()
     args = parser.parse_args(["--batch-size", "8", "--no-graft", "--A", "0.3", "--transforms", "random_flip"])
-    assert given_fields(args) == {"batch_size": 8, "population": "none", "A": 0.3, "transforms": ["random_flip"]}
+    assert given_fields(args) == {
+        "batch_size": 8,
+        "population": "none",
+        "A": 0.3,
+        "transforms": ["random_flip"],
+    }
     assert given_fields(parser.parse_args([])) == {}
 
 

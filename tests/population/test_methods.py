@@ -1,0 +1,170 @@
+"""The population methods: DML's loss by hand, and each method against the run it must equal
+(DML at weight 0 and PAPA at rate 0: independent models; PAPA-all at K = 2: a graft at alpha
+0.5; EMA at decay 0: the model), resume mid-run against a straight run, and bad settings."""
+
+import math
+
+import pytest
+import torch
+
+from reidgraft.config import ConfigError, build_config
+from reidgraft.data.datasets import synthetic_splits
+from reidgraft.engine import Trainer, load_checkpoint
+from reidgraft.population import EmaCopies, mutual_loss
+
+TINY = dict(train_ids=8, test_ids=6, images_per_id=6, distractors=6, height=32, width=16)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    return synthetic_splits(tmp_path_factory.mktemp("data"), **TINY)
+
+
+def config(**overrides):
+    values = dict(
+        dataset="synthetic", arch="mobilenetv2_x1_0", models=2, epochs=2, batch_size=8, height=32,
+        width=16, lr=0.01, optimizer="sgd", eval_batch_size=32, deterministic=True, device="cpu",
+        weights="none", amp="none",
+    )  # fmt: skip
+    return build_config(**{**values, **overrides})
+
+
+def train(splits, folder, **overrides) -> Trainer:
+    trainer = Trainer(config(**overrides), splits, folder, log=lambda line: None)
+    trainer.fit()
+    return trainer
+
+
+def states(trainer: Trainer) -> list[dict[str, torch.Tensor]]:
+    return [m.model.state_dict() for m in trainer.members]
+
+
+def assert_same_models(a: Trainer, b: Trainer) -> None:
+    for one, other in zip(states(a), states(b), strict=True):
+        for key, tensor in one.items():
+            torch.testing.assert_close(other[key], tensor, rtol=0, atol=0, msg=key)
+
+
+def test_mutual_loss_is_the_mean_kl_to_the_peers_by_hand():
+    logits = [
+        torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]),
+        torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]]),
+        torch.tensor([[0.0, 0.0, 0.0], [0.0, 3.0, 1.0]]),
+    ]
+
+    def kl(p_logits, q_logits, row, t):
+        p = [math.exp(v / t) for v in p_logits[row]]
+        q = [math.exp(v / t) for v in q_logits[row]]
+        p, q = [v / sum(p) for v in p], [v / sum(q) for v in q]
+        return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+
+    for t in (1.0, 2.0):
+        expected = t**2 * sum(sum(kl(logits[j], logits[0], r, t) for r in range(2)) / 2 for j in (1, 2)) / 2
+        assert mutual_loss(logits, 0, t).item() == pytest.approx(expected, rel=1e-6)
+    own = logits[1].clone().requires_grad_()
+    peer = logits[0].clone().requires_grad_()
+    mutual_loss([peer, own], 1).backward()
+    assert peer.grad is None and own.grad.abs().sum() > 0  # the peer's output is detached
+
+
+def test_dml_at_weight_zero_is_nograft_with_a_shared_data_order(splits, tmp_path):
+    dml = train(splits, tmp_path / "dml", population="dml", dml_weight=0.0)
+    independent = train(splits, tmp_path / "none", population="none", same_data_order=True)
+    assert_same_models(dml, independent)
+    changed = train(splits, tmp_path / "dml1", population="dml", epochs=1)
+    assert not torch.equal(states(changed)[0]["conv1.conv.weight"], states(dml)[0]["conv1.conv.weight"])
+
+
+def test_papa_at_rate_zero_is_nograft(splits, tmp_path):
+    papa = Trainer(config(population="papa", papa_every=1), splits, tmp_path / "papa", log=lambda line: None)
+    papa.population.rate = 0.0  # (the config refuses 0: it would do nothing)
+    papa.fit()
+    assert_same_models(papa, train(splits, tmp_path / "none", population="none"))
+    pulled = train(splits, tmp_path / "pulled", population="papa", papa_every=1, papa_rate=0.5)
+    assert not torch.equal(states(pulled)[0]["conv1.conv.weight"], states(papa)[0]["conv1.conv.weight"])
+
+
+def test_papa_all_every_epoch_at_k2_is_a_graft_at_alpha_half(splits, tmp_path):
+    papa = train(splits, tmp_path / "papa", population="papa", papa_mode="all", papa_every_epochs=1, epochs=3)
+    graft = train(splits, tmp_path / "graft", criterion="fixed", fixed_alpha=0.5, epochs=3)
+    assert_same_models(papa, graft)
+    assert [record.get("averaged") for record in papa.history] == [[[0, 1]], [[0, 1]], None]
+
+
+def test_ema_at_decay_zero_is_the_model_and_is_evaluated_and_saved(splits, tmp_path):
+    trainer = train(splits, tmp_path / "ema", ema=0.0, epochs=1, eval_every=1)
+    for model, ema in zip(trainer.members, trainer.ema.copies, strict=True):
+        mine = model.model.state_dict()
+        for key, tensor in ema.state_dict().items():
+            if "running" not in key:  # the copy's BN statistics were estimated anew to evaluate it
+                torch.testing.assert_close(tensor, mine[key], rtol=0, atol=0, msg=key)
+    metrics = trainer.metrics_file()
+    assert metrics["ema"]["decay"] == 0.0 and len(metrics["ema"]["final"]) == 2
+    assert len(load_checkpoint(tmp_path / "ema")["ema"]) == 2
+    plain = train(splits, tmp_path / "plain", epochs=1, eval_every=1)
+    assert_same_models(trainer, plain)  # keeping and evaluating the copies changes no training
+
+
+def test_ema_copies_move_by_one_minus_decay():
+    model = torch.nn.Linear(2, 1)
+    copies = EmaCopies([model], 0.75)
+    before = copies.copies[0].weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    copies.update()
+    torch.testing.assert_close(copies.copies[0].weight, before + 0.25)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        dict(population="dml"),
+        dict(population="papa", papa_every=2),
+        dict(population="papa", papa_mode="pairs", papa_every_epochs=1, models=3),
+        dict(population="none", ema=0.9, models=1),
+    ],
+    ids=["dml", "papa", "papa_pairs", "ema"],
+)
+def test_a_resumed_run_equals_a_straight_one(splits, tmp_path, method):
+    straight = train(splits, tmp_path / "straight", epochs=3, **method)
+    first = train(splits, tmp_path / "resumed", epochs=2, **method)
+    resumed = Trainer(config(epochs=3, **method), splits, tmp_path / "resumed", log=lambda line: None)
+    resumed.load_state(load_checkpoint(tmp_path / "resumed"))
+    resumed.fit()
+    assert first.epoch == 2
+    assert_same_models(straight, resumed)
+    if straight.ema is not None:
+        for a, b in zip(straight.ema.copies, resumed.ema.copies, strict=True):
+            for key, tensor in a.state_dict().items():
+                torch.testing.assert_close(b.state_dict()[key], tensor, rtol=0, atol=0, msg=key)
+    assert straight.metrics_file()["population"] == resumed.metrics_file()["population"]
+
+
+def test_papa_reports_its_average_beside_the_models(splits, tmp_path):
+    trainer = train(splits, tmp_path / "papa", population="papa", epochs=1)
+    last = trainer.history[-1]
+    assert set(last["average_metrics"]) >= {"mAP", "rank1"} and 0 <= last["average_metrics"]["mAP"] <= 1
+    assert trainer.metrics_file()["population"] == {
+        "method": "papa", "papa_mode": "gradual", "papa_rate": 0.01, "papa_every": 10, "lr_scaled": True,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(population="dml", models=1), "population dml needs at least 2 models"),
+        (dict(population="papa", papa_rate=0.0), "papa_rate must lie in \\(0, 1\\]"),
+        (dict(population="papa", papa_rate=1.5), "papa_rate must lie in \\(0, 1\\]"),
+        (dict(population="papa", papa_every=0), "papa_every must be at least 1"),
+        (dict(ema=1.5), "ema must be a decay in \\[0, 1\\)"),
+        (dict(ema=1.0), "ema must be a decay in \\[0, 1\\)"),
+        (dict(population="dml", criterion="l1"), "criterion is a setting of --population graft"),
+        (dict(population="graft", dml_weight=2.0), "dml_weight is a setting of --population dml"),
+        (dict(population="none", papa_mode="all"), "papa_mode is a setting of --population papa"),
+        (dict(population="dml", dml_temperature=0.0), "dml_temperature must be positive"),
+    ],
+)
+def test_bad_population_settings_are_one_line_errors(settings, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        config(**settings)
+    assert "\n" not in str(error.value)
