@@ -154,6 +154,9 @@ def compare_populations(args) -> None:
             )
             rounds[name].append(speed)
     base = statistics.median(rounds["none"])
+    model = build_backbone(args.arch, CLASSES, seed=0)
+    copy_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
+    print(f"an EMA copy holds one model's state: {copy_mb:.1f} MiB for {args.arch} ({CLASSES} classes)")
     for name, values in rounds.items():
         speed = statistics.median(values)
         extra = "" if name == "none" else f"   step time {base / speed - 1:+.1%} against none"

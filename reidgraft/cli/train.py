@@ -25,6 +25,7 @@ from ..config import (
     TrainConfig,
     add_config_arguments,
     build_config,
+    check_method_settings,
     find_recipe,
     given_fields,
     load_yaml,
@@ -86,7 +87,9 @@ def new_run(args: argparse.Namespace, distributed: bool) -> TrainConfig:
     """The config of a new run whose folder may be written (checked by rank 0 alone in a
     distributed run, before any rank writes)."""
     recipe = find_recipe(args.config) if args.config else recipe_for(args.dataset, args.arch)
-    config = build_config(load_yaml(recipe), **given_fields(args))
+    given = given_fields(args)
+    config = build_config(load_yaml(recipe), **given)
+    check_method_settings(config, given)
     if config.weights is None and dataset_spec(config.dataset).task == REID:
         config.weights = IMAGENET  # what re-ID users expect when neither recipe nor flag says
     config.output = config.output or default_output(config)

@@ -3,11 +3,12 @@ checks of its values (`checks.py`), its flags (`arguments.py`) and the recipes i
 from (`recipes.py`): defaults, then a recipe with its bases, then flags."""
 
 from .arguments import add_config_arguments, given_fields
-from .checks import check_config, check_task_fields
+from .checks import check_config, check_method_settings, check_task_fields
 from .recipes import (
     RECIPES,
     build_config,
     checked_value,
+    current_names,
     find_recipe,
     load_yaml,
     recipe_for,
@@ -43,7 +44,9 @@ __all__ = [
     "add_config_arguments",
     "build_config",
     "check_config",
+    "check_method_settings",
     "checked_value",
+    "current_names",
     "check_task_fields",
     "default_data_root",
     "field_names",

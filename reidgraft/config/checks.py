@@ -67,8 +67,8 @@ def check_config(config: TrainConfig) -> TrainConfig:
 # since it would do nothing. (K, the learning-rate spread, the data order and the grafting+
 # teachers are every method's.)
 GRAFT_ONLY = (
-    *GRAFT_OPTIONS, "scion", "scion_threshold", "noise_decay", "graft_level", "filter_fraction",
-    "eval_after_graft",
+    *(name for name in GRAFT_OPTIONS if name != "bins"),  # (bins also sizes filter_health's entropy)
+    "scion", "scion_threshold", "noise_decay", "graft_level", "filter_fraction", "eval_after_graft",
 )  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def method_fields(method: str) -> list[str]:
 
 
 def _check_population(config: TrainConfig) -> None:
-    """The population method's settings, and no other method's changed."""
+    """The population method's settings."""
     method = config.population
     if method in ("dml", "papa") and config.models < 2:
         raise ConfigError(
@@ -93,15 +93,19 @@ def _check_population(config: TrainConfig) -> None:
         raise ConfigError(f"papa_rate must lie in (0, 1], got {config.papa_rate}")
     if config.ema is not None and not (math.isfinite(config.ema) and 0 <= config.ema < 1):
         raise ConfigError(f"ema must be a decay in [0, 1) (e.g. 0.999), got {config.ema}")
-    defaults = TrainConfig()
+
+
+def check_method_settings(config: TrainConfig, given: dict) -> None:
+    """A setting of another population method given (on the command line) for this run is
+    refused: it would do nothing. A recipe's are not: one recipe serves every method."""
     for other in ("graft", "dml", "papa"):
-        if other == method:
+        if other == config.population:
             continue
         for name in method_fields(other):
-            if getattr(config, name) != getattr(defaults, name):
+            if name in given and given[name] != getattr(TrainConfig(), name):
                 raise ConfigError(
                     f"{name} is a setting of --population {other}, but this run's population is "
-                    f"{method}; leave it at its default or choose --population {other}"
+                    f"{config.population}; leave it out or choose --population {other}"
                 )
 
 

@@ -156,6 +156,12 @@ def checked_value(name: str, value: Any) -> Any:
     return value
 
 
+def current_names(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `values` (a recipe, or a config a run saved) with former field names (RENAMED)
+    under their new names."""
+    return _renamed(dict(values))
+
+
 def _renamed(values: dict[str, Any]) -> dict[str, Any]:
     """`values` with former field names (RENAMED) under their new names."""
     for old, (new, mapping) in RENAMED.items():

@@ -89,6 +89,7 @@ DEFAULT_METHODS = (
 # derived method -> the run whose models it is built from
 DERIVED = {"nograft_ensemble": "nograft", "nograft_average": "nograft", "papa_average": "papa"}
 ONE_MODEL = ("single", "single_long", "ema")
+SAME_FOR_EVERY_K = ("single", "ema")  # one run whatever K (single_long's length depends on K)
 REPORTS = ("model0", "mean", "best_of_k")
 VALIDATION_SHARE = 0.1  # of the training identities (classification: of the smallest class)
 PRIMARY = "graft:best_of_k-nograft:best_of_k"
@@ -140,6 +141,9 @@ class FinishedRun:
             self._models = self.run.models(self.device, self.precision["channels_last"])
         return self._models
 
+    def ema_fingerprints(self) -> list[str]:
+        return [state_fingerprint(self.run.ema_state(k)) for k in range(self.run.count)]
+
     def ema_models(self) -> list:
         """The run's EMA copies, as it evaluated them (statistics re-estimated)."""
         return [
@@ -184,7 +188,7 @@ class Comparison:
 
     def run_name(self, method: str, k: int, seed: int) -> str:
         """single and ema are one run whatever K; single_long is K x E epochs, so one per K."""
-        return f"seed{seed}-k{1 if method in ('single', 'ema') else k}-{method}"
+        return f"seed{seed}-k{1 if method in SAME_FOR_EVERY_K else k}-{method}"
 
     def config(self, method: str, k: int, seed: int) -> TrainConfig:
         """The resolved config of the run of `method` for K = k and replicate `seed`."""
@@ -207,14 +211,16 @@ class Comparison:
             self._runs[name] = FinishedRun(name, TrainedRun(self.output / name), self.device)
         return self._runs[name]
 
-    def scored(self, run: FinishedRun, what: str, score: Callable[[list], list[Scores]]) -> list[Scores]:
+    def scored(
+        self, run: FinishedRun, what: str, score: Callable[[list], list[Scores]], *, ema: bool = False
+    ) -> list[Scores]:
         """`score(models)` of a run, or what an earlier comparison kept of it under the same key.
         Models are scored as their run evaluated itself (precision and memory format), so that
         the per-query scores average to its own metrics."""
         key = json_fingerprint(
             {
                 "what": what,
-                "models": run.fingerprints,
+                "models": run.ema_fingerprints() if ema else run.fingerprints,
                 "recipe": result_config(self.base.to_dict()),
                 "data": self.task.data_fingerprint(),
                 "precision": run.precision,
@@ -245,7 +251,7 @@ class Comparison:
             return {"reports": dict.fromkeys(REPORTS, together), "chosen_on": None, "one_value": True}
         run = self.run(method, k, seed)
         if method == "ema":  # scored on its EMA copy, as the run evaluated it
-            (scores,) = self.scored(run, "ema", lambda models: self.task.item_scores(run.ema_models()))
+            (scores,) = self.scored(run, "ema", lambda _: self.task.item_scores(run.ema_models()), ema=True)
             return {"reports": dict.fromkeys(REPORTS, scores), "chosen_on": None, "one_value": True}
         each = self.scored(run, "models", self.task.item_scores)
         best = (run.metrics.get("report") or {}).get("best_of_k") or {"model": 0, "chosen_on": None}
@@ -459,7 +465,8 @@ def compare(
     log(f"compare: best of K chosen on {validation}")
     for method in methods:  # a rival's run must be possible with this recipe (K >= 2 and so on)
         if METHODS.get(method):
-            build_config(values, **{"models": max(models), **METHODS[method]})
+            decay = {"ema": ema_decay} if method == "ema" else {}
+            build_config(values, **{"models": max(models), **METHODS[method], **decay})
     comparison = Comparison(values, base, output, log=log, variants=extra, data=data, ema_decay=ema_decay)
     planned = [
         (method, k, seed) for k in dict.fromkeys(models) for method in methods for seed in range(seeds)
@@ -468,7 +475,7 @@ def compare(
     rows, scores = [], {}
     for k in dict.fromkeys(models):
         for method in methods:
-            if method == "single" and any(row["method"] == "single" for row in rows):
+            if method in SAME_FOR_EVERY_K and any(row["method"] == method for row in rows):
                 scores[(method, k)] = scores[(method, models[0])]
                 continue
             per_seed = [comparison.scores(method, k, seed) for seed in range(seeds)]

@@ -57,6 +57,9 @@ class SingleProcess:
     def __init__(self, models: int):
         self.model_ids = list(range(models))
 
+    def prepare(self, config: TrainConfig) -> None:
+        """Nothing to check: every method trains in one process."""
+
     def build_ring(self, models: list[nn.Module], config: TrainConfig) -> GraftRing | SelfGraft | None:
         if config.population != "graft" or config.models == 1:
             return None
@@ -98,9 +101,13 @@ class OneModelPerProcess:
         self.ring: DistributedRing | None = None
         self.timeout_s = TrainConfig.ring_timeout
 
-    def build_ring(self, models: list[nn.Module], config: TrainConfig) -> DistributedRing | None:
-        self.timeout_s = config.ring_timeout  # the process group's timeout too
+    def prepare(self, config: TrainConfig) -> None:
+        """Refuse what one model per process cannot train; take the ring's timeout (the process
+        group's too), which every gather names."""
         check_distributed(config)
+        self.timeout_s = config.ring_timeout
+
+    def build_ring(self, models: list[nn.Module], config: TrainConfig) -> DistributedRing | None:
         grafted = config.population == "graft"
         if grafted and config.models > 1 and config.scion != "external":
             return self_graft(models, self.model_ids, config)  # nothing to exchange

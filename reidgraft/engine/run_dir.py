@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, TrainConfig, build_config, identity_fields, resumable_fields
+from ..config import ConfigError, TrainConfig, build_config, current_names, identity_fields, resumable_fields
 from ..files import atomic_write_json, atomic_write_text, check_writable
 from .checkpoint import read_checkpoint, save_checkpoint
 
@@ -234,6 +234,7 @@ class RunDir:
 
 def check_resume(saved: dict[str, Any], given: dict[str, Any], where: str) -> None:
     """The resume policy: the identity never changes, other settings only when RESUMABLE."""
+    saved = current_names(saved)
     for name in IDENTITY:
         if name in given and given[name] != saved[name]:
             raise ConfigError(

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, TrainConfig, runtime_fields
+from ..config import ConfigError, TrainConfig, current_names, runtime_fields
 from ..data import ClassificationData, ReidSplits, load_dataset
 from ..files import json_fingerprint
 from .preflight import preflight
@@ -42,7 +42,7 @@ def result_config(config: dict[str, Any]) -> dict[str, Any]:
     setting missing from a run saved before it existed reads as its default, which that run used.
     A whole number in a real-valued field reads as that real (c: 5 is c: 5.0), so the two hash alike."""
     defaults = TrainConfig().to_dict()
-    complete = {**defaults, **config}
+    complete = {**defaults, **current_names(config)}  # (a run saved `graft: true` before population)
     return {
         name: float(value) if _whole_for_real(defaults.get(name), value) else value
         for name, value in complete.items()

@@ -113,6 +113,12 @@ class TrainedRun:
         """Whether the run kept an EMA copy of each model (`--ema`)."""
         return len(self._payload.get("ema") or []) == self.count
 
+    def ema_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's EMA copy (on the CPU, as saved); ValueError when the run kept none."""
+        if not self.has_ema:
+            raise ValueError(f"{self.given} kept no EMA copies (train with --ema DECAY)")
+        return self._payload["ema"][self.check_model(k)]
+
     def model(
         self, k: int, device: torch.device | str = "cpu", channels_last: bool = False, *, ema: bool = False
     ) -> nn.Module:
@@ -120,9 +126,7 @@ class TrainedRun:
         channels_last memory format when asked (as the trainer keeps it); its EMA copy with `ema`
         (batch-norm statistics as last evaluated)."""
         model = build_reid_model(self.arch, self.num_classes, **head_options(self.raw_config))
-        if ema and not self.has_ema:
-            raise ValueError(f"{self.given} kept no EMA copies (train with --ema DECAY)")
-        model.load_state_dict(self._payload["ema"][self.check_model(k)] if ema else self.state(k))
+        model.load_state_dict(self.ema_state(k) if ema else self.state(k))
         layout = torch.channels_last if channels_last else torch.preserve_format
         return model.to(torch.device(device), memory_format=layout).eval()
 

@@ -1,5 +1,5 @@
 """K models trained in lockstep, exchanging what their population method says (docs/method.md
-sections 4 and 9): grafted at every epoch end (Algorithm 1, the default), independent, deep
+sections 4 and 10): grafted at every epoch end (Algorithm 1, the default), independent, deep
 mutual learning, or PAPA; for re-ID or classification (the task supplies data, teacher logits
 and evaluation: `tasks.py`).
 
@@ -116,6 +116,7 @@ class Trainer:
         # every model starts from these weights (its random parts from its own seed)
         self.initial_weights = self.plan.weights
         self.members = self._build_members()
+        self.group.prepare(config)  # what the group checks and takes from the config
         self.population = self._build_population()
         self.ema = EmaCopies([m.model for m in self.members], config.ema) if config.ema is not None else None
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
@@ -383,6 +384,8 @@ class Trainer:
             self.epoch_log.close()
         if self.final is None:  # resumed a run that had already reached its epochs
             self.final = self.evaluate()
+            if self.ema is not None:
+                self.final_ema = self.evaluate_ema()["ema_metrics"]
             if self.group.leader:
                 self.run.write_metrics(self.metrics_file())
         return self.final

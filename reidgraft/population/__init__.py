@@ -1,7 +1,7 @@
 """What K models trained side by side exchange, behind one interface (`methods.Population`):
 nothing, a graft at epoch ends (through `reidgraft.grafting`), deep mutual learning's loss
 term each step, or PAPA's pull toward the population mean; plus EMA copies of any model.
-Depends on torch and `reidgraft.grafting` only. See docs/method.md section 9.
+Depends on torch and `reidgraft.grafting` only. See docs/method.md section 10.
 
 Names are loaded from their module on first use (PEP 562), so that the config, which reads
 `options` alone, does not load the methods and the grafting machinery behind them.

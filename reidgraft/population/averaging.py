@@ -35,14 +35,16 @@ def average_into_(models: Sequence[nn.Module], rates: Sequence[float] | None = N
     weights before any move."""
     states = [model.state_dict() for model in models]
     rates = [1.0] * len(models) if rates is None else list(rates)
+    done: set[int] = set()  # tied parameters appear under several keys: moved once
     for key in floating_keys(states[0]):
+        if states[0][key].data_ptr() in done:
+            continue
+        done.add(states[0][key].data_ptr())
         tensors = [state[key] for state in states]
         mean = mean_of(tensors)
-        done: set[int] = set()  # tied parameters appear under several keys
         for tensor, rate in zip(tensors, rates, strict=True):
-            if tensor.data_ptr() in done or rate == 0:
+            if rate == 0:
                 continue
-            done.add(tensor.data_ptr())
             if rate == 1:
                 tensor.copy_(mean)
             else:

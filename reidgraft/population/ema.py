@@ -27,7 +27,12 @@ class EmaCopies:
     @staticmethod
     def _entries(model: nn.Module, ema: nn.Module):
         """(floating ema tensors, theirs), (integer ema tensors, theirs): found once, as views."""
-        own, theirs = ema.state_dict(), model.state_dict()
+        own, theirs = {}, model.state_dict()
+        seen: set[int] = set()  # tied parameters appear under several keys: moved once
+        for key, tensor in ema.state_dict().items():
+            if tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                own[key] = tensor
         floats = [key for key, tensor in own.items() if tensor.is_floating_point()]
         ints = [key for key in own if key not in floats]
         return ([own[k] for k in floats], [theirs[k] for k in floats]), (

@@ -10,7 +10,7 @@ POPULATIONS = ("none", "graft", "dml", "papa")
 # steps (gradual, their "PAPA"), every model replaced by the mean every few epochs (all,
 # "PAPA-all"), or disjoint random pairs replaced by their mean every few epochs (pairs, "PAPA-2").
 PAPA_MODES = ("gradual", "all", "pairs")
-# Their published defaults (docs/method.md section 9): alpha 0.99 every 10 steps (our rate is
+# Their published defaults (docs/method.md section 10): alpha 0.99 every 10 steps (our rate is
 # 1 - alpha), the pull scaled by the learning rate's share of its initial value; PAPA-all and
 # PAPA-2 every 5 epochs (their CIFAR setting).
 PAPA_RATE = 0.01

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from reidgraft.config import ConfigError, build_config
+from reidgraft.config import ConfigError, build_config, check_method_settings
 from reidgraft.data.datasets import synthetic_splits
 from reidgraft.engine import Trainer, load_checkpoint
 from reidgraft.population import EmaCopies, mutual_loss
@@ -73,6 +73,23 @@ def test_dml_at_weight_zero_is_nograft_with_a_shared_data_order(splits, tmp_path
     assert_same_models(dml, independent)
     changed = train(splits, tmp_path / "dml1", population="dml", epochs=1)
     assert not torch.equal(states(changed)[0]["conv1.conv.weight"], states(dml)[0]["conv1.conv.weight"])
+
+
+def test_dml_trains_the_strong_recipe_on_the_classifier_logits_after_the_neck(splits, tmp_path):
+    strong = dict(
+        loss=["softmax", "triplet"], sampler="identity", num_instances=2, bnneck=True,
+        center_loss_weight=0.0005,
+    )  # fmt: skip
+    trainer = Trainer(config(population="dml", epochs=1, **strong), splits, tmp_path, log=lambda line: None)
+    seen = []
+    original = trainer.population.step_loss
+    trainer.population.step_loss = lambda k, logits: (
+        seen.append([t.shape for t in logits]) or original(k, logits)
+    )
+    trainer.fit()
+    classes = trainer.num_classes
+    assert seen and all(shapes == [torch.Size([8, classes])] * 2 for shapes in seen)
+    assert all(math.isfinite(loss) and loss > 0 for loss in trainer.history[0]["loss"])
 
 
 def test_papa_at_rate_zero_is_nograft(splits, tmp_path):
@@ -158,9 +175,6 @@ def test_papa_reports_its_average_beside_the_models(splits, tmp_path):
         (dict(population="papa", papa_every=0), "papa_every must be at least 1"),
         (dict(ema=1.5), "ema must be a decay in \\[0, 1\\)"),
         (dict(ema=1.0), "ema must be a decay in \\[0, 1\\)"),
-        (dict(population="dml", criterion="l1"), "criterion is a setting of --population graft"),
-        (dict(population="graft", dml_weight=2.0), "dml_weight is a setting of --population dml"),
-        (dict(population="none", papa_mode="all"), "papa_mode is a setting of --population papa"),
         (dict(population="dml", dml_temperature=0.0), "dml_temperature must be positive"),
     ],
 )
@@ -168,3 +182,33 @@ def test_bad_population_settings_are_one_line_errors(settings, message):
     with pytest.raises(ConfigError, match=message) as error:
         config(**settings)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (dict(population="dml", criterion="l1"), "criterion is a setting of --population graft"),
+        (dict(population="graft", dml_weight=2.0), "dml_weight is a setting of --population dml"),
+        (dict(population="none", papa_mode="all"), "papa_mode is a setting of --population papa"),
+    ],
+)
+def test_a_setting_given_for_another_method_is_refused(given, message):
+    with pytest.raises(ConfigError, match=message):
+        check_method_settings(config(**given), given)
+
+
+def test_a_recipe_serves_every_method_and_bins_is_everyones():
+    # a recipe's grafting settings do not stop its baseline runs (compare's nograft, dml, ...)
+    recipe = dict(c=5.0, top_bin="authors", eval_after_graft=True)
+    for population in ("none", "dml", "papa"):
+        check_method_settings(config(population=population, **recipe), {"population": population})
+    check_method_settings(config(population="none", bins=20), {"population": "none", "bins": 20})
+
+
+def test_runs_saved_with_graft_true_are_the_same_runs_today():
+    from reidgraft.engine.runs import config_sha256
+
+    today = config().to_dict()
+    saved = {key: value for key, value in today.items() if key != "population"} | {"graft": True}
+    assert config_sha256(saved) == config_sha256(today)
+    assert config_sha256({**saved, "graft": False}) == config_sha256({**today, "population": "none"})
