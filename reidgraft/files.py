@@ -37,11 +37,34 @@ FILE_MODE = 0o666 & ~_read_umask()
 
 
 def new_temporary(path: Path) -> Path:
-    """An empty temporary sibling of `path` (`.NAME.<random>.tmp`), with a plain file's mode."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """An empty temporary sibling of `path` (`.NAME.<pid>.<random>.tmp`: the writer's process id
+    tells a leftover from a write in progress, `writer_alive`), with a plain file's mode."""
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.fchmod(handle, FILE_MODE)
     os.close(handle)
     return Path(temporary)
+
+
+MAX_PID = 4_194_304  # Linux's largest (pid_max's ceiling): a longer number is no process id
+
+
+def writer_alive(temporary: Path) -> bool:
+    """Whether the process that `new_temporary` named in `temporary` still runs on this machine
+    (so the file is a write in progress, not a leftover). Names without a process id, from
+    before it was recorded, have no live writer."""
+    parts = temporary.name.removesuffix(".tmp").split(".")
+    pid = parts[-2] if len(parts) >= 3 else ""
+    if not pid.isdigit() or not 0 < int(pid) <= MAX_PID:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, TrainConfig, build_config, current_names, identity_fields, resumable_fields
-from ..files import atomic_write_json, atomic_write_text, check_writable
+from ..files import atomic_write_json, atomic_write_text, check_writable, writer_alive
 from .checkpoint import read_checkpoint, save_checkpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -132,17 +132,20 @@ class RunDir:
                 "(reidgraft writes only into folders it made)"
             )
 
-    def mark(self) -> None:
-        """Create the folder (if needed) with the marker that says reidgraft made it, and clear
-        what an interrupted write left behind."""
+    def mark(self, clean: bool = True) -> None:
+        """Create the folder (if needed) with the marker that says reidgraft made it, and, with
+        `clean` (the leader of a distributed run only: a rank on another machine cannot see
+        whether a peer's write is in progress), clear what an interrupted write left behind."""
         self.path.mkdir(parents=True, exist_ok=True)
         if not self.marker.exists():
             atomic_write_text(self.marker, "reidgraft run folder\n")
-        self.remove_leftovers()
+        if clean:
+            self.remove_leftovers()
 
     def remove_leftovers(self) -> list[Path]:
         """Delete the temporary files of writes that a kill -9 interrupted (`.checkpoint.pt.*.tmp`
-        and the like, see `files.atomic_write`); only our own files' names are touched."""
+        and the like, see `files.atomic_write`); only our own files' names are touched, and never
+        a write whose process still runs (another rank's config, this process's own)."""
         names = (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, METRICS_NAME, CONFIG_NAME, MARKER_NAME)
         folders = [self.path, *sorted(self.path.glob("rank*"))]
         removed = [
@@ -150,7 +153,7 @@ class RunDir:
             for folder in folders
             for name in names
             for leftover in folder.glob(f".{name}.*.tmp")
-            if leftover.is_file()
+            if leftover.is_file() and not writer_alive(leftover)
         ]
         for leftover in removed:
             leftover.unlink(missing_ok=True)

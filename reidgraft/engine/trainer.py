@@ -329,7 +329,7 @@ class Trainer:
     def fit(self) -> list[dict[str, Any]]:
         """Train up to `config.epochs`, evaluating as configured; return the final metrics."""
         config = self.config
-        self.run.mark()
+        self.run.mark(clean=self.group.leader)  # once, before any rank writes a checkpoint
         if self.group.leader:
             self.run.write_config(config)
         try:

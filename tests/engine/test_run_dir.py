@@ -105,3 +105,28 @@ def test_a_start_or_resume_clears_what_an_interrupted_save_left(tmp_path):
         path.write_bytes(b"half a file")
     run.mark()
     assert not any(path.exists() for path in leftovers) and theirs.exists()
+
+
+def test_a_write_in_progress_survives_another_start_in_the_same_folder(tmp_path):
+    # the distributed start-up race in one process: a rank's start while rank 0 writes config.yaml
+    from reidgraft.files import atomic_write
+
+    run = tmp_path / "run"
+    RunDir(run).mark()
+    atomic_write(run / "config.yaml", lambda file: (file.write(b"x"), RunDir(run).mark()))
+    assert (run / "config.yaml").read_bytes() == b"x" and not list(run.glob(".*.tmp"))
+
+
+def test_leftovers_of_dead_writers_go_and_live_writers_stay(tmp_path):
+    import os
+    import subprocess
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead = tmp_path / f".checkpoint.pt.{finished.pid}.abcd1234.tmp"
+    live = tmp_path / f".checkpoint.pt.{os.getpid()}.efgh5678.tmp"
+    huge = tmp_path / f".metrics.json.{'9' * 20}.ijkl9012.tmp"  # no process has such an id
+    for path in (dead, live, huge):
+        path.write_bytes(b"half a file")
+    removed = RunDir(tmp_path).remove_leftovers()
+    assert sorted(removed) == sorted([dead, huge]) and live.exists()
