@@ -19,9 +19,9 @@ import sys
 
 from ..config import ConfigError
 from ..data import DataMissingError
-from ..data.loaders import ImageReadError
 from ..engine.comparison import DEFAULT_METHODS, EMA_DECAY, METHODS, PRIMARY, compare
 from ..engine.report import write_report
+from ..images import ImageReadError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,6 @@ import time
 
 from ..config import AMP_CHOICES, DEVICES
 from ..data import DataMissingError
-from ..data.loaders import ImageReadError
 from ..demo import (
     DEFAULT_RUNS,
     DemoError,
@@ -28,6 +27,7 @@ from ..demo import (
     resolve_gallery,
 )
 from ..device import resolve_device
+from ..images import ImageReadError
 from ..index import KINDS
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ..config import AMP_CHOICES, DEVICES, build_config
 from ..data import REID, DataMissingError, dataset_spec, load_reid_dataset, load_run_splits
-from ..data.loaders import ImageReadError
 from ..device import resolve_device
 from ..engine.logging import metrics_table
 from ..engine.run_dir import RunDir
@@ -23,6 +22,7 @@ from ..engine.tasks import ReidTask
 from ..engine.trained import TrainedRun
 from ..evaluation import ranked_results_grid
 from ..files import atomic_write_json, check_writable
+from ..images import ImageReadError
 from ..index import KINDS, GalleryIndex
 
 

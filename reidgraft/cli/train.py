@@ -32,7 +32,6 @@ from ..config import (
     recipe_for,
 )
 from ..data import REID, DataMissingError, ReidSplits, dataset_spec
-from ..data.loaders import ImageReadError
 from ..engine import RunDir, Trainer
 from ..engine.distributed import (
     OneModelPerProcess,
@@ -47,6 +46,7 @@ from ..engine.logging import metrics_table, report_lines
 from ..engine.preflight import preflight
 from ..engine.run_dir import check_same_data
 from ..engine.runs import load_data
+from ..images import ImageReadError
 from ..models import IMAGENET
 
 

@@ -20,35 +20,13 @@ import random
 from collections.abc import Callable, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..images import read_rgb
 from .splits import Item
 
 PREFETCH_BATCHES = 4  # batches each worker reads ahead
-
-
-class ImageReadError(OSError):
-    """An image file could not be decoded; the message names the file.
-
-    A DataLoader worker's error reaches the main process re-raised as this class with the
-    worker's whole traceback as its message ("Caught ImageReadError in DataLoader worker process
-    0 ..."); the original message, which names the file, is kept instead."""
-
-    def __init__(self, message: str = ""):
-        if message.startswith("Caught ") and f"{type(self).__name__}: " in message:
-            message = message.rstrip().rsplit(f"{type(self).__name__}: ", 1)[1]
-        super().__init__(message)
-
-
-def read_rgb(path: str) -> Image.Image:
-    """Open an image as RGB, or raise ImageReadError naming the file (torchreid's reader would
-    retry forever)."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise ImageReadError(f"cannot read image {path}: {error}") from None
 
 
 def mix_seed(*parts: int) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from ..evaluation import GalleryScorer
+from ..images import read_rgb
 from ..index import GalleryIndex
 from .gallery import DemoError, Gallery, parse_market_name
 from .model import RunModel
@@ -117,8 +118,7 @@ class GallerySearch:
 
     def thumbnail(self, hit: Hit) -> Image.Image:
         """The gallery image, framed green (true match), red (someone else) or dark grey (same camera)."""
-        with Image.open(self.gallery.paths[hit.index]) as opened:
-            image = opened.convert("RGB")
+        image = read_rgb(self.gallery.paths[hit.index])
         width = max(1, round(image.width * THUMBNAIL_HEIGHT / image.height))
         image = image.resize((width, THUMBNAIL_HEIGHT), Image.Resampling.BILINEAR)
         colour = {"match": MATCH_COLOUR, "other": MISMATCH_COLOUR, "same camera": SAME_CAMERA_COLOUR}.get(

@@ -16,9 +16,10 @@ import operator
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 
 from ..files import atomic_write
+from ..images import ImageReadError, read_rgb
 
 # Frame colours (RGB).
 QUERY_COLOUR = (0, 90, 255)
@@ -59,10 +60,10 @@ def grid_size(num_results: int, cell_height: int, cell_width: int) -> tuple[int,
 def _load_image(path: str | Path, cell_height: int, cell_width: int) -> Image.Image:
     """Read an image as RGB, resized to the cell; a missing or unreadable file is a ValueError."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB").resize((cell_width, cell_height), Image.Resampling.BILINEAR)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise ValueError(f"cannot read image {str(path)!r}: {error}; check the path and the file") from error
+        image = read_rgb(str(path))
+    except ImageReadError as error:
+        raise ValueError(f"{error}; check the path and the file") from None
+    return image.resize((cell_width, cell_height), Image.Resampling.BILINEAR)
 
 
 def _draw_cell(

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from reidgraft.data import build_test_loader, build_train_loaders, read_rgb
-from reidgraft.data.loaders import IdentitySampler, ImageReadError, set_epoch
+from reidgraft.data.loaders import IdentitySampler, set_epoch
+from reidgraft.images import ImageReadError
 
 from ..engine.test_trainer import splits  # noqa: F401 (a fixture)
 
