@@ -8,7 +8,7 @@ import dataclasses
 import math
 
 from ..grafting.options import GraftOptions
-from .schema import FIELDS, GRAFT_OPTIONS, LOSSES, ConfigError, TrainConfig
+from .schema import FIELDS, GRAFT_OPTIONS, LOSSES, ConfigError, TrainConfig, shown
 
 
 def check_config(config: TrainConfig) -> TrainConfig:
@@ -32,7 +32,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
         # The grafting options are left to GraftOptions below, which words its own errors.
         for value in values if isinstance(values, list) else [values]:
             if valid and name not in GRAFT_OPTIONS and value not in valid:
-                raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
+                raise ConfigError(f"unknown {name} {shown(value)}; choose one of: {', '.join(valid)}")
     _check_reid_training(config)
     if not 0 <= config.label_smooth < 1:
         raise ConfigError(f"label_smooth must lie in [0, 1), got {config.label_smooth}")

@@ -17,7 +17,7 @@ import yaml
 
 from ..data.registry import DEFAULT_DATASET, dataset_spec
 from .checks import check_config
-from .schema import FIELDS, RENAMED, ConfigError, TrainConfig
+from .schema import FIELDS, RENAMED, ConfigError, TrainConfig, shown
 
 RECIPES: Traversable = importlib.resources.files("reidgraft") / "recipes"
 SUFFIX = ".yaml"
@@ -70,6 +70,26 @@ def recipe_for(dataset: str | None, arch: str | None) -> Traversable:
     return shipped_recipe(spec.recipe(arch))
 
 
+class AliasRefused(yaml.YAMLError):
+    """A YAML alias (`*name`) was met; the message says where."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with aliases refused: nine nested `&a [*a, ...]` lines make a few
+    hundred bytes that expand into gigabytes (an alias bomb)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasRefused(f"*{event.anchor} at line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text parsed as `yaml.safe_load` does, aliases refused (`AliasRefused`)."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_yaml(recipe: str | Source) -> dict[str, Any]:
     """A recipe's values with those of its bases; unknown keys are errors (a typo would otherwise
     be silently ignored)."""
@@ -91,7 +111,12 @@ def _load(source: Source, folder: Source, chain: tuple[str, ...]) -> dict[str, A
         where = f" (the base of {chain[-1]})" if chain else ""
         raise ConfigError(f"config file not found: {name}{where}")
     try:
-        data = yaml.safe_load(source.read_text()) or {}
+        data = load_yaml_text(source.read_text()) or {}
+    except AliasRefused as error:
+        raise ConfigError(
+            f"config file {name} uses a YAML alias ({error}); write the value out: aliases are "
+            "refused, since a few of them can expand a small file into gigabytes"
+        ) from None
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {name} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -123,15 +148,15 @@ def checked_value(name: str, value: Any) -> Any:
     if FIELDS[name].metadata.get("kind") == "float":  # unset by default, a number when set
         default = 0.0
     if value is not None and FIELDS[name].metadata.get("kind") == "bool" and not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
+        raise ConfigError(f"{name} must be true or false, got {shown(value)}")
     if value is None or default is None:
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
+            raise ConfigError(f"{name} must be true or false, got {shown(value)}")
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
+            raise ConfigError(f"{name} must be an integer, got {shown(value)}")
     elif isinstance(default, float):
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             try:
@@ -139,20 +164,20 @@ def checked_value(name: str, value: Any) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
+            raise ConfigError(f"{name} must be a number, got {shown(value)}")
         value = float(value)
     elif isinstance(default, list) and default and isinstance(default[0], int):
         value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
         if not isinstance(value, list) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
-            raise ConfigError(f"{name} must be a list of integers, got {value!r}")
+            raise ConfigError(f"{name} must be a list of integers, got {shown(value)}")
     elif isinstance(default, list):
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+            raise ConfigError(f"{name} must be a list of strings, got {shown(value)}")
     elif isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"{name} must be a string, got {value!r}")
+        raise ConfigError(f"{name} must be a string, got {shown(value)}")
     return value
 
 
@@ -168,7 +193,7 @@ def _renamed(values: dict[str, Any]) -> dict[str, Any]:
         if old in values:
             value = values.pop(old)
             if value is not None and (not isinstance(value, bool) or value not in mapping):
-                raise ConfigError(f"{old} must be true or false, got {value!r} (its new name is {new})")
+                raise ConfigError(f"{old} must be true or false, got {shown(value)} (its new name is {new})")
             if value is not None:
                 values.setdefault(new, mapping[value])
     return values

@@ -54,6 +54,13 @@ class ConfigError(ValueError):
     """A configuration value a user gave is wrong; the message says which and how to fix it."""
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters: an error message stays one short line whatever
+    a file holds."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def default_data_root() -> str:
     return os.environ.get("REIDGRAFT_DATA", "./data")
 

@@ -346,7 +346,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
     import yaml
 
-    from ..config import FIELDS, checked_value
+    from ..config import FIELDS, checked_value, load_yaml_text
 
     name, _, settings = text.partition(":")
     # split at the commas that start another FIELD=, not at those inside a value
@@ -371,7 +371,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
         if not value.strip():
             raise ConfigError(f"--variant {text!r}: {field_name} has no value; write {field_name}=VALUE")
         try:
-            changes[field_name] = checked_value(field_name, yaml.safe_load(value))
+            changes[field_name] = checked_value(field_name, load_yaml_text(value))
         except (ConfigError, yaml.YAMLError) as error:
             raise ConfigError(f"--variant {text!r}: {str(error).splitlines()[0]}") from None
     return name, changes

@@ -167,3 +167,35 @@ def test_bad_recipes_name_the_field(tmp_path, text, message):
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_yaml(tmp_path / "nope.yaml")
+
+
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+    for previous, name in zip("abcdefghi", "bcdefghij", strict=True)
+)
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    import resource
+
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + ALIAS_BOMB + "arch: *j\n")
+    assert recipe.stat().st_size < 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    status = Path("/proc/self/status").read_text()
+    mapped = int(next(line for line in status.splitlines() if line.startswith("VmSize:")).split()[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, hard))
+    try:  # within a memory cap: expanding it would need gigabytes
+        with pytest.raises(ConfigError, match=r"bomb.yaml uses a YAML alias \(\*a at line 2\)") as error:
+            load_yaml(recipe)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert "\n" not in str(error.value) and len(str(error.value)) < 300
+
+
+def test_a_long_bad_value_is_cut_in_the_message(tmp_path):
+    recipe = tmp_path / "long.yaml"
+    recipe.write_text("arch: [" + ", ".join(["x" * 20] * 5000) + "]\n")
+    with pytest.raises(ConfigError, match=r"arch must be a string, got \['x") as error:
+        load_yaml(recipe)
+    assert len(str(error.value)) < 200 and str(error.value).endswith("...")
