@@ -76,15 +76,22 @@ class FeatureExtractor:
 
     # ------------------------------------------------------------------ input
 
-    def _as_rgb(self, image: Any, bgr: bool) -> Image.Image:
+    def _as_rgb(self, image: Any, bgr: bool, index: int = 0) -> Image.Image:
         if isinstance(image, str | Path):
             return read_rgb(str(image))
         if isinstance(image, Image.Image):
+            if 0 in image.size:
+                raise ValueError(f"image {index} is empty ({image.width}x{image.height} pixels)")
             return image if image.mode == "RGB" else image.convert("RGB")
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8:
                 raise ValueError(
                     f"image arrays must be uint8 (0-255), got {image.dtype}; scale and cast them"
+                )
+            if image.ndim in (2, 3) and 0 in image.shape[:2]:
+                raise ValueError(
+                    f"image {index} is empty (shape {image.shape}): a box outside the frame gives one; "
+                    "clip boxes to the frame and leave out those with no pixels"
                 )
             if image.ndim == 2:
                 return Image.fromarray(image, "L").convert("RGB")
@@ -104,9 +111,12 @@ class FeatureExtractor:
             "NCHW float tensor"
         )
 
-    def preprocess(self, images: Sequence[Any], bgr: bool = False) -> torch.Tensor:
-        """The NCHW float tensor evaluation would feed the model for these images."""
-        return torch.stack([self.transform(self._as_rgb(image, bgr)) for image in images])
+    def preprocess(self, images: Sequence[Any], bgr: bool = False, first: int = 0) -> torch.Tensor:
+        """The NCHW float tensor evaluation would feed the model for these images (numbered from
+        `first` in error messages)."""
+        return torch.stack(
+            [self.transform(self._as_rgb(image, bgr, first + i)) for i, image in enumerate(images)]
+        )
 
     # ------------------------------------------------------------------ embedding
 
@@ -132,7 +142,7 @@ class FeatureExtractor:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         chunks = [
-            self._embed(self.preprocess(images[start : start + self.batch_size], bgr))
+            self._embed(self.preprocess(images[start : start + self.batch_size], bgr, start))
             for start in range(0, len(images), self.batch_size)
         ]
         return torch.cat(chunks).numpy()
@@ -146,6 +156,12 @@ class FeatureExtractor:
             )
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
+        finite = torch.isfinite(images).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            index = int((~finite).nonzero()[0])
+            raise ValueError(
+                f"image {index} of the tensor holds NaN or infinite values; its feature would be NaN"
+            )
         size = self.batch_size
         chunks = [self._embed(images[s : s + size].float()) for s in range(0, len(images), size)]
         return torch.cat(chunks).numpy()

@@ -76,6 +76,25 @@ def test_empty_and_bad_inputs(extractor):
         extractor([3])
 
 
+def test_empty_crops_and_non_finite_tensors_are_refused_naming_the_index(extractor):
+    frame = np.zeros((100, 100, 3), np.uint8)
+    crops = [frame[10:60, 10:40], frame[20:80, 150:180]]  # the second box lies outside the frame
+    with pytest.raises(ValueError, match=r"image 1 is empty \(shape \(60, 0, 3\)\).*clip boxes"):
+        extractor(crops, bgr=True)
+    small = reidgraft.FeatureExtractor(extractor.run_dir, device="cpu", batch_size=2)
+    with pytest.raises(ValueError, match="image 3 is empty"):  # counted across batches
+        small([frame[:50, :20]] * 3 + [frame[:0]])
+    with pytest.raises(ValueError, match=r"image 0 is empty \(0x5 pixels\)"):
+        extractor(Image.new("RGB", (0, 5)))
+    batch = torch.zeros(3, 3, extractor.height, extractor.width)
+    batch[2, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="image 2 of the tensor holds NaN or infinite values"):
+        extractor(batch)
+    batch[2, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="image 2 of the tensor"):
+        extractor(batch)
+
+
 def test_default_model_is_the_one_the_run_recommends(tiny_run):
     chosen = reidgraft.FeatureExtractor(tiny_run, device="cpu")
     assert chosen.k == 0 and chosen.chosen_because == "model 0"  # the tiny run held no validation
