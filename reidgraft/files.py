@@ -119,20 +119,34 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, text + "\n")
 
 
+def arrays_digest(arrays: Mapping[str, Any]) -> str:
+    """A hash of named arrays: names, dtypes, shapes and contents."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
 def write_keyed_arrays(path: Path, key: str, arrays: Mapping[str, Any]) -> None:
     """Save `arrays` (an .npz file, written atomically) under `key`: a text naming everything
-    they were computed from, format included, so that a reader takes them only for that key."""
-    reserved = sorted({"key", "file", "allow_pickle"} & set(arrays))  # the key, np.savez's own
+    they were computed from, format included, so that a reader takes them only for that key;
+    with a digest of their contents, so that an edited or damaged file is not taken either."""
+    reserved = sorted({"key", "digest", "file", "allow_pickle"} & set(arrays))  # ours, np.savez's own
     if reserved:
         raise ValueError(f"array name {reserved[0]!r} is reserved; choose another")
+    digest = arrays_digest(arrays)
     # straight into the temporary file: no second copy of a large cache in memory
-    atomic_write(Path(path), lambda file: np.savez(file, key=np.array(key), **arrays))
+    atomic_write(
+        Path(path), lambda file: np.savez(file, key=np.array(key), digest=np.array(digest), **arrays)
+    )
 
 
 def read_keyed_arrays(path: Path, key: str) -> dict[str, np.ndarray] | None:
     """The arrays `write_keyed_arrays` saved at `path`, loaded into memory, or None when there
-    are none to use: no file, one saved under another key, or a damaged one (for a cache: the
-    work is simply done again)."""
+    are none to use: no file, one saved under another key, or a damaged or edited one (its
+    contents no longer match their digest; for a cache: the work is simply done again)."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -140,7 +154,10 @@ def read_keyed_arrays(path: Path, key: str) -> dict[str, np.ndarray] | None:
         with np.load(path, allow_pickle=False) as stored:
             if str(stored["key"]) != key:
                 return None
-            return {name: stored[name] for name in stored.files if name != "key"}
+            arrays = {name: stored[name] for name in stored.files if name not in ("key", "digest")}
+            if str(stored["digest"]) != arrays_digest(arrays):
+                return None
+            return arrays
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
 

@@ -620,4 +620,13 @@ def load_scores(path: Path, key: str) -> list[Scores] | None:
         scores.setdefault(int(position), {})[metric] = values
     if sorted(scores) != list(range(len(scores))):
         return None
-    return [scores[position] for position in range(len(scores))]
+    kept = [scores[position] for position in range(len(scores))]
+    # every model with the same metrics, each one score per item in [0, 1], all of one length
+    lengths = {values.shape for model in kept for values in model.values()}
+    if len({frozenset(model) for model in kept}) != 1 or len(lengths) != 1 or len(next(iter(lengths))) != 1:
+        return None
+    if not all(
+        np.isfinite(v).all() and ((v >= 0) & (v <= 1)).all() for model in kept for v in model.values()
+    ):
+        return None
+    return kept

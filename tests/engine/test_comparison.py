@@ -100,6 +100,31 @@ def test_kept_scores_come_back_only_under_their_key(task, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["compare-scores-models.npz"]
 
 
+def test_edited_kept_scores_are_scored_again(tmp_path):
+    from reidgraft.files import arrays_digest
+
+    good = [{"mAP": np.array([0.5, 1.0, 0.25]), "rank1": np.array([1.0, 1.0, 0.0])}] * 2
+    path = tmp_path / "scores.npz"
+
+    def edited(change, keep_digest=False):
+        """The kept file with `change` made to its arrays; its digest redone unless `keep_digest`."""
+        save_scores(path, "key", good)
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in stored.files if name not in ("key", "digest")}
+            digest = str(stored["digest"])
+        change(arrays)
+        digest = digest if keep_digest else arrays_digest(arrays)
+        np.savez(path, key=np.array("scores 1\0key"), digest=np.array(digest), **arrays)
+        return load_scores(path, "key")
+
+    assert len(edited(lambda arrays: None)) == 2
+    assert edited(lambda arrays: arrays.update({"0/mAP": np.ones(3)}), keep_digest=True) is None
+    assert edited(lambda arrays: arrays.update({"0/mAP": np.ones(2)})) is None  # wrong length
+    assert edited(lambda arrays: arrays.update({"1/mAP": np.array([0.5, np.nan, 0.2])})) is None
+    assert edited(lambda arrays: arrays.update({"1/rank1": np.array([2.0, 1.0, 0.0])})) is None
+    assert edited(lambda arrays: arrays.pop("1/rank1")) is None  # a missing array
+
+
 def test_a_primary_endpoint_is_parsed_or_refused_in_one_line():
     from reidgraft.config import ConfigError
     from reidgraft.engine.comparison import METHODS, PRIMARY, Contrast, parse_contrast
