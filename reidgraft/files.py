@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,58 @@ def read_keyed_arrays(path: Path, key: str) -> dict[str, np.ndarray] | None:
             return arrays
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
+
+
+OUTPUTS_MANIFEST = ".reidgraft-outputs.json"  # the files a command wrote into a folder, with digests
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(folder: Path) -> dict[str, str]:
+    try:
+        found = json.loads((Path(folder) / OUTPUTS_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def check_own_outputs(folder: Path, names: Sequence[str], what: str, ours: bool = False) -> None:
+    """ValueError (one line) when a file or folder among `names` exists in `folder` and was not
+    written there by reidgraft, or was changed since (its digest in the folder's manifest no
+    longer matches): a user's file is never overwritten. `ours`: the folder is reidgraft's own
+    (a run folder), where files without a manifest entry are older reidgraft outputs."""
+    manifest = _manifest(folder)
+    for name in names:
+        path = Path(folder) / name
+        if not path.exists():
+            continue
+        recorded = manifest.get(name)
+        if recorded is None and ours:
+            continue
+        if recorded is not None and (
+            path.is_dir() if recorded == "folder" else path.is_file() and _file_digest(path) == recorded
+        ):
+            continue
+        reason = "was changed since reidgraft wrote it" if recorded else "was not written by reidgraft"
+        raise ValueError(f"{what} {folder}: {path} {reason}; choose another {what}, or move it away")
+
+
+def record_outputs(folder: Path, names: Sequence[str]) -> None:
+    """Note in `folder`'s manifest that reidgraft wrote `names` there (as they are now)."""
+    manifest = _manifest(folder)
+    for name in names:
+        path = Path(folder) / name
+        if path.is_dir():
+            manifest[name] = "folder"
+        elif path.is_file():
+            manifest[name] = _file_digest(path)
+    atomic_write_text(Path(folder) / OUTPUTS_MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def check_writable(folder: Path, what: str = "--output") -> None:

@@ -106,3 +106,22 @@ def test_one_fingerprint_scheme_that_keeps_recorded_fingerprints():
     splits = ReidSplits("x", [("/d/train/1.jpg", 0, 0)], [("/d/q/2.jpg", 5, 1)], [("/d/g/3.jpg", 5, 0)])
     listing = "train\ttrain/1.jpg\t0\t0\nquery\tq/2.jpg\t5\t1\ngallery\tg/3.jpg\t5\t0\n"
     assert splits.fingerprint()["items_sha256"] == hashlib.sha256(listing.encode()).hexdigest()
+
+
+def test_outputs_a_user_made_or_changed_are_never_overwritten(tmp_path):
+    from reidgraft.files import check_own_outputs, record_outputs
+
+    names = ["report.json", "pictures"]
+    check_own_outputs(tmp_path, names, "--output")  # nothing there yet
+    (tmp_path / "report.json").write_text("theirs")
+    with pytest.raises(
+        ValueError, match=r"report.json was not written by reidgraft; choose another --output"
+    ):
+        check_own_outputs(tmp_path, names, "--output")
+    check_own_outputs(tmp_path, names, "--output", ours=True)  # a run folder's older outputs
+    (tmp_path / "pictures").mkdir()
+    record_outputs(tmp_path, names)
+    check_own_outputs(tmp_path, names, "--output")  # ours now
+    (tmp_path / "report.json").write_text("edited by hand")
+    with pytest.raises(ValueError, match="report.json was changed since reidgraft wrote it"):
+        check_own_outputs(tmp_path, names, "--output", ours=True)

@@ -21,7 +21,7 @@ from ..engine.tasks import REID_METRICS as METRIC_KEYS
 from ..engine.tasks import ReidTask
 from ..engine.trained import TrainedRun
 from ..evaluation import ranked_results_grid
-from ..files import atomic_write_json, check_writable
+from ..files import atomic_write_json, check_own_outputs, check_writable, record_outputs
 from ..images import ImageReadError
 from ..index import KINDS, GalleryIndex
 
@@ -74,6 +74,8 @@ def evaluate_run(args) -> int:
         raise ValueError("--visualize must be >= 0 and --batch-size >= 1")
     output = Path(args.output) if args.output else RunDir(args.run_dir).path
     check_writable(output)  # before the features are extracted, not after
+    written = ["evaluation.json", *(["ranked"] if args.visualize else [])]
+    check_own_outputs(output, written, "--output", ours=RunDir(output).is_ours())
     chosen = list(range(count)) if args.model is None else [args.model]
     config = build_config(
         run.raw_config, dataset=dataset, root=args.root, eval_batch_size=args.batch_size,
@@ -103,6 +105,7 @@ def evaluate_run(args) -> int:
             args.index,
         )
     atomic_write_json(output / "evaluation.json", {"dataset": dataset, "rerank": args.rerank, "models": rows})
+    record_outputs(output, written)
     label = f"{dataset} (re-ranked)" if args.rerank else dataset
     print(f"{label}: {len(splits.query)} queries, {len(splits.gallery)} gallery")
     for line in metrics_table(rows, METRIC_KEYS):

@@ -44,7 +44,7 @@ from torch import nn
 from ..config import ConfigError, TrainConfig, build_config, load_yaml
 from ..data import ReidSplits
 from ..device import resolve_device
-from ..files import json_fingerprint, read_keyed_arrays, write_keyed_arrays
+from ..files import check_own_outputs, json_fingerprint, read_keyed_arrays, write_keyed_arrays
 from ..index import state_fingerprint
 from ..population import BN_IMAGES
 from ..population import weight_average as population_average
@@ -93,6 +93,21 @@ SAME_FOR_EVERY_K = ("single", "ema")  # one run whatever K (single_long's length
 REPORTS = ("model0", "mean", "best_of_k")
 VALIDATION_SHARE = 0.1  # of the training identities (classification: of the smallest class)
 PRIMARY = "graft:best_of_k-nograft:best_of_k"
+
+
+REPORT_FILES = ("comparison.md", "comparison.json", "comparison.png")
+
+
+def holds_runs(folder: Path) -> bool:
+    """Whether `folder` holds reidgraft runs (a comparison's folder from before outputs were
+    recorded: its report files are reidgraft's)."""
+    return any(RunDir(child).is_ours() for child in Path(folder).glob("seed*-k*-*"))
+
+
+def check_report_folder(folder: Path) -> None:
+    """ValueError (one line) before any training when the report would overwrite a user's file."""
+    if Path(folder).is_dir():
+        check_own_outputs(folder, REPORT_FILES, "--output", ours=holds_runs(folder))
 
 
 def replicate_seed(replicate: int) -> int:
@@ -472,6 +487,7 @@ def compare(
         (method, k, seed) for k in dict.fromkeys(models) for method in methods for seed in range(seeds)
     ]
     comparison.check_folders(planned)  # a stale run anywhere is refused before any training
+    check_report_folder(output)  # and a user's file where the report goes
     rows, scores = [], {}
     for k in dict.fromkeys(models):
         for method in methods:

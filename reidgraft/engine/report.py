@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import atomic_write, atomic_write_json, atomic_write_text
-from .comparison import REPORTS, ComparisonResult
+from ..files import atomic_write, atomic_write_json, atomic_write_text, check_own_outputs, record_outputs
+from .comparison import REPORT_FILES, REPORTS, ComparisonResult, holds_runs
 
 LABEL = {"mAP": "mAP", "rank1": "rank-1", "top1": "top-1"}
 
@@ -51,6 +51,7 @@ def write_report(result: ComparisonResult) -> list[Path]:
     paired intervals) in the comparison's folder; returns their paths."""
     rows, paired, keys, output, source = result.rows, result.paired, result.keys, result.output, result.source
     output.mkdir(parents=True, exist_ok=True)
+    check_own_outputs(output, REPORT_FILES, "--output", ours=holds_runs(output))
     label = LABEL
     primary = keys[0]
     seeds = result.seeds or len(rows[0]["runs"])
@@ -157,4 +158,5 @@ def write_report(result: ComparisonResult) -> list[Path]:
         lambda file: figure.savefig(file, format="png", dpi=110, bbox_inches="tight"),
     )
     plt.close(figure)
-    return [output / "comparison.md", output / "comparison.json", output / "comparison.png"]
+    record_outputs(output, REPORT_FILES)
+    return [output / name for name in REPORT_FILES]

@@ -190,3 +190,14 @@ def test_bad_arguments_are_one_line(recipe, tmp_path):
     assert not (tmp_path / "never").exists()  # refused before any work
     missing = compare("--config", tmp_path / "none.yaml", cwd=tmp_path)
     assert missing.returncode == 2 and "config file not found" in missing.stderr
+
+
+def test_a_users_file_under_output_is_refused_before_any_training(recipe, tmp_path):
+    output = tmp_path / "mine"
+    output.mkdir()
+    (output / "comparison.md").write_text("my notes\n")
+    result = compare("--config", recipe, "--seeds", "1", "--models", "2", "--output", output, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "comparison.md was not written by reidgraft" in result.stderr
+    assert (output / "comparison.md").read_text() == "my notes\n"
+    assert sorted(p.name for p in output.iterdir()) == ["comparison.md"]  # nothing trained

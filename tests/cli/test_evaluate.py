@@ -88,3 +88,14 @@ def test_the_run_records_its_data(tiny_run):
     data = json.loads((tiny_run / "metrics.json").read_text())["data"]
     assert data["dataset"] == "synthetic" and data["generator"]["params"]["train_ids"] == 8
     assert data["images"]["train"] == 8 * 6 and len(data["items_sha256"]) == 64
+
+
+def test_evaluate_refuses_a_users_evaluation_json_and_rewrites_its_own(tiny_run, tmp_path):
+    (tmp_path / "evaluation.json").write_text('{"mine": true}')
+    refused = evaluate_cli(tiny_run, "--model", "0", "--output", tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "evaluation.json was not written by reidgraft" in refused.stderr
+    assert (tmp_path / "evaluation.json").read_text() == '{"mine": true}'
+    again = tmp_path / "again"
+    for _ in range(2):  # its own output, written twice
+        assert evaluate_cli(tiny_run, "--model", "0", "--output", again).returncode == 0
