@@ -29,7 +29,24 @@ def load_data(config: TrainConfig, log: Callable[[str], None] = print) -> ReidSp
             f"{config.dataset}: {len(data.train)} train images of {data.num_train_pids} identities, "
             f"{len(data.query)} query, {len(data.gallery)} gallery"
         )
+        check_cross_camera(data)
     return data
+
+
+def check_cross_camera(splits: ReidSplits) -> None:
+    """ConfigError (one line), before any training, when no query can be evaluated: re-ID
+    evaluation leaves out the gallery images of the query's own camera, so a query needs its
+    person in the gallery seen by another camera (a folder of one camera's crops has none)."""
+    cameras: dict[int, set[int]] = {}
+    for _, pid, camid in splits.gallery:
+        cameras.setdefault(pid, set()).add(camid)
+    if not any(cameras.get(pid, set()) - {camid} for _, pid, camid in splits.query):
+        seen = sorted({camid + 1 for *_, camid in splits.query} | {camid + 1 for *_, camid in splits.gallery})
+        raise ConfigError(
+            f"{splits.name}: no query has its person in the gallery from another camera (cameras "
+            f"seen: {', '.join(map(str, seen)) or 'none'}), so nothing can be evaluated; give query and "
+            "gallery crops of each person from different cameras (the cN of a Market-1501 file name)"
+        )
 
 
 # Settings that decide where and how fast a run goes, not what it computes (their role in the

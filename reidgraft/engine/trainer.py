@@ -352,11 +352,15 @@ class Trainer:
                 self.epoch += 1
                 last = self.epoch == config.epochs
                 if last or (config.eval_every and self.epoch % config.eval_every == 0):
-                    record["metrics"] = self.evaluate()
-                    if self.task.validation is not None:
-                        record["val_metrics"] = self.evaluate(self.task.validation)
-                    if self.ema is not None:
-                        record.update(self.evaluate_ema())
+                    try:
+                        record["metrics"] = self.evaluate()
+                        if self.task.validation is not None:
+                            record["val_metrics"] = self.evaluate(self.task.validation)
+                        if self.ema is not None:
+                            record.update(self.evaluate_ema())
+                    except Exception:
+                        self._save_unevaluated(record, started, after_graft)
+                        raise
                     if last:
                         self.final = record["metrics"]
                         self.final_ema = record.get("ema_metrics")
@@ -389,6 +393,22 @@ class Trainer:
             if self.group.leader:
                 self.run.write_metrics(self.metrics_file())
         return self.final
+
+    def _save_unevaluated(self, record: dict[str, Any], started: float, after_graft: bool) -> None:
+        """The epoch trained, its evaluation failed: keep the epoch (saved as an epoch without
+        evaluation, before its exchange) so that `--resume` continues after it. In one process
+        only: a rank that fails alone cannot meet its peers' gathering."""
+        if self.group.rank is not None:
+            return
+        record = {key: value for key, value in record.items() if "metrics" not in key}
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        record["evaluation_failed"] = True
+        if self.exchanged is not None:
+            record["graft_alphas"], self.exchanged = self.exchanged, None
+        self.history.append(self._file_graft_alphas(record))
+        self.exchange_pending = not after_graft and self.population.exchanges_after(self.epoch)
+        self.run.save(self.state())
+        self.run.write_metrics(self.metrics_file())
 
     def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
         """One epoch of K models in lockstep (or its first `max_steps` steps, for benchmarks);

@@ -111,3 +111,15 @@ def test_a_missing_folder_fails_fast_and_nothing_is_created(tmp_path, no_network
     assert message.startswith(f"dataset not found: {root / 'bounding_box_train'} is missing")
     assert "--root" in message and "never downloads" in message and "\n" not in message
     assert not root.exists()
+
+
+def test_a_folder_of_one_cameras_crops_is_refused_before_training(tmp_path, no_network):
+    from reidgraft.config import ConfigError
+
+    _images(tmp_path / "bounding_box_train", ["0002_c1s1_000001_00.jpg", "0003_c1s1_000002_00.jpg"])
+    _images(tmp_path / "query", ["0010_c1s1_000004_00.jpg"])
+    _images(tmp_path / "bounding_box_test", ["0010_c1s1_000005_00.jpg", "0011_c1s1_000006_00.jpg"])
+    with pytest.raises(
+        ConfigError, match=r"no query has its person in the gallery from another camera \(cameras seen: 1\)"
+    ):
+        load_data(build_config(dataset="folder", arch="resnet50", root=str(tmp_path)), log=lambda line: None)

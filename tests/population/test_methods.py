@@ -212,3 +212,24 @@ def test_runs_saved_with_graft_true_are_the_same_runs_today():
     saved = {key: value for key, value in today.items() if key != "population"} | {"graft": True}
     assert config_sha256(saved) == config_sha256(today)
     assert config_sha256({**saved, "graft": False}) == config_sha256({**today, "population": "none"})
+
+
+def test_an_epoch_whose_evaluation_fails_is_saved_and_resumes(splits, tmp_path):
+    trainer = Trainer(config(epochs=2, eval_every=1), splits, tmp_path / "run", log=lambda line: None)
+    calls = []
+
+    def failing(models):
+        calls.append(1)
+        raise ValueError("no valid query")
+
+    trainer.task.evaluate = failing
+    with pytest.raises(ValueError, match="no valid query"):
+        trainer.fit()
+    payload = load_checkpoint(tmp_path / "run")
+    assert payload["epoch"] == 1 and payload["graft_pending"]  # saved before its graft
+    assert payload["history"][0]["evaluation_failed"] and "metrics" not in payload["history"][0]
+    resumed = Trainer(config(epochs=2, eval_every=1), splits, tmp_path / "run", log=lambda line: None)
+    resumed.load_state(payload)
+    resumed.fit()
+    straight = train(splits, tmp_path / "straight", epochs=2, eval_every=1)
+    assert_same_models(resumed, straight)  # the failed evaluation changed nothing else
