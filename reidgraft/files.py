@@ -81,26 +81,33 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
         os.replace(temporary, path)
     except BaseException as error:  # Ctrl-C included: never leave the temporary file behind
         temporary.unlink(missing_ok=True)
-        if interrupted_inside(error, handling):
-            raise KeyboardInterrupt from None
+        interrupt = interrupt_inside(error, handling)
+        if interrupt is not None:
+            raise type(interrupt)() from None
         raise
 
 
-def interrupted_inside(error: BaseException, handling: BaseException | None = None) -> bool:
-    """Whether `error` is a Ctrl-C in disguise. torch.save writes through a C++ zip writer that
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `docker stop`, systemd and `timeout` send), raised where the process is, so
+    that it is handled as Ctrl-C is: temporary files removed, one line, exit 143 (`cli/entry.py`)."""
+
+
+def interrupt_inside(error: BaseException, handling: BaseException | None = None) -> KeyboardInterrupt | None:
+    """The Ctrl-C that `error` disguises, if it does. torch.save writes through a C++ zip writer that
     calls back into Python; a KeyboardInterrupt raised in that callback surfaces as the writer's
     RuntimeError ("unexpected pos ..."), with the interrupt only in its context. Only a
     RuntimeError qualifies, and only an interrupt raised during this write: an exception that was
-    already being handled (`handling`, and what led to it) is not looked into."""
+    already being handled (`handling`, and what led to it) is not looked into. Returns the
+    interrupt (a `Terminated` for SIGTERM), or None."""
     if not isinstance(error, RuntimeError):
-        return False
+        return None
     seen = set()
     while error is not None and error is not handling and id(error) not in seen:
         if isinstance(error, KeyboardInterrupt):
-            return True
+            return error
         seen.add(id(error))
         error = error.__context__
-    return False
+    return None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -29,6 +29,7 @@ from ..demo import (
 from ..device import resolve_device
 from ..images import ImageReadError
 from ..index import KINDS
+from .entry import interrupt_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,8 +112,8 @@ def main(argv=None) -> int:
     print(f"serving on {url} (Ctrl-C stops)")
     try:
         app.block_thread()
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as interrupt:  # Ctrl-C is how a server is stopped: exit 0; SIGTERM 143
+        return 0 if interrupt_exit(interrupt) == 130 else interrupt_exit(interrupt)
     finally:
         app.close()
     return 0

@@ -8,10 +8,26 @@ only); the command modules are imported inside each function."""
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from pathlib import Path
 
 from ..allocator import reexec_with_mimalloc, requested_device
+
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
+
+
+def _terminate(signum, frame) -> None:
+    from ..files import Terminated
+
+    raise Terminated
+
+
+def interrupt_exit(interrupt: KeyboardInterrupt) -> int:
+    """The exit status of a command stopped by Ctrl-C (130) or by SIGTERM (143)."""
+    from ..files import Terminated
+
+    return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
 
 
 def _run(command: str, allocator: bool) -> int:
@@ -21,7 +37,17 @@ def _run(command: str, allocator: bool) -> int:
         except ValueError as error:
             print(f"{Path(sys.argv[0]).stem}: {error}", file=sys.stderr)
             return 2
-    return importlib.import_module(f"reidgraft.cli.{command}").main()
+    # one signal policy for every command: SIGTERM is handled as Ctrl-C, wherever it lands
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return importlib.import_module(f"reidgraft.cli.{command}").main()
+    except KeyboardInterrupt as interrupt:  # (train says more itself: what was saved)
+        how = "terminated" if interrupt_exit(interrupt) == EXIT_TERMINATED else "interrupted"
+        print(
+            f"\n{command}: {how}; temporary files were removed, nothing half-written was kept",
+            file=sys.stderr,
+        )
+        return interrupt_exit(interrupt)
 
 
 def train() -> int:

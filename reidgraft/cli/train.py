@@ -48,6 +48,7 @@ from ..engine.run_dir import check_same_data
 from ..engine.runs import load_data
 from ..images import ImageReadError
 from ..models import IMAGENET
+from .entry import interrupt_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         where = "" if rank is None or message.startswith(f"rank {rank}:") else f"rank {rank}: "
         print(f"train: {where}{message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\ntrain: interrupted; {interrupted(config, rank)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        code = interrupt_exit(interrupt)
+        how = "terminated" if code == 143 else "interrupted"
+        print(f"\ntrain: {how}; {interrupted(config, rank)}", file=sys.stderr)
+        return code
     finally:
         if rank is not None:
             leave_process_group()
