@@ -122,6 +122,10 @@ def check_export_tools(fmt: str) -> None:
         ) from None
 
 
+# the file names each format's readers expect (read_contract and others go by the suffix)
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
+
+
 def export_model(
     run_dir: str | Path,
     output: str | Path,
@@ -138,6 +142,12 @@ def export_model(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     output = Path(output)
+    wanted = SUFFIXES[fmt]
+    if output.suffix not in wanted:
+        raise ValueError(
+            f"--output {output}: a {fmt} file is named *{' or *'.join(wanted)} (reidgraft and other tools "
+            f"read it by its suffix); write {output.with_suffix(wanted[0]).name}"
+        )
     for path in (output, contract_file(output)):
         if path.exists():
             raise ValueError(f"{path} exists; choose another --output (nothing was overwritten)")

@@ -11,6 +11,7 @@ which differs from cosine when feature norms differ.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,10 @@ class FeatureExtractor:
         run.require_reid("FeatureExtractor embeds images with re-ID models")
         if model is None:
             model, self.chosen_because = run.recommended_model()
+            if run.metrics is None and run.folder.metrics.exists():  # said, not silent
+                warnings.warn(
+                    f"FeatureExtractor: {self.chosen_because}; pass model=K to choose", stacklevel=2
+                )
         else:
             self.chosen_because = "asked for"
         run.check_model(model)

@@ -174,3 +174,15 @@ def classification_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("digits-run")
     Trainer(config, load_classification_dataset("digits", "unused"), run_dir, log=lambda line: None).fit()
     return run_dir
+
+
+@pytest.mark.parametrize(
+    "fmt, name, fix",
+    [("onnx", "model", "model.onnx"), ("torchscript", "ts.onnx", "ts.pt"), ("onnx", "m.pt", "m.onnx")],
+)
+def test_an_output_whose_suffix_no_reader_takes_is_refused(tmp_path, fmt, name, fix):
+    from reidgraft.export import export_model
+
+    with pytest.raises(ValueError, match=f"write {fix}"):
+        export_model(tmp_path / "no-run", tmp_path / name, fmt)
+    assert not list(tmp_path.iterdir())

@@ -100,3 +100,17 @@ def test_default_model_is_the_one_the_run_recommends(tiny_run):
     assert chosen.k == 0 and chosen.chosen_because == "model 0"  # the tiny run held no validation
     with pytest.raises(ValueError, match="model 5: the run .* has models 0..1"):
         reidgraft.FeatureExtractor(tiny_run, model=5, device="cpu")
+
+
+def test_a_damaged_metrics_file_is_said_not_silently_passed_over(tiny_run, tmp_path):
+    import shutil
+    import warnings
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").write_text("{not json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        extractor = reidgraft.FeatureExtractor(run, device="cpu")
+    assert extractor.k == 0
+    assert any("metrics.json cannot be read" in str(w.message) for w in caught)

@@ -149,7 +149,13 @@ def checked_value(name: str, value: Any) -> Any:
         default = 0.0
     if value is not None and FIELDS[name].metadata.get("kind") == "bool" and not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false, got {shown(value)}")
-    if value is None or default is None:
+    if value is None:
+        return value
+    if default is None:  # output, weights, devices: text (a single GPU may be written as a number)
+        if name == "devices" and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {shown(value)}")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):

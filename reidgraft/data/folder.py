@@ -40,11 +40,14 @@ class FolderSplitError(ValueError):
     """A `folder` dataset split that cannot be evaluated (query identities absent from the gallery)."""
 
 
+MAX_PERSON_ID = 2**31 - 1  # a larger one cannot be a label (torch's int64 labels of an int32 index)
+
+
 def read_name(name: str) -> tuple[int, int] | None:
     """(person id, 0-based camera) from a Market-1501-style file name, or None when it does not
     read as one."""
     match = _NAME.fullmatch(Path(name).stem)
-    if match is None or int(match.group(1)) < -1 or int(match.group(2)) < 1:
+    if match is None or not -1 <= int(match.group(1)) <= MAX_PERSON_ID or int(match.group(2)) < 1:
         return None
     return int(match.group(1)), int(match.group(2)) - 1
 
@@ -54,8 +57,8 @@ def parse_name(path: Path) -> tuple[int, int]:
     parsed = read_name(path.name)
     if parsed is None:
         raise FolderNameError(
-            f"{path}: the name does not read as PID_cCAM... (person id >= -1, camera >= 1, "
-            f"e.g. {EXAMPLE_NAME}); rename the file or move it out of the dataset folder"
+            f"{path}: the name does not read as PID_cCAM... (person id from -1 to {MAX_PERSON_ID}, "
+            f"camera >= 1, e.g. {EXAMPLE_NAME}); rename the file or move it out of the dataset folder"
         )
     return parsed
 

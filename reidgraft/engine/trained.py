@@ -97,6 +97,8 @@ class TrainedRun:
         """The model the run recommends, and why: the best of K chosen on validation, or model 0
         (the one declared before training) when the run held no validation set. Never a choice
         made on the test set."""
+        if self.metrics is None and self.folder.metrics.exists():
+            return 0, f"model 0: {self.folder.metrics} cannot be read, so its best of K is unknown"
         best = ((self.metrics or {}).get("report") or {}).get("best_of_k") or {}
         if best.get("chosen_on") == "validation" and 0 <= int(best.get("model", -1)) < self.count:
             return int(best["model"]), "the best of K on validation"

@@ -199,3 +199,20 @@ def test_a_long_bad_value_is_cut_in_the_message(tmp_path):
     with pytest.raises(ConfigError, match=r"arch must be a string, got \['x") as error:
         load_yaml(recipe)
     assert len(str(error.value)) < 200 and str(error.value).endswith("...")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("output: [1, 2]\n", "output must be a string"), ("weights: 3\n", "weights must be a string")],
+)
+def test_fields_unset_by_default_are_type_checked(tmp_path, text, message):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_yaml(recipe)
+
+
+def test_devices_may_be_one_number(tmp_path):
+    recipe = tmp_path / "gpu.yaml"
+    recipe.write_text("devices: 1\n")
+    assert load_yaml(recipe)["devices"] == "1"

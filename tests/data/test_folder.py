@@ -123,3 +123,10 @@ def test_a_folder_of_one_cameras_crops_is_refused_before_training(tmp_path, no_n
         ConfigError, match=r"no query has its person in the gallery from another camera \(cameras seen: 1\)"
     ):
         load_data(build_config(dataset="folder", arch="resnet50", root=str(tmp_path)), log=lambda line: None)
+
+
+def test_a_person_id_too_large_for_a_label_is_a_bad_name():
+    from reidgraft.data.folder import read_name
+
+    assert read_name("2147483647_c1s1_000001_00.jpg") == (2147483647, 0)
+    assert read_name("99999999999999999999_c1s1_000001_00.jpg") is None

@@ -130,3 +130,10 @@ def test_leftovers_of_dead_writers_go_and_live_writers_stay(tmp_path):
         path.write_bytes(b"half a file")
     removed = RunDir(tmp_path).remove_leftovers()
     assert sorted(removed) == sorted([dead, huge]) and live.exists()
+
+
+def test_a_new_run_into_a_file_names_the_file(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    with pytest.raises(ConfigError, match=f"--output {target} is a file, not a run folder"):
+        RunDir(target).check_new()
