@@ -36,12 +36,22 @@ def _read_umask() -> int:
 FILE_MODE = 0o666 & ~_read_umask()
 
 
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc), or None when it does not
+    run or this system has no /proc: with the pid, it names one process, even where pids are
+    reused (a container's trainer is pid 1 after every restart)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
 def new_temporary(path: Path) -> Path:
-    """An empty temporary sibling of `path` (`.NAME.<pid>.<random>.tmp`: the writer's process id
-    tells a leftover from a write in progress, `writer_alive`), with a plain file's mode."""
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
-    )
+    """An empty temporary sibling of `path` (`.NAME.<pid>-<start>.<random>.tmp`: the writer's
+    process tells a leftover from a write in progress, `writer_alive`), with a plain file's mode."""
+    writer = f"{os.getpid()}-{process_start(os.getpid()) or 0}"
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{writer}.", suffix=".tmp", dir=path.parent)
     os.fchmod(handle, FILE_MODE)
     os.close(handle)
     return Path(temporary)
@@ -55,9 +65,11 @@ def writer_alive(temporary: Path) -> bool:
     (so the file is a write in progress, not a leftover). Names without a process id, from
     before it was recorded, have no live writer."""
     parts = temporary.name.removesuffix(".tmp").split(".")
-    pid = parts[-2] if len(parts) >= 3 else ""
+    pid, _, start = (parts[-2] if len(parts) >= 3 else "").partition("-")
     if not pid.isdigit() or not 0 < int(pid) <= MAX_PID:
         return False
+    if start not in ("", "0") and Path("/proc").is_dir():  # the same pid, another process: dead
+        return process_start(int(pid)) == start
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -132,7 +144,7 @@ def arrays_digest(arrays: Mapping[str, Any]) -> str:
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
-        digest.update(memoryview(array).cast("B"))
+        digest.update(memoryview(array).cast("B") if array.size else b"")  # (no copy of a large array)
     return digest.hexdigest()
 
 
@@ -199,7 +211,7 @@ def check_own_outputs(folder: Path, names: Sequence[str], what: str, ours: bool 
         if not path.exists():
             continue
         recorded = manifest.get(name)
-        if recorded is None and ours:
+        if (recorded is None and ours) or recorded == CLAIMED:  # (CLAIMED: a write that stopped)
             continue
         if recorded is not None and (
             path.is_dir() if recorded == "folder" else path.is_file() and _file_digest(path) == recorded
@@ -207,6 +219,20 @@ def check_own_outputs(folder: Path, names: Sequence[str], what: str, ours: bool 
             continue
         reason = "was changed since reidgraft wrote it" if recorded else "was not written by reidgraft"
         raise ValueError(f"{what} {folder}: {path} {reason}; choose another {what}, or move it away")
+
+
+CLAIMED = "being written"
+
+
+def claim_outputs(folder: Path, names: Sequence[str]) -> None:
+    """Note in `folder`'s manifest, before writing them, that `names` are reidgraft's to write
+    (after `check_own_outputs`): a write stopped half-way leaves them reidgraft's, not a user's."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    manifest = _manifest(folder)
+    atomic_write_text(
+        Path(folder) / OUTPUTS_MANIFEST,
+        json.dumps({**manifest, **dict.fromkeys(names, CLAIMED)}, indent=1, sort_keys=True) + "\n",
+    )
 
 
 def record_outputs(folder: Path, names: Sequence[str]) -> None:
@@ -218,6 +244,8 @@ def record_outputs(folder: Path, names: Sequence[str]) -> None:
             manifest[name] = "folder"
         elif path.is_file():
             manifest[name] = _file_digest(path)
+        else:
+            manifest.pop(name, None)
     atomic_write_text(Path(folder) / OUTPUTS_MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 

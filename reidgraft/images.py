@@ -37,6 +37,7 @@ def read_rgb(path: str) -> Image.Image:
     retry forever): every image reidgraft reads comes through here. An image of more than
     `max_image_pixels()` pixels is refused from its header, before it is decoded."""
     limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # PIL's own guard (an error at twice it) follows the setting
     try:
         with Image.open(path) as image:
             if image.width * image.height > limit:

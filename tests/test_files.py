@@ -125,3 +125,22 @@ def test_outputs_a_user_made_or_changed_are_never_overwritten(tmp_path):
     (tmp_path / "report.json").write_text("edited by hand")
     with pytest.raises(ValueError, match="report.json was changed since reidgraft wrote it"):
         check_own_outputs(tmp_path, names, "--output", ours=True)
+
+
+def test_an_output_whose_write_stopped_half_way_stays_reidgrafts(tmp_path):
+    from reidgraft.files import check_own_outputs, claim_outputs
+
+    claim_outputs(tmp_path, ["report.json"])
+    (tmp_path / "report.json").write_text('{"half')  # the write stopped here
+    check_own_outputs(tmp_path, ["report.json"], "--output")  # not refused on the rerun
+
+
+def test_a_reused_pid_is_not_the_writer(tmp_path):
+    import os
+
+    from reidgraft.files import new_temporary, process_start, writer_alive
+
+    mine = new_temporary(tmp_path / "x.json")
+    assert writer_alive(mine)
+    if process_start(os.getpid()) is not None:  # (a system with /proc)
+        assert not writer_alive(tmp_path / f".x.json.{os.getpid()}-1.abcdefgh.tmp")  # another start

@@ -29,7 +29,7 @@ from ..demo import (
 from ..device import resolve_device
 from ..images import ImageReadError
 from ..index import KINDS
-from .entry import interrupt_exit
+from .entry import EXIT_TERMINATED, terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,12 +111,12 @@ def main(argv=None) -> int:
         return 2
     print(f"serving on {url} (Ctrl-C stops)")
     try:
-        app.block_thread()
-    except KeyboardInterrupt as interrupt:  # Ctrl-C is how a server is stopped: exit 0; SIGTERM 143
-        return 0 if interrupt_exit(interrupt) == 130 else interrupt_exit(interrupt)
+        app.block_thread()  # (Gradio catches the interrupt itself and returns)
+    except KeyboardInterrupt:
+        pass
     finally:
         app.close()
-    return 0
+    return EXIT_TERMINATED if terminated() else 0  # Ctrl-C is how a server is stopped: 0
 
 
 if __name__ == "__main__":

@@ -17,10 +17,19 @@ from ..allocator import reexec_with_mimalloc, requested_device
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
 
 
+_signalled: list[int] = []  # SIGTERM was received (a handler's exception can be swallowed, as Gradio's)
+
+
 def _terminate(signum, frame) -> None:
     from ..files import Terminated
 
+    _signalled.append(signum)
     raise Terminated
+
+
+def terminated() -> bool:
+    """Whether this process received SIGTERM."""
+    return bool(_signalled)
 
 
 def interrupt_exit(interrupt: KeyboardInterrupt) -> int:

@@ -21,7 +21,7 @@ from ..engine.tasks import REID_METRICS as METRIC_KEYS
 from ..engine.tasks import ReidTask
 from ..engine.trained import TrainedRun
 from ..evaluation import ranked_results_grid
-from ..files import atomic_write_json, check_own_outputs, check_writable, record_outputs
+from ..files import atomic_write_json, check_own_outputs, check_writable, claim_outputs, record_outputs
 from ..images import ImageReadError
 from ..index import KINDS, GalleryIndex
 
@@ -76,6 +76,7 @@ def evaluate_run(args) -> int:
     check_writable(output)  # before the features are extracted, not after
     written = ["evaluation.json", *(["ranked"] if args.visualize else [])]
     check_own_outputs(output, written, "--output", ours=RunDir(output).is_ours())
+    claim_outputs(output, written)
     chosen = list(range(count)) if args.model is None else [args.model]
     config = build_config(
         run.raw_config, dataset=dataset, root=args.root, eval_batch_size=args.batch_size,

@@ -151,7 +151,7 @@ def checked_value(name: str, value: Any) -> Any:
         raise ConfigError(f"{name} must be true or false, got {shown(value)}")
     if value is None:
         return value
-    if default is None:  # output, weights, devices: text (a single GPU may be written as a number)
+    if default is None and "kind" not in FIELDS[name].metadata:  # output, weights, devices: text
         if name == "devices" and isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         if not isinstance(value, str):

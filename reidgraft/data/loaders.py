@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..images import read_rgb
+from ..images import ImageReadError, read_rgb  # noqa: F401 (ImageReadError: also importable from here)
 from .splits import Item
 
 PREFETCH_BATCHES = 4  # batches each worker reads ahead

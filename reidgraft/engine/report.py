@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import atomic_write, atomic_write_json, atomic_write_text, check_own_outputs, record_outputs
+from ..files import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    check_own_outputs,
+    claim_outputs,
+    record_outputs,
+)
 from .comparison import REPORT_FILES, REPORTS, ComparisonResult, holds_runs
 
 LABEL = {"mAP": "mAP", "rank1": "rank-1", "top1": "top-1"}
@@ -52,6 +59,7 @@ def write_report(result: ComparisonResult) -> list[Path]:
     rows, paired, keys, output, source = result.rows, result.paired, result.keys, result.output, result.source
     output.mkdir(parents=True, exist_ok=True)
     check_own_outputs(output, REPORT_FILES, "--output", ours=holds_runs(output))
+    claim_outputs(output, REPORT_FILES)
     label = LABEL
     primary = keys[0]
     seeds = result.seeds or len(rows[0]["runs"])

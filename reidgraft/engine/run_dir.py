@@ -116,13 +116,13 @@ class RunDir:
         """May a new run be written here? Not into a folder that holds a run already, nor into one
         that is not empty and not ours (nothing a user made is written into). Creates nothing: the
         trainer makes the folder (`mark`) once the data has loaded."""
-        if self.given.is_file():  # (read as its folder everywhere else)
-            raise ConfigError(f"--output {self.given} is a file, not a run folder; choose another --output")
         if self.has_checkpoint():
             raise ConfigError(
                 f"{self.path} already holds a run; continue it with --resume {self.path} "
                 "or choose another --output"
             )
+        if self.given.is_file():  # (read as its folder everywhere else)
+            raise ConfigError(f"--output {self.given} is a file, not a run folder; choose another --output")
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path} is a file, not a run folder; choose another --output")
         try:

@@ -212,7 +212,7 @@ def test_fields_unset_by_default_are_type_checked(tmp_path, text, message):
         load_yaml(recipe)
 
 
-def test_devices_may_be_one_number(tmp_path):
+def test_devices_may_be_one_number_and_channels_last_a_bool(tmp_path):
     recipe = tmp_path / "gpu.yaml"
-    recipe.write_text("devices: 1\n")
-    assert load_yaml(recipe)["devices"] == "1"
+    recipe.write_text("devices: 1\nchannels_last: true\n")
+    assert load_yaml(recipe) == {"devices": "1", "channels_last": True}

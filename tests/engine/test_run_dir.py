@@ -137,3 +137,9 @@ def test_a_new_run_into_a_file_names_the_file(tmp_path):
     target.write_text("mine")
     with pytest.raises(ConfigError, match=f"--output {target} is a file, not a run folder"):
         RunDir(target).check_new()
+
+
+def test_a_new_run_at_a_checkpoint_path_says_it_holds_a_run(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        RunDir(tmp_path / "checkpoint.pt").check_new()
