@@ -15,6 +15,7 @@ continues) and merges a distributed run's ranks into one run of K models.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Callable
@@ -32,6 +33,7 @@ PREVIOUS_CHECKPOINT_NAME = "checkpoint-previous.pt"
 METRICS_NAME = "metrics.json"
 CONFIG_NAME = "config.yaml"
 MARKER_NAME = ".reidgraft-run"
+LOCK_NAME = ".reidgraft-run.lock"  # held (flock) by the process training the run; holds its pid
 
 # The version of what training produces from a config: bump it when a change to the code alters
 # the weights a recipe trains to (not for speed-ups that keep them), so that runs and kept scores
@@ -116,6 +118,7 @@ class RunDir:
         """May a new run be written here? Not into a folder that holds a run already, nor into one
         that is not empty and not ours (nothing a user made is written into). Creates nothing: the
         trainer makes the folder (`mark`) once the data has loaded."""
+        self.check_unlocked()  # its first epoch may still be running
         if self.has_checkpoint():
             raise ConfigError(
                 f"{self.path} already holds a run; continue it with --resume {self.path} "
@@ -134,6 +137,46 @@ class RunDir:
                 f"{self.path} is not empty and is not a reidgraft run; choose another --output "
                 "(reidgraft writes only into folders it made)"
             )
+
+    # ------------------------------------------------------------------ the lock
+
+    def check_unlocked(self) -> None:
+        """ConfigError (one line) when another process is training this run now."""
+        path = self.path / LOCK_NAME
+        try:
+            with open(path) as probe:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = probe.read().strip() or "another process"
+                    raise ConfigError(
+                        f"{self.path} is being trained by process {holder} now; wait for it to end, "
+                        "or choose another --output"
+                    ) from None
+        except FileNotFoundError:
+            return
+
+    def lock(self) -> None:
+        """Hold the run's advisory lock while training (released by `unlock` or at exit)."""
+        self.check_unlocked()
+        self._lock = open(self.path / LOCK_NAME, "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # taken between the check and here
+            self._lock.close()
+            self.check_unlocked()
+            raise
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+
+    def unlock(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+            lock.close()
+            self._lock = None
 
     def mark(self, clean: bool = True) -> None:
         """Create the folder (if needed) with the marker that says reidgraft made it, and, with
@@ -215,6 +258,7 @@ class RunDir:
         self, rank: int | None = None, agree_on_epoch: Callable[[int], int] | None = None
     ) -> dict[str, Any]:
         """The checkpoint a resume starts from: the run's, or this rank's of the common epoch."""
+        self.check_unlocked()
         if rank is None:
             payload = self.load()
             if payload.get("ranks"):

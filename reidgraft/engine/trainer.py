@@ -331,6 +331,8 @@ class Trainer:
         config = self.config
         self.run.mark(clean=self.group.leader)  # once, before any rank writes a checkpoint
         if self.group.leader:
+            self.run.lock()  # a second train into this folder is refused, naming this process
+        if self.group.leader:
             self.run.write_config(config)
         try:
             while self.epoch < config.epochs:
@@ -386,6 +388,7 @@ class Trainer:
                     self.run.write_metrics(self.metrics_file())
         finally:
             self.epoch_log.close()
+            self.run.unlock()
         if self.final is None:  # resumed a run that had already reached its epochs
             self.final = self.evaluate()
             if self.ema is not None:

@@ -143,3 +143,27 @@ def test_a_new_run_at_a_checkpoint_path_says_it_holds_a_run(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"x")
     with pytest.raises(ConfigError, match="already holds a run"):
         RunDir(tmp_path / "checkpoint.pt").check_new()
+
+
+def test_a_run_being_trained_is_refused_naming_its_process(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from reidgraft.engine.run_dir import RunDir; r = RunDir({str(tmp_path)!r}); "
+         "r.mark(); r.lock(); print('locked', flush=True); import time; time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for refused in (RunDir(tmp_path).check_new, RunDir(tmp_path).resume_payload, RunDir(tmp_path).lock):
+            with pytest.raises(ConfigError, match=f"is being trained by process {holder.pid} now"):
+                refused()
+    finally:
+        holder.kill()
+        holder.wait()
+    RunDir(tmp_path).check_new()  # the holder is gone: its lock went with it
+    run = RunDir(tmp_path)
+    run.lock()
+    run.unlock()
+    assert not (tmp_path / ".reidgraft-run.lock").exists()
