@@ -76,7 +76,6 @@ def evaluate_run(args) -> int:
     check_writable(output)  # before the features are extracted, not after
     written = ["evaluation.json", *(["ranked"] if args.visualize else [])]
     check_own_outputs(output, written, "--output", ours=RunDir(output).is_ours())
-    claim_outputs(output, written)
     chosen = list(range(count)) if args.model is None else [args.model]
     config = build_config(
         run.raw_config, dataset=dataset, root=args.root, eval_batch_size=args.batch_size,
@@ -94,6 +93,7 @@ def evaluate_run(args) -> int:
     query_features, gallery_features = task.features([every_model[k] for k in chosen])
     rows = task.score(query_features, gallery_features, model_ids=chosen, rerank=args.rerank)
 
+    claim_outputs(output, written)  # (now: a stopped write below leaves them reidgraft's)
     if args.visualize:
         draw_ranked(
             splits,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,32 +145,49 @@ class RunDir:
         """ConfigError (one line) when another process is training this run now."""
         path = self.path / LOCK_NAME
         try:
-            with open(path) as probe:
-                try:
-                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    holder = probe.read().strip() or "another process"
-                    raise ConfigError(
-                        f"{self.path} is being trained by process {holder} now; wait for it to end, "
-                        "or choose another --output"
-                    ) from None
-        except FileNotFoundError:
+            probe = open(path)
+        except OSError:  # no lock file, or no folder: nothing trains here (later checks say why)
             return
+        with probe:
+            try:  # a shared lock: probing never keeps a trainer from taking its exclusive one
+                fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._refuse(probe.read().strip())
+
+    def _refuse(self, holder: str) -> None:
+        raise ConfigError(
+            f"{self.path} is being trained by process {holder or 'another process'} now; wait for it "
+            "to end, or choose another --output"
+        )
 
     def lock(self) -> None:
         """Hold the run's advisory lock while training (released by `unlock` or at exit)."""
-        self.check_unlocked()
-        self._lock = open(self.path / LOCK_NAME, "a+")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # taken between the check and here
-            self._lock.close()
-            self.check_unlocked()
-            raise
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(str(os.getpid()))
-        self._lock.flush()
+        path = self.path / LOCK_NAME
+        for _ in range(20):  # (a prober's shared lock lasts a moment)
+            handle = open(path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:  # a shared lock is free unless a trainer holds the exclusive one
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.seek(0)
+                    holder = handle.read().strip()
+                    handle.close()
+                    self._refuse(holder)
+                handle.close()  # only probers: try again
+                time.sleep(0.05)
+                continue
+            if path.exists() and os.fstat(handle.fileno()).st_ino == path.stat().st_ino:
+                break  # (not a file another process's unlock has just removed)
+            handle.close()
+        else:
+            self._refuse("")
+        self._lock = handle
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
 
     def unlock(self) -> None:
         lock = getattr(self, "_lock", None)

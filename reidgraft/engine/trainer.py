@@ -332,9 +332,9 @@ class Trainer:
         self.run.mark(clean=self.group.leader)  # once, before any rank writes a checkpoint
         if self.group.leader:
             self.run.lock()  # a second train into this folder is refused, naming this process
-        if self.group.leader:
-            self.run.write_config(config)
         try:
+            if self.group.leader:
+                self.run.write_config(config)
             while self.epoch < config.epochs:
                 if (
                     self.exchange_pending
@@ -387,8 +387,10 @@ class Trainer:
                 if self.group.leader:
                     self.run.write_metrics(self.metrics_file())
         finally:
-            self.epoch_log.close()
-            self.run.unlock()
+            try:
+                self.epoch_log.close()
+            finally:
+                self.run.unlock()
         if self.final is None:  # resumed a run that had already reached its epochs
             self.final = self.evaluate()
             if self.ema is not None:

@@ -13,6 +13,16 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
+def handles_sigterm(pid: int) -> bool:
+    """Whether process `pid` has a handler for SIGTERM (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
 def stopped(command: list[str], sig: int, *, after: float = 0.0, when: str | None = None, cwd=None):
     """Run `command`, send `sig` `after` seconds in (or once `when` appears in its stdout)."""
     process = subprocess.Popen(
@@ -22,7 +32,10 @@ def stopped(command: list[str], sig: int, *, after: float = 0.0, when: str | Non
         for line in process.stdout:
             if when in line:
                 break
-    else:
+    else:  # once the command's own SIGTERM handler is installed (it then imports its module)
+        deadline = time.monotonic() + 60
+        while not handles_sigterm(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(after)
     process.send_signal(sig)
     out, err = process.communicate(timeout=300)
@@ -72,7 +85,7 @@ def test_sigterm_in_train_saves_the_last_epoch_and_exits_143(recipe, tmp_path):
 )
 def test_evaluate_and_export_stop_with_one_line(tiny_run, tmp_path, sig, code, word):
     evaluate = [str(REPO / "tools" / "evaluate.py"), str(tiny_run), "--output", str(tmp_path / "eval")]
-    got, err = stopped(evaluate, sig, after=4.0)
+    got, err = stopped(evaluate, sig, after=0.2)
     assert got == code and (tmp_path / "eval" / "evaluation.json").exists() is False
     assert_one_line(err, "evaluate", word)
     export = [
@@ -83,7 +96,7 @@ def test_evaluate_and_export_stop_with_one_line(tiny_run, tmp_path, sig, code, w
         "--output",
         str(tmp_path / "out" / "m.onnx"),
     ]
-    got, err = stopped(export, sig, after=5.0)
+    got, err = stopped(export, sig, after=0.2)
     assert got == code
     assert_one_line(err, "export", word)
     assert not list((tmp_path / "out").glob("*.tmp")) if (tmp_path / "out").exists() else True

@@ -167,3 +167,10 @@ def test_a_run_being_trained_is_refused_naming_its_process(tmp_path):
     run.lock()
     run.unlock()
     assert not (tmp_path / ".reidgraft-run.lock").exists()
+
+
+def test_a_run_folder_below_a_file_is_left_to_the_writability_check(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    RunDir(tmp_path / "a-file" / "run").check_unlocked()  # no OSError: check_new says why
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        RunDir(tmp_path / "a-file" / "run").check_new()

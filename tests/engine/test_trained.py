@@ -57,7 +57,8 @@ def test_the_recommended_model_is_chosen_on_validation_never_on_the_test_set(tin
         (copy / "metrics.json").write_text(json.dumps(metrics))
         assert TrainedRun(copy).recommended_model() == expected
     (copy / "metrics.json").write_text("{damaged")
-    assert TrainedRun(copy).recommended_model() == (0, "model 0")
+    k, why = TrainedRun(copy).recommended_model()
+    assert k == 0 and why.startswith("model 0: ") and "metrics.json cannot be read" in why
 
 
 def test_bad_requests_are_one_line(tiny_run, tmp_path):
