@@ -10,6 +10,7 @@ its name only when it matches PyTorch, and an existing file is never replaced.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from .extractor import FeatureExtractor
-from .files import atomic_write_json, new_temporary
+from .files import DiskFull, atomic_write_json, new_temporary, no_space_inside
 
 FORMATS = ("onnx", "torchscript")
 FP32_TOLERANCE = 1e-4  # the largest absolute difference from PyTorch an fp32 export may show
@@ -169,7 +170,12 @@ def export_model(
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = new_temporary(output)
     try:
-        write(embedder, trace_input, temporary, contract, dynamic_batch)
+        try:
+            write(embedder, trace_input, temporary, contract, dynamic_batch)
+        except BaseException as error:
+            if no_space_inside(error):  # (ONNX's writer raises the OSError itself)
+                raise DiskFull(output) from None
+            raise
         run = runner(temporary)
         difference, cosine = 0.0, 1.0
         for size in batches:
@@ -237,7 +243,14 @@ def _write_torchscript(
 ) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(model, (sample,), check_trace=False)
-    torch.jit.save(traced, str(path), _extra_files={METADATA_NAME: json.dumps(contract)})
+    # Saved into memory first, then written by Python: torch.jit.save's own file writer calls
+    # std::terminate when the disk fills up, killing the process with the temporary file left.
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files={METADATA_NAME: json.dumps(contract)})
+    with open(path, "wb") as file:
+        file.write(buffer.getbuffer())
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def _torchscript_runner(path: Path):

@@ -4,6 +4,7 @@ the one fingerprint scheme behind every key."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -96,7 +97,40 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
         interrupt = interrupt_inside(error, handling)
         if interrupt is not None:
             raise type(interrupt)() from None
+        if no_space_inside(error, handling):
+            raise DiskFull(path) from None
         raise
+
+
+class DiskFull(OSError):
+    """A write that found its device full (ENOSPC, or a quota: EDQUOT), named by the file it was
+    writing: what a user must free or move. The half-written file is already removed."""
+
+    def __init__(self, path: Path | str):
+        super().__init__(
+            errno.ENOSPC,
+            f"no space left on the device holding {path}; nothing half-written was kept: "
+            "free space there (or choose another folder) and run again",
+            str(path),
+        )
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def no_space_inside(error: BaseException, handling: BaseException | None = None) -> bool:
+    """Whether `error` is, or was raised while handling, a write's full-disk error. Writers in C++
+    (torch.save's zip writer) report it as their own RuntimeError ("unexpected pos ...") with the
+    OSError only in its context; an exception already being handled (`handling`) is not it."""
+    seen = set()
+    while error is not None and error is not handling and id(error) not in seen:
+        if isinstance(error, DiskFull) or (
+            isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+        ):
+            return True
+        seen.add(id(error))
+        error = error.__context__
+    return False
 
 
 class Terminated(KeyboardInterrupt):

@@ -186,3 +186,19 @@ def test_an_output_whose_suffix_no_reader_takes_is_refused(tmp_path, fmt, name, 
     with pytest.raises(ValueError, match=f"write {fix}"):
         export_model(tmp_path / "no-run", tmp_path / name, fmt)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_run, small_disk, fmt):
+    # torch.jit.save's own writer calls std::terminate on a full disk (exit 134, .tmp kept)
+    disk = small_disk(2)
+    output = disk / ("model.pt" if fmt == "torchscript" else "model.onnx")
+    result = export_cli(str(tiny_run), "--format", fmt, "--output", str(output), cwd=disk.parent)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == (
+        f"reidgraft-export: no space left on the device holding {output}; nothing half-written was "
+        "kept: free space there (or choose another folder) and run again"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(disk.iterdir())

@@ -1,7 +1,9 @@
+import errno
+
 import pytest
 import torch
 
-from reidgraft.files import atomic_write
+from reidgraft.files import DiskFull, atomic_write
 
 
 class InterruptedFile:
@@ -29,6 +31,36 @@ def test_ctrl_c_inside_torch_save_stays_a_ctrl_c_and_keeps_the_old_file(tmp_path
         atomic_write(path, lambda file: torch.save(payload, InterruptedFile(file, at=3)))
     assert torch.load(path, weights_only=True) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+class FullFile(InterruptedFile):
+    """A file on a disk that fills up at its n-th write."""
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes >= self.at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.file.write(data)
+
+
+def test_a_full_disk_inside_torch_save_names_the_file_and_keeps_the_old_one(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"epoch": 1}, path)
+    payload = {"weights": torch.zeros(100_000)}
+    # torch's zip writer reports the OSError as its own "RuntimeError: ... unexpected pos"
+    with pytest.raises(DiskFull, match=f"^no space left on the device holding {path};"):
+        atomic_write(path, lambda file: torch.save(payload, FullFile(file, at=3)))
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_real_full_disk_is_named(small_disk):
+    disk = small_disk(1)
+    path = disk / "checkpoint.pt"
+    with pytest.raises(DiskFull, match=f"holding {path};") as raised:
+        atomic_write(path, lambda file: torch.save({"weights": torch.zeros(1_000_000)}, file))
+    assert raised.value.errno == errno.ENOSPC and isinstance(raised.value, OSError)
+    assert not list(disk.iterdir())  # the half-written file is gone: the disk is free again
 
 
 def test_other_write_errors_are_not_taken_for_ctrl_c(tmp_path):

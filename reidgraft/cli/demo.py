@@ -27,6 +27,7 @@ from ..demo import (
     resolve_gallery,
 )
 from ..device import resolve_device
+from ..files import DiskFull
 from ..images import ImageReadError
 from ..index import KINDS
 from .entry import EXIT_TERMINATED, terminated
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
         url = launch(app, args.host, args.port)
     except (DemoError, DataMissingError, ImageReadError, ValueError, OSError) as error:
         print(f"app: {error}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(error, DiskFull) else 2  # (a full disk is a fault, not bad input)
     print(f"serving on {url} (Ctrl-C stops)")
     try:
         app.block_thread()  # (Gradio catches the interrupt itself and returns)

@@ -48,8 +48,13 @@ def _run(command: str, allocator: bool) -> int:
             return 2
     # one signal policy for every command: SIGTERM is handled as Ctrl-C, wherever it lands
     signal.signal(signal.SIGTERM, _terminate)
+    from ..files import DiskFull
+
     try:
         return importlib.import_module(f"reidgraft.cli.{command}").main()
+    except DiskFull as full:  # a fault of the machine, not of the input: exit 1, one line
+        print(f"reidgraft-{command}: {full}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as interrupt:  # (train says more itself: what was saved)
         how = "terminated" if interrupt_exit(interrupt) == EXIT_TERMINATED else "interrupted"
         print(

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..export import FORMATS, export_model
-from ..files import check_writable
+from ..files import DiskFull, check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError, ImportError, RuntimeError) as error:  # torch's export errors included
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"reidgraft-export: {message}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(error, DiskFull) else 2  # (a full disk is a fault, not bad input)
     batches = ", ".join(str(size) for size in report.checked_batches)
     parity = (
         f"parity with PyTorch on sample images (batches of {batches}): max abs difference "

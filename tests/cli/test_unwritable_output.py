@@ -36,3 +36,23 @@ def test_every_command_refuses_it_before_working(tiny_run, tmp_path, capsys):
         assert len(lines) == 1 and "cannot be written" in lines[0], (argv, lines)
         assert "features" not in lines[0]
     assert not (tmp_path / "data").exists()  # train stopped before generating any data
+
+
+def test_a_disk_that_fills_up_during_training_is_one_line_naming_the_checkpoint(tmp_path, small_disk):
+    import subprocess
+    import sys
+
+    disk = small_disk(4)  # room for the config, not for a checkpoint of two MobileNets
+    result = subprocess.run(
+        [sys.executable, "-m", "reidgraft.cli.train", "--dataset", "synthetic", "--root", str(tmp_path / "data"),
+         "--models", "2", "--epochs", "1", "--batch-size", "8", "--height", "32", "--width", "16",
+         "--val-ids", "0", "--device", "cpu", "--output", str(disk / "run")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"reidgraft-train: no space left on the device holding {disk / 'run' / 'checkpoint.pt'}; "
+        "nothing half-written was kept: free space there (or choose another folder) and run again"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not [path for path in (disk / "run").rglob("*.tmp")]
