@@ -22,6 +22,51 @@ class ImageReadError(OSError):
         super().__init__(message)
 
 
+class ImageFolderError(ImageReadError):
+    """A folder of images that cannot be listed whole (an unreadable subfolder, a broken link):
+    refused rather than read without some of its images."""
+
+
+# The image files a folder of crops may hold (the `folder` dataset and the demo's galleries).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def image_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[str]:
+    """Every image file under `folder`, in subfolders too, sorted by path. Linked subfolders are
+    followed (Path.rglob does not, in Python 3.11); a folder reached twice (two links, or a link
+    back up the tree) is read once. An unreadable subfolder or a broken link is ImageFolderError
+    naming it: images are never left out silently."""
+    top = os.fspath(folder)
+    seen: set[tuple[int, int]] = set()
+    found = []
+
+    def refuse(error: OSError) -> None:
+        raise ImageFolderError(
+            f"cannot read folder {error.filename} ({error.strerror or error}) under {top}; make it "
+            "readable, or move it out of the folder"
+        )
+
+    for here, subfolders, files in os.walk(top, onerror=refuse, followlinks=True):
+        status = os.stat(here)
+        if (status.st_dev, status.st_ino) in seen:
+            subfolders.clear()  # already read through another path
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        subfolders.sort()
+        for name in files:
+            if not name.lower().endswith(suffixes):
+                continue
+            path = os.path.join(here, name)
+            if not os.path.exists(path):  # (a link to nothing)
+                raise ImageFolderError(
+                    f"{path} is a link to a missing file ({os.readlink(path)}); restore its target or "
+                    "remove the link"
+                )
+            if os.path.isfile(path):
+                found.append(path)
+    return sorted(found)
+
+
 # The most pixels an image may have (REIDGRAFT_MAX_IMAGE_PIXELS; default PIL's own guard): a
 # person crop is far smaller, and a small file can claim a huge canvas (a decompression bomb).
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485

@@ -2,11 +2,16 @@
 naming the file wherever images are read: training loaders (with and without workers), the
 extractor, and the demo's gallery thumbnails."""
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
 from reidgraft.data.loaders import build_test_loader
-from reidgraft.images import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, read_rgb
+from reidgraft.images import DEFAULT_MAX_IMAGE_PIXELS, ImageFolderError, ImageReadError, image_files, read_rgb
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +57,77 @@ def test_the_extractor_names_a_bomb(bomb, tiny_run):
     extractor = FeatureExtractor(tiny_run, device="cpu")
     with pytest.raises(ImageReadError, match=f"cannot read image {bomb}"):
         extractor([str(bomb)])
+
+
+def _crop(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 16), (90, 30, 60)).save(path)
+
+
+def test_linked_subfolders_are_read_once_and_loops_end(tmp_path):
+    elsewhere, folder = tmp_path / "elsewhere", tmp_path / "split"
+    _crop(elsewhere / "0003_c1s1_000001_00.jpg")
+    _crop(folder / "own" / "0002_c1s1_000001_00.jpg")
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)  # rglob skips this in 3.11
+    (folder / "own" / "again").symlink_to(elsewhere, target_is_directory=True)  # the same folder twice
+    (folder / "own" / "up").symlink_to(folder, target_is_directory=True)  # a loop
+    (folder / "notes.txt").write_text("not an image")
+    found = [os.path.relpath(path, folder) for path in image_files(folder)]
+    assert found in (
+        ["linked/0003_c1s1_000001_00.jpg", "own/0002_c1s1_000001_00.jpg"],
+        ["own/0002_c1s1_000001_00.jpg", "own/again/0003_c1s1_000001_00.jpg"],
+    )
+
+
+def test_a_broken_link_is_named(tmp_path):
+    _crop(tmp_path / "0002_c1s1_000001_00.jpg")
+    (tmp_path / "0004_c2s1_000001_00.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(ImageFolderError, match=r"0004_c2s1_000001_00.jpg is a link to a missing file .*gone.jpg"):
+        image_files(tmp_path)
+
+
+def _listed_without_root(folder):
+    """image_files(folder) as an unprivileged user (as root every folder is readable): its
+    result, or the error's message."""
+    if os.geteuid() != 0:
+        try:
+            return image_files(folder)
+        except ImageFolderError as error:
+            return str(error)
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # (only the standard library runs here)
+        try:
+            os.setegid(65534)
+            os.seteuid(65534)
+            try:
+                answer = repr(image_files(folder))
+            except ImageFolderError as error:
+                answer = str(error)
+            os.write(writing, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading) as pipe:
+        answer = pipe.read()
+    os.waitpid(child, 0)
+    return answer
+
+
+def test_an_unreadable_subfolder_is_named_not_skipped():
+    top = Path(tempfile.mkdtemp())  # (not under pytest's tmp_path: that is private to root)
+    try:
+        os.chmod(top, 0o755)
+        _crop(top / "a" / "0002_c1s1_000001_00.jpg")
+        _crop(top / "hidden" / "0003_c1s1_000001_00.jpg")
+        for folder in (top / "a", top / "hidden"):
+            os.chmod(folder, 0o755)
+        os.chmod(top / "hidden", 0o000)
+        answer = _listed_without_root(top)
+        assert answer == (
+            f"cannot read folder {top / 'hidden'} (Permission denied) under {top}; make it readable, "
+            "or move it out of the folder"
+        )
+    finally:
+        os.chmod(top / "hidden", 0o755)
+        shutil.rmtree(top)

@@ -21,11 +21,10 @@ import re
 import warnings
 from pathlib import Path
 
+from ..images import IMAGE_SUFFIXES, image_files
 from .splits import SUBSETS, DataMissingError, Item, ReidSplits, make_splits
 
 TORCHREID_NAME = "reidgraft_folder"  # the name under which torchreid knows the class
-# The image files a folder of crops may hold (the demo's galleries read the same).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 EXAMPLE_NAME = "0002_c1s1_000451_03.jpg"
 
 # PID_cCAM, then nothing or a Market-style tail (s1_000451_03, _anything), on the file's stem only.
@@ -65,9 +64,7 @@ def parse_name(path: Path) -> tuple[int, int]:
 
 def _read_split(folder: Path) -> list[Item]:
     """The split's images (junk, pid -1, dropped), sorted by path; DataMissingError when none."""
-    images = sorted(
-        path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    )
+    images = sorted(Path(path) for path in image_files(folder))  # (linked subfolders included)
     items = [(str(path), *parse_name(path)) for path in images]  # every name checked, junk included
     kept = [item for item in items if item[1] != -1]
     if not kept:

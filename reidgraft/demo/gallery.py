@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..data import REID, dataset_names, load_reid_dataset, load_run_splits
 from ..data.folder import IMAGE_SUFFIXES, read_name
+from ..images import image_files
 from ..engine.run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -53,9 +54,7 @@ def folder_gallery(folder: str | Path) -> Gallery:
     root = Path(folder)
     if not root.is_dir():
         raise DemoError(f"gallery folder {root} does not exist")
-    paths = sorted(
-        str(path) for path in root.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    )
+    paths = image_files(root)  # (linked subfolders included; an unreadable one is an error)
     if not paths:
         raise DemoError(f"gallery folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     labels = [parse_market_name(path) for path in paths]

@@ -130,3 +130,15 @@ def test_a_person_id_too_large_for_a_label_is_a_bad_name():
 
     assert read_name("2147483647_c1s1_000001_00.jpg") == (2147483647, 0)
     assert read_name("99999999999999999999_c1s1_000001_00.jpg") is None
+
+
+def test_a_linked_subfolder_of_crops_is_read(tmp_path, no_network):
+    root = tmp_path / "mine"
+    _market_named(root)
+    _images(tmp_path / "more", ["0010_c3s1_000009_00.jpg"])
+    (root / "bounding_box_test" / "more").symlink_to(tmp_path / "more", target_is_directory=True)
+    splits = load_reid_dataset("folder", root)
+    assert str(root / "bounding_box_test" / "more" / "0010_c3s1_000009_00.jpg") in {
+        path for path, _, _ in splits.gallery
+    }
+    assert len(splits.gallery) == 4

@@ -42,9 +42,15 @@ def test_folder_gallery_finds_images_recursively_and_skips_other_files(tmp_path)
     Image.new("RGB", (8, 16)).save(tmp_path / "0007_c2s1_000001_00.jpg")
     Image.new("RGB", (8, 16)).save(tmp_path / "sub" / "someone.png")
     (tmp_path / "notes.txt").write_text("not an image")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    Image.new("RGB", (8, 16)).save(elsewhere / "0009_c1s1_000001_00.jpg")
+    (tmp_path / "linked").symlink_to(elsewhere, target_is_directory=True)  # followed
     gallery = folder_gallery(tmp_path)
-    assert [gallery.name_of(i) for i in range(len(gallery))] == ["0007_c2s1_000001_00.jpg", "sub/someone.png"]
-    assert gallery.pids == [7, None] and gallery.camids == [1, None]
+    assert [gallery.name_of(i) for i in range(len(gallery))] == [
+        "0007_c2s1_000001_00.jpg", "linked/0009_c1s1_000001_00.jpg", "sub/someone.png"
+    ]  # fmt: skip
+    assert gallery.pids == [7, 9, None] and gallery.camids == [1, 0, None]
 
 
 def test_bad_galleries_are_named(tmp_path, run_config):
