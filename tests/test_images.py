@@ -82,7 +82,9 @@ def test_linked_subfolders_are_read_once_and_loops_end(tmp_path):
 def test_a_broken_link_is_named(tmp_path):
     _crop(tmp_path / "0002_c1s1_000001_00.jpg")
     (tmp_path / "0004_c2s1_000001_00.jpg").symlink_to(tmp_path / "gone.jpg")
-    with pytest.raises(ImageFolderError, match=r"0004_c2s1_000001_00.jpg is a link to a missing file .*gone.jpg"):
+    with pytest.raises(
+        ImageFolderError, match=r"0004_c2s1_000001_00.jpg is a link to a missing file .*gone.jpg"
+    ):
         image_files(tmp_path)
 
 

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,8 +163,20 @@ def msmt17_dir(root: Path) -> Path:
 
 
 def _check_msmt17_list(list_path: Path, image_dir: Path) -> None:
-    """Every line as torchreid's MSMT17 reads it ('PATH PID', camera in PATH), and its image there."""
-    lines = list_path.read_text().splitlines()
+    """Every line as torchreid's MSMT17 reads it ('PATH PID', camera in PATH), and its image there;
+    the train, query and gallery lists not empty (torchreid fails on them with an IndexError)."""
+    try:
+        lines = list_path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{list_path}: byte {error.object[error.start]:#04x} at offset {error.start} is not text "
+            "(UTF-8); the list must be 'PATH PID' lines: unzip MSMT17 again"
+        ) from None
+    if not lines and list_path.name != "list_val.txt":  # (the val list is not used)
+        raise DataMissingError(
+            f"{list_path} is empty; it must list 'PATH PID' lines: the MSMT17 folder is incomplete, "
+            "unzip it again"
+        )
     for number, line in enumerate(lines, start=1):
         parts = line.split(" ")
         try:
@@ -203,19 +214,19 @@ def load_cuhk03(
     protocol unless `cuhk03_classic_split` (then the first of the 20 classic splits, whose query and
     gallery are the same test images). Its first use converts the .mat files into images and json
     splits under `<root>/cuhk03`, as torchreid does."""
+    from .cuhk03 import convert_once, split_file
+
     base = cuhk03_dir(root)  # fail before torchreid can create a folder or download
+    convert_once(base)  # (the first use only; checked, staged, all outputs or none)
     options = {"split_id": 0, "cuhk03_labeled": cuhk03_labeled, "cuhk03_classic_split": cuhk03_classic_split}
-    made = [base / name for name in ("images_detected", "images_labeled") if not (base / name).exists()]
     try:
         train, query, gallery = _parse_with_torchreid("cuhk03.CUHK03", root, **options)
-    except (OSError, KeyError, ValueError, IndexError) as error:
-        for folder in made:  # a half-done conversion would be taken as done next time
-            shutil.rmtree(folder, ignore_errors=True)
-        mat = base / "cuhk03_release" / "cuhk-03.mat"
+    except (OSError, KeyError, ValueError, IndexError, AssertionError, TypeError) as error:
+        split = split_file(base, cuhk03_labeled, cuhk03_classic_split)
         reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
         raise DataMissingError(
-            f"could not convert {mat} ({reason}); it must be the complete cuhk-03.mat of the CUHK03 "
-            "release: unpack it again"
+            f"could not read {split} ({reason}); it is damaged: remove images_detected/, "
+            f"images_labeled/ and splits_*.json under {base} to convert cuhk-03.mat again"
         ) from None
 
     # torchreid's json splits hold the absolute paths of their first use; read them where the

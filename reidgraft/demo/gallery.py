@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from ..data import REID, dataset_names, load_reid_dataset, load_run_splits
 from ..data.folder import IMAGE_SUFFIXES, read_name
-from ..images import image_files
 from ..engine.run_dir import RunDir
+from ..images import image_files
 
 if TYPE_CHECKING:
     from .model import RunModel

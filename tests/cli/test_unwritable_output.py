@@ -44,8 +44,9 @@ def test_a_disk_that_fills_up_during_training_is_one_line_naming_the_checkpoint(
 
     disk = small_disk(4)  # room for the config, not for a checkpoint of two MobileNets
     result = subprocess.run(
-        [sys.executable, "-m", "reidgraft.cli.train", "--dataset", "synthetic", "--root", str(tmp_path / "data"),
-         "--models", "2", "--epochs", "1", "--batch-size", "8", "--height", "32", "--width", "16",
+        [sys.executable, "-m", "reidgraft.cli.train", "--dataset", "synthetic",
+         "--root", str(tmp_path / "data"), "--models", "2", "--epochs", "1",
+         "--batch-size", "8", "--height", "32", "--width", "16",
          "--val-ids", "0", "--device", "cpu", "--output", str(disk / "run")],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

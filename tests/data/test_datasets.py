@@ -131,6 +131,27 @@ def test_msmt17_lists_are_checked_line_by_line(tmp_path, no_network):
         load_reid_dataset("msmt17", tmp_path)
 
 
+@pytest.mark.parametrize("which", ["train", "query", "gallery"])
+def test_an_empty_msmt17_list_is_named(tmp_path, no_network, which):
+    folder = _msmt17(tmp_path, MSMT17_LISTS)
+    (folder / f"list_{which}.txt").write_text("")  # torchreid: IndexError
+    with pytest.raises(DataMissingError, match=re.escape(f"{folder / f'list_{which}.txt'} is empty;")):
+        load_reid_dataset("msmt17", tmp_path)
+
+
+def test_an_empty_val_list_is_fine_and_a_binary_list_is_named(tmp_path, no_network):
+    folder = _msmt17(tmp_path, MSMT17_LISTS)
+    (folder / "list_val.txt").write_text("")  # the val list is left out anyway
+    assert len(load_reid_dataset("msmt17", tmp_path).train) == 3
+    (folder / "list_query.txt").write_bytes("0000/0000_000_01_0303morning_0015_0.jpg 0\n".encode("utf-16"))
+    with pytest.raises(ValueError) as raised:
+        load_reid_dataset("msmt17", tmp_path)
+    assert str(raised.value) == (
+        f"{folder / 'list_query.txt'}: byte 0xff at offset 0 is not text (UTF-8); the list must be "
+        "'PATH PID' lines: unzip MSMT17 again"
+    )
+
+
 def test_missing_cuhk03_fails_fast_without_download_or_folder(tmp_path, no_network):
     with pytest.raises(DataMissingError) as raised:
         load_reid_dataset("cuhk03", tmp_path)
