@@ -283,24 +283,23 @@ def record_outputs(folder: Path, names: Sequence[str]) -> None:
     atomic_write_text(Path(folder) / OUTPUTS_MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
-def check_writable(folder: Path, what: str = "--output") -> None:
+def check_writable(folder: Path, what: str = "--output", fix: str | None = None) -> None:
     """ValueError (one line) unless files can be created in `folder`, or in the folder that would
     hold it when it does not exist yet. Checked before any work, so nothing is computed in vain.
     Probing is the only honest test: as root a read-only mode still lets writes through, while a
-    read-only file system does not."""
+    read-only file system does not. `fix`: what to do instead (default: choose another `what`)."""
     folder = Path(folder)
+    fix = fix or f"choose another {what}"
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ValueError(f"{what} {folder}: {existing} is a file, not a folder; choose another {what}")
+        raise ValueError(f"{what} {folder}: {existing} is a file, not a folder; {fix}")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise ValueError(
-            f"{what} {folder} cannot be written ({error.strerror or error}); choose another {what}"
-        ) from None
+        raise ValueError(f"{what} {folder} cannot be written ({error.strerror or error}); {fix}") from None
 
 
 class Fingerprint:

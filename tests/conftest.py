@@ -34,11 +34,12 @@ def small_disk(tmp_path):
     unmounted after the test; skips where this machine does not let the tests mount one."""
     mounted = []
 
-    def make(megabytes: int) -> Path:
+    def make(megabytes: float) -> Path:
         folder = tmp_path / f"disk{len(mounted)}"
         folder.mkdir()
         done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)], capture_output=True
+            ["mount", "-t", "tmpfs", "-o", f"size={int(megabytes * 1024)}k", "tmpfs", str(folder)],
+            capture_output=True,
         )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")

@@ -1,10 +1,11 @@
 """The gallery-search demo: query a gallery with a trained (grafted) model in the browser.
 
     reidgraft-demo [--checkpoint RUN_DIR] [--model k] [--gallery DATASET_OR_FOLDER]
-                  [--compare RUN_DIR] [--host 127.0.0.1] [--port 7860]
+                  [--compare RUN_DIR] [--cache-dir DIR] [--host 127.0.0.1] [--port 7860]
 
 With no arguments it serves the newest run under runs/ and that run's dataset gallery. The
-gallery's features are extracted once and cached next to the run's checkpoint.
+gallery's features are extracted once and cached next to the run's checkpoint (or in
+--cache-dir). SIGTERM or Ctrl-C stops it, removing every upload it stored.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from ..files import DiskFull
 from ..images import ImageReadError
 from ..index import KINDS
 from .entry import EXIT_TERMINATED, terminated
+
+MAX_UPLOAD_MB = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=0, help="image-reading processes for indexing (default: 0)"
     )
     parser.add_argument(
+        "--cache-dir", metavar="DIR",
+        help="where the gallery's features and index are cached (default: RUN_DIR/gallery_cache; a "
+        "folder of your own serves a read-only run folder, and many runs)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=MAX_UPLOAD_MB,
+        help=f"the largest query upload accepted, in MB (default: {MAX_UPLOAD_MB:g}; a person crop is "
+        "far smaller)",
+    )  # fmt: skip
+    parser.add_argument(
         "--index", default="auto", choices=KINDS,
         help="gallery search: flat (exact), ivf or hnsw (approximate, for large galleries), auto: flat "
         "below 100,000 images, ivf from there; the AP shown is always exact (default: auto)",
@@ -78,6 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def prepare(args) -> tuple[list[GallerySearch], list[str]]:
     """The searchers, one per model (gallery indexed or read from the cache), and example queries."""
+    if not 0 < args.max_upload_mb < float("inf"):
+        raise DemoError(f"--max-upload-mb {args.max_upload_mb:g}: give a size above 0, in MB (e.g. 10)")
     started = time.perf_counter()
     device = resolve_device(args.device)
     run_dir = args.checkpoint or newest_run()
@@ -89,8 +104,9 @@ def prepare(args) -> tuple[list[GallerySearch], list[str]]:
     searchers = []
     for run in runs:
         index, cached = gallery_index(
-            run, gallery, batch_size=args.batch_size, workers=args.workers, kind=args.index
-        )
+            run, gallery, batch_size=args.batch_size, workers=args.workers, kind=args.index,
+            cache_dir=args.cache_dir,
+        )  # fmt: skip
         if index.note:
             print(f"note: {index.note}")
         print(
@@ -106,7 +122,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         app = build_app(*prepare(args))
-        url = launch(app, args.host, args.port)
+        url = launch(app, args.host, args.port, max_upload_mb=args.max_upload_mb)
     except (DemoError, DataMissingError, ImageReadError, ValueError, OSError) as error:
         print(f"app: {error}", file=sys.stderr)
         return 1 if isinstance(error, DiskFull) else 2  # (a full disk is a fault, not bad input)
@@ -116,7 +132,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        app.close()
+        app.close()  # (Gradio then deletes every upload and thumbnail it stored)
     return EXIT_TERMINATED if terminated() else 0  # Ctrl-C is how a server is stopped: 0
 
 

@@ -95,12 +95,13 @@ def _rejected(message: str, cause: Exception):
     return gr.Error(message, print_exception=False)
 
 
-def launch(app, host: str, port: int) -> str:
+def launch(app, host: str, port: int, max_upload_mb: float = 10.0) -> str:
     """Start serving on host:port only (no public share link) without blocking; returns the URL.
-    `app.block_thread()` then serves until Ctrl-C, `app.close()` stops."""
+    Uploads over `max_upload_mb` are refused by Gradio before they are stored. `app.block_thread()`
+    then serves until Ctrl-C, `app.close()` stops."""
     app.queue(default_concurrency_limit=1)
     _, url, _ = app.launch(
         server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
-        show_error=True, quiet=True, css=PAGE_CSS,
+        show_error=True, quiet=True, css=PAGE_CSS, max_file_size=int(max_upload_mb * 1024 * 1024),
     )  # fmt: skip
     return url
