@@ -35,7 +35,33 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(payload, dict) or "models" not in payload or "config" not in payload:
         raise ValueError(f"{path} is not a reidgraft checkpoint (no models and config in it)")
+    problem = _structure_problem(payload)
+    if problem:
+        raise ValueError(
+            f"{path} is not a complete reidgraft checkpoint ({problem}); it was edited or damaged: "
+            "point at another run, or train again"
+        )
     return payload
+
+
+def _is_count(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _structure_problem(payload: dict[str, Any]) -> str | None:
+    """What a loaded checkpoint lacks that every reader needs (before any model is built), or None."""
+    config, models = payload["config"], payload["models"]
+    if not isinstance(config, dict):
+        return f"its config is a {type(config).__name__}, not a mapping"
+    if not isinstance(config.get("arch"), str) or not config["arch"]:
+        return "its config names no arch"
+    if not isinstance(models, list) or not models or not all(isinstance(state, dict) for state in models):
+        return "its models are not a list of weights"
+    if not _is_count(payload.get("num_classes"), 1):
+        return f"num_classes {str(payload.get('num_classes'))[:40]} is not a count of classes"
+    if not _is_count(payload.get("epoch"), 0):
+        return f"epoch {str(payload.get('epoch'))[:40]} is not an epoch number"
+    return None
 
 
 def rng_state() -> dict[str, Any]:

@@ -128,7 +128,14 @@ class TrainedRun:
         channels_last memory format when asked (as the trainer keeps it); its EMA copy with `ema`
         (batch-norm statistics as last evaluated)."""
         model = build_reid_model(self.arch, self.num_classes, **head_options(self.raw_config))
-        model.load_state_dict(self.ema_state(k) if ema else self.state(k))
+        try:
+            model.load_state_dict(self.ema_state(k) if ema else self.state(k))
+        except RuntimeError as error:  # missing, unexpected or misshapen weights
+            detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+            raise ValueError(
+                f"{self.given}: model {k}'s weights do not fit a {self.arch} with {self.num_classes} "
+                f"classes ({detail[:160]}); the checkpoint was edited or damaged"
+            ) from None
         layout = torch.channels_last if channels_last else torch.preserve_format
         return model.to(torch.device(device), memory_format=layout).eval()
 

@@ -53,3 +53,39 @@ def test_every_reader_names_the_damaged_file(broken_run, tmp_path, capsys):
     for main, argv in commands:
         assert main(argv) == 2, argv
         assert expected in one_line(capsys), argv
+
+
+EDITS = {
+    "no arch": (
+        lambda p: p["config"].pop("arch"),
+        "is not a complete reidgraft checkpoint (its config names no arch)",
+    ),
+    "config not a mapping": (lambda p: p.update(config=[1]), "(its config is a list, not a mapping)"),
+    "no models": (lambda p: p.update(models=[]), "(its models are not a list of weights)"),
+    "num_classes text": (lambda p: p.update(num_classes="8"), "(num_classes 8 is not a count of classes)"),
+    "wrong num_classes": (
+        lambda p: p.update(num_classes=999),
+        "model 0's weights do not fit a mobilenetv2_x1_0 with 999 classes (size mismatch for classifier.weight",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_an_edited_checkpoint_is_one_line_in_evaluate_and_export(tiny_run, tmp_path, capsys, edit):
+    import shutil
+
+    import torch
+
+    from reidgraft.cli import export
+
+    change, expected = EDITS[edit]
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    change(payload)
+    torch.save(payload, run / "checkpoint.pt")
+    assert evaluate.main([str(run), "--output", str(tmp_path / "eval")]) == 2
+    assert expected in one_line(capsys)
+    assert export.main([str(run), "--format", "onnx", "--output", str(tmp_path / "m.onnx")]) == 2
+    assert expected in one_line(capsys)
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "m.onnx").exists()
