@@ -65,7 +65,8 @@ EDITS = {
     "num_classes text": (lambda p: p.update(num_classes="8"), "(num_classes 8 is not a count of classes)"),
     "wrong num_classes": (
         lambda p: p.update(num_classes=999),
-        "model 0's weights do not fit a mobilenetv2_x1_0 with 999 classes (size mismatch for classifier.weight",
+        "model 0's weights do not fit a mobilenetv2_x1_0 with 999 classes (size mismatch for "
+        "classifier.weight",
     ),
 }
 

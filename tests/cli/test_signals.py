@@ -100,3 +100,21 @@ def test_evaluate_and_export_stop_with_one_line(tiny_run, tmp_path, sig, code, w
     assert got == code
     assert_one_line(err, "export", word)
     assert not list((tmp_path / "out").glob("*.tmp")) if (tmp_path / "out").exists() else True
+
+
+@pytest.mark.parametrize(
+    "sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_compare_stops_with_one_line(recipe, tmp_path, sig, code, word):
+    output = tmp_path / "comparison"
+    long = tmp_path / "long.yaml"
+    long.write_text(recipe.read_text() + "epochs: 30\n")
+    compare = [
+        str(REPO / "tools" / "compare.py"), "--config", str(long), "--seeds", "2",
+        "--models", "2", "--output", str(output),
+    ]  # fmt: skip
+    got, err = stopped(compare, sig, after=3.0)
+    assert got == code, err
+    assert_one_line(err, "compare", word)
+    assert not list(output.rglob("*.tmp")) if output.exists() else True
+    assert not (output / "comparison.md").exists()
