@@ -147,7 +147,8 @@ def export_model(
     if output.suffix not in wanted:
         raise ValueError(
             f"--output {output}: {'an' if fmt == 'onnx' else 'a'} {fmt} file is named "
-            f"*{' or *'.join(wanted)} (reidgraft and other tools read it by its suffix); write {output.with_suffix(wanted[0]).name}"
+            f"*{' or *'.join(wanted)} (reidgraft and other tools read it by its suffix); "
+            f"write {output.with_suffix(wanted[0]).name}"
         )
     for path in (output, contract_file(output)):
         if path.exists():
