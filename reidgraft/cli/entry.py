@@ -53,7 +53,7 @@ def _run(command: str, allocator: bool) -> int:
     try:
         return importlib.import_module(f"reidgraft.cli.{command}").main()
     except DiskFull as full:  # a fault of the machine, not of the input: exit 1, one line
-        print(f"reidgraft-{command}: {full}", file=sys.stderr)
+        print(f"{command}: {full}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:  # (train says more itself: what was saved)
         how = "terminated" if interrupt_exit(interrupt) == EXIT_TERMINATED else "interrupted"

@@ -52,7 +52,7 @@ def test_a_disk_that_fills_up_during_training_is_one_line_naming_the_checkpoint(
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"reidgraft-train: no space left on the device holding {disk / 'run' / 'checkpoint.pt'}; "
+        f"train: no space left on the device holding {disk / 'run' / 'checkpoint.pt'}; "
         "nothing half-written was kept: free space there (or choose another folder) and run again"
     ), result.stderr
     assert "Traceback" not in result.stderr
