@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import reidgraft
-from reidgraft.export import export_model, read_contract, sample_images
+from reidgraft.export import CROP_RESIZE, export_model, read_contract, sample_images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,3 +202,91 @@ def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_run, sma
     ), result.stderr
     assert "Traceback" not in result.stderr
     assert not list(disk.iterdir())
+
+
+@pytest.mark.parametrize("size", [(160, 60), (640, 240), (80, 30), (59, 22), (368, 138), (17, 301), (2, 2)])
+def test_the_crop_graph_resizes_exactly_as_pil(size):
+    from PIL import Image
+
+    from reidgraft.export import CropEmbedder
+
+    rng = np.random.default_rng(sum(size))
+    coarse = rng.integers(0, 256, (max(2, size[0] // 3), max(2, size[1] // 3), 3), dtype=np.uint8)
+    crop = np.array(Image.fromarray(coarse).resize((size[1], size[0]), Image.BICUBIC))
+    graph = CropEmbedder(torch.nn.Identity(), (128, 64), mean=(0, 0, 0), std=(1 / 255, 1 / 255, 1 / 255))
+    with torch.no_grad():
+        resized = graph(torch.from_numpy(crop[None]))[0].permute(1, 2, 0).numpy()
+    expected = np.asarray(Image.fromarray(crop).resize((64, 128), Image.BILINEAR))  # torchreid's test resize
+    assert np.array_equal(resized, expected.astype(np.float32))  # every pixel, not approximately
+
+
+@pytest.fixture(scope="module")
+def lively_run(tiny_run, tmp_path_factory):
+    """tiny_run with freshly initialised weights: features that vary from image to image (one
+    epoch on 32x16 images leaves them nearly constant, which would make every cosine 1)."""
+    from reidgraft.engine import load_checkpoint
+    from reidgraft.engine.checkpoint import save_checkpoint
+    from reidgraft.models import build_backbone
+
+    payload = load_checkpoint(tiny_run)
+    payload["models"] = [
+        build_backbone(payload["config"]["arch"], payload["num_classes"], seed=k).state_dict()
+        for k in range(2)
+    ]
+    run = tmp_path_factory.mktemp("lively")
+    save_checkpoint(run / "checkpoint.pt", payload)
+    return run
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_crops_export_gives_feature_extractors_features_for_bgr_crops_of_any_size(
+    lively_run, tmp_path, fmt
+):
+    import cv2
+
+    output = tmp_path / ("crops.onnx" if fmt == "onnx" else "crops.pt")
+    result = export_cli(str(lively_run), "--format", fmt, "--input", "crops", "--bgr", "--dynamic-batch",
+                        "--model", "1", "--output", str(output), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "smallest cosine with FeatureExtractor on crops of 4 sizes" in result.stdout
+    contract = read_contract(output)
+    assert contract["input"] | {"mean": None, "std": None} == {
+        "name": "crops", "layout": "NHWC", "dtype": "uint8", "channels": "BGR", "height": "any",
+        "width": "any", "resized_to": [32, 16], "batch": "dynamic (crops of one size)", "mean": None,
+        "std": None, "resize": CROP_RESIZE, "normalisation": "inside the model",
+    }  # fmt: skip
+    extractor = reidgraft.FeatureExtractor(lively_run, model=1, device="cpu", amp="none")
+    rng = np.random.default_rng(7)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8), (9, 9), 3)  # a BGR frame
+    boxes = [(10, 20, 90, 60), (0, 0, 299, 150), (100, 200, 140, 215), (5, 300, 205, 399)]  # y0 x0 y1 x1
+    crops = [np.ascontiguousarray(frame[y0:y1, x0:x1]) for y0, x0, y1, x1 in boxes]
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        got = np.concatenate([session.run(["features"], {"crops": crop[None]})[0] for crop in crops])
+        pair = session.run(["features"], {"crops": np.stack([crops[0], crops[0][::-1].copy()])})[0]
+    else:
+        loaded = torch.jit.load(str(output))
+        with torch.no_grad():
+            got = np.concatenate([loaded(torch.from_numpy(crop[None])).numpy() for crop in crops])
+            pair = loaded(torch.from_numpy(np.stack([crops[0], crops[0][::-1].copy()]))).numpy()
+    expected = extractor(crops, bgr=True)
+    cosines = (got * expected).sum(axis=1)
+    assert cosines.min() > 0.99999, cosines
+    assert np.abs(got - expected).max() < 1e-4
+    np.testing.assert_allclose(pair, extractor([crops[0], crops[0][::-1].copy()], bgr=True), atol=1e-4)
+    assert (expected[0] * expected[1]).sum() < 0.999  # the features differ from crop to crop
+
+
+def test_a_crop_graph_that_resizes_as_opencv_fails_the_evaluation_check(lively_run, tmp_path, monkeypatch):
+    from reidgraft import export as exporting
+
+    def opencv_like(pixels, width):  # bilinear without antialiasing, as cv2.INTER_LINEAR
+        rows = pixels.flatten(1, 2).unsqueeze(2).float()
+        rows = torch.nn.functional.interpolate(rows, size=(1, width), mode="bilinear", align_corners=False)
+        return rows.round().clamp(0, 255).squeeze(2).unflatten(1, (3, -1)).double()
+
+    monkeypatch.setattr(exporting.CropEmbedder, "_across", staticmethod(opencv_like))
+    report = export_model(lively_run, tmp_path / "cv2.onnx", "onnx", input_kind="crops")
+    assert report.max_abs_difference < 1e-4  # the file computes what its module computes ...
+    assert not report.ok and report.evaluation_cosine < 0.999  # ... but not evaluation's features
+    assert not list(tmp_path.iterdir())

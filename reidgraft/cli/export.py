@@ -1,10 +1,14 @@
 """Export a run's model for use outside reidgraft: ONNX (checked with onnxruntime) or TorchScript
 (checked with torch.jit.load), with its input contract in the file and in FILE.json.
 
-    reidgraft-export RUN_DIR --format {onnx,torchscript} --output FILE [--model k] [--dynamic-batch] [--fp16]
+    reidgraft-export RUN_DIR --format {onnx,torchscript} --output FILE [--model k] [--dynamic-batch]
+                     [--fp16] [--input {images,crops}] [--bgr]
 
 The exported model takes float32 NCHW images at the run's size, normalised with ImageNet's mean
-and std, and returns L2-normalised features (compare them by cosine similarity). The file is
+and std (`--input images`), or uint8 crops of any size, HWC, RGB or BGR with `--bgr`, that it
+resizes and normalises itself exactly as evaluation does (`--input crops`: what trackers should
+use), and returns L2-normalised features (compare them by cosine similarity). A crops export is
+also checked against FeatureExtractor's features of the same crops (cosine at least 0.999). The file is
 written under a temporary name and run on sample images; its largest absolute difference from
 PyTorch is printed with the smallest cosine between their features; above 1e-4 (fp32; 2e-2 for
 fp16), or below a cosine of 0.9999 (fp32; 0.998 for fp16), nothing is written and the command
@@ -17,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..export import FORMATS, export_model
+from ..export import CROP_SIZES, FORMATS, INPUTS, export_model
 from ..files import DiskFull, check_writable
 
 
@@ -35,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fp16", action="store_true", help="weights and activations in fp16 (inputs stay fp32)"
     )
+    parser.add_argument(
+        "--input", default="images", choices=INPUTS,
+        help="images: float32 NCHW at the run's size, normalised by the caller (default); crops: "
+        "uint8 N x H x W x 3 crops of any size, resized and normalised inside as evaluation does "
+        "(for trackers: their features are evaluation's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bgr", action="store_true", help="with --input crops: the crops are BGR (OpenCV frames)"
+    )
     return parser
 
 
@@ -50,6 +63,8 @@ def main(argv=None) -> int:
             model=args.model,
             dynamic_batch=args.dynamic_batch,
             fp16=args.fp16,
+            input_kind=args.input,
+            bgr=args.bgr,
         )
     except (ValueError, OSError, ImportError, RuntimeError) as error:  # torch's export errors included
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -61,15 +76,26 @@ def main(argv=None) -> int:
         f"{report.max_abs_difference:.3g} (limit {report.tolerance:g}), smallest cosine "
         f"{report.min_cosine:.6f} (limit {report.cosine_floor:g})"
     )
+    if report.evaluation_cosine is not None:
+        parity += (
+            f"; smallest cosine with FeatureExtractor on crops of {len(CROP_SIZES)} sizes "
+            f"{report.evaluation_cosine:.6f} (limit {report.evaluation_floor:g})"
+        )
     if not report.ok:
         print(f"{parity}: TOO LARGE; nothing was written", file=sys.stderr)
         return 1
     contract = report.contract
     shape = contract["input"]
+    if args.input == "crops":
+        taken = (
+            f"input uint8 N x H x W x 3 {shape['channels']} crops of any size (batch {shape['batch']}), "
+            f"resized inside to {shape['resized_to'][0]} x {shape['resized_to'][1]} as evaluation does"
+        )
+    else:
+        taken = f"input float32 N x 3 x {shape['height']} x {shape['width']} (batch {shape['batch']})"
     print(
         f"wrote {report.output} ({args.format}, model {contract['model']} of {contract['run']}, "
-        f"{contract['precision']}): input float32 N x 3 x {shape['height']} x {shape['width']} "
-        f"(batch {shape['batch']}), output {contract['output']['dim']} L2-normalised features; "
+        f"{contract['precision']}): {taken}, output {contract['output']['dim']} L2-normalised features; "
         f"contract in the file and in {report.output.name}.json"
     )
     print(f"{parity}: ok")
