@@ -1,5 +1,6 @@
-"""A trained re-ID model as an ONNX or TorchScript file, with its contract written beside it and
-its parity with PyTorch checked by running the exported file.
+"""A trained re-ID model as an ONNX, TorchScript or OpenVINO file (or one model's plain weights),
+with its contract written beside it and its parity with PyTorch checked by running the exported
+file.
 
 The contract, one of two inputs (`input`):
 - `images` (the default): float32 NCHW images at the run's input size, normalised with
@@ -10,17 +11,26 @@ The contract, one of two inputs (`input`):
   features whatever resize it would have used (OpenCV's INTER_LINEAR does not antialias, and
   moves features far from evaluation's on crops larger than the model's input).
 Out: L2-normalised float32 features, to be compared by cosine similarity. The contract is stored
-in the file's own metadata (ONNX metadata_props, a TorchScript extra file) and in FILE.json. The
-file is written under a temporary name and run there; it gets its name only when it matches
-PyTorch, and an existing file is never replaced.
+in the file's own metadata (ONNX metadata_props, a TorchScript extra file, OpenVINO's rt_info)
+and in FILE.json. The file is written under a temporary name and run there; it gets its name
+only when it matches PyTorch, and an existing file is never replaced.
+
+`weights` is model k's state dict alone (torch.save of a plain dict, the layout torchreid's
+`build_model` gives when the run used no BNNeck and the default last stride), checked by
+building the model afresh from the contract and loading it. `tracker="boxmot"` also writes the
+sidecar boxmot's re-ID backends read (FILE.metadata.json: architecture and input size), so
+boxmot loads an ONNX, OpenVINO or TorchScript export as it is; boxmot resizes crops with
+OpenCV and normalises them itself, so such exports take `images`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +42,10 @@ from torch import nn
 
 from .extractor import FeatureExtractor
 from .files import DiskFull, atomic_write_json, new_temporary, no_space_inside
+from .models.registry import IMAGENET_MEAN, IMAGENET_STD
+from .models.reid_head import build_reid_model, head_options
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "openvino", "weights")
 FP32_TOLERANCE = 1e-4  # the largest absolute difference from PyTorch an fp32 export may show
 FP16_TOLERANCE = 2e-2  # fp16 weights and activations: about 3 significant digits
 # An absolute bound alone is loose on unit vectors of many dimensions (at dim 2048 an entry is
@@ -46,6 +58,11 @@ ONNX_OPSET = 18
 
 
 INPUTS = ("images", "crops")
+TRACKERS = ("boxmot",)
+BOXMOT_FORMATS = ("onnx", "openvino", "torchscript")
+# OpenVINO's CPU plugin computes in bf16 on CPUs that have it unless told otherwise; the
+# contract asks for fp32 and the parity check runs that way
+OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 # crops: the export is also checked against FeatureExtractor (PIL's resize, evaluation's path) on
 # crops of several sizes; each feature must keep at least this cosine with FeatureExtractor's
 CROP_MIN_COSINE = 0.999
@@ -56,21 +73,30 @@ CROP_SIZES = ((1, 1), (4, 4), (0.5, 0.5), (1.7, 0.6))  # sample crop sizes, as m
 PIL_PRECISION_BITS = 22  # PIL's fixed-point resampling coefficients: 32 - 8 - 2 bits
 
 
-def _pil_coefficients(positions: torch.Tensor, out_size: int) -> torch.Tensor:
+def _pil_coefficients(positions: torch.Tensor, out_size: int, out_first: bool) -> torch.Tensor:
     """PIL's bilinear resampling weights from an axis of len(positions) pixels to `out_size`, as
     its Resample.c computes them (antialiased: the triangle widens by the reduction factor;
-    normalised per output pixel; in fixed point), as an out_size x len(positions) float64 matrix.
-    `positions` (0, 1, ..., n - 1) is made from the input itself, so no size is baked in a graph."""
+    normalised per output pixel; in fixed point), as a float64 matrix: out_size x len(positions)
+    when `out_first`, else its transpose, built so (a transpose before a matmul is fused by
+    onnxruntime into FusedMatMul, which older releases run in float32 only). `positions`
+    (0, 1, ..., n - 1) is made from the input itself, so no size is baked in a graph."""
     count = positions[-1:] + 1
     scale = count / out_size
     support = scale.clamp(min=1.0)  # bilinear's support 1, widened when reducing
-    center = (torch.arange(out_size, dtype=torch.float64).unsqueeze(1) + 0.5) * scale
+    outputs = torch.arange(out_size, dtype=torch.float64)
+    center = ((outputs.unsqueeze(1) if out_first else outputs.unsqueeze(0)) + 0.5) * scale
     first = (center - support + 0.5).floor().clamp(min=0)
     end = torch.minimum((center + support + 0.5).floor(), count)
-    pixel = positions.unsqueeze(0)
+    pixel = positions.unsqueeze(0) if out_first else positions.unsqueeze(1)
     weights = (1 - ((pixel - center + 0.5) / support).abs()).clamp(min=0) * ((pixel >= first) & (pixel < end))
-    weights = weights / weights.sum(1, keepdim=True)
+    weights = weights / weights.sum(1 if out_first else 0, keepdim=True)
     return (weights * (1 << PIL_PRECISION_BITS) + 0.5).floor()
+
+
+def _round_pass(sums: torch.Tensor) -> torch.Tensor:
+    """A pass's fixed-point sums back to 8-bit pixels, rounded as PIL rounds them."""
+    half = float(1 << (PIL_PRECISION_BITS - 1))
+    return ((sums + half) / (1 << PIL_PRECISION_BITS)).floor().clamp(0, 255)
 
 
 class CropEmbedder(nn.Module):
@@ -91,17 +117,20 @@ class CropEmbedder(nn.Module):
     def _across(pixels: torch.Tensor, width: int) -> torch.Tensor:
         """N x 3 x H x W (float64) resized to width `width` as one PIL pass."""
         positions = torch.ones_like(pixels[0, 0, 0, :]).cumsum(0) - 1
-        weights = _pil_coefficients(positions, width)
-        half = float(1 << (PIL_PRECISION_BITS - 1))
-        return ((pixels @ weights.T + half) / (1 << PIL_PRECISION_BITS)).floor().clamp(0, 255)
+        return _round_pass(pixels @ _pil_coefficients(positions, width, out_first=False))
+
+    @staticmethod
+    def _down(pixels: torch.Tensor, height: int) -> torch.Tensor:
+        """N x 3 x H x W (float64) resized to height `height` as one PIL pass."""
+        positions = torch.ones_like(pixels[0, 0, :, 0]).cumsum(0) - 1
+        return _round_pass(_pil_coefficients(positions, height, out_first=True) @ pixels)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         pixels = crops.permute(0, 3, 1, 2).double()
         if self.bgr:
             pixels = pixels.flip(1)
         height, width = self.size
-        pixels = self._across(pixels, width)  # PIL's order: across first, then down
-        pixels = self._across(pixels.transpose(2, 3), height).transpose(2, 3).float()
+        pixels = self._down(self._across(pixels, width), height).float()  # PIL's order: across, then down
         return self.embedder((pixels - self.mean) / self.std)
 
 
@@ -168,7 +197,7 @@ def contract_of(
                  "width": extractor.width, "batch": "dynamic" if dynamic_batch else 1,
                  "resize": "bilinear to height x width, as torchreid's test transform (PIL, antialiased)",
                  "normalisation": "(pixel / 255 - mean) / std"}  # fmt: skip
-    return {
+    contract = {
         "format": fmt,
         "run": str(extractor.run_dir),
         "model": extractor.k,
@@ -184,6 +213,15 @@ def contract_of(
         "evaluation_metric": extractor.evaluation_metric,
         "precision": "fp16" if fp16 else "fp32",
     }
+    if fmt == "weights":  # what a model must be built as to take these weights
+        contract["input"]["batch"] = "any"
+        contract["output"]["l2_normalised"] = False  # the model's own output: normalise it
+        contract["head"] = head_options(extractor.config)
+        contract["num_classes"] = extractor.run.num_classes
+        contract["torchreid_layout"] = contract["head"] == {"bnneck": False, "last_stride": 2}
+    if fmt == "openvino":
+        contract["runtime"] = dict(OPENVINO_CONFIG)
+    return contract
 
 
 def sample_images(extractor: FeatureExtractor, count: int, seed: int = 0) -> torch.Tensor:
@@ -200,23 +238,91 @@ def contract_file(output: Path) -> Path:
     return output.with_name(output.name + ".json")
 
 
+def boxmot_sidecar(output: Path) -> Path:
+    """FILE.metadata.json, where boxmot's re-ID backends look for an export's architecture and size."""
+    return output.with_name(output.name + ".metadata.json")
+
+
+def openvino_weights(output: Path) -> Path:
+    """FILE.bin, the weights OpenVINO reads beside FILE.xml."""
+    return output.with_suffix(".bin")
+
+
 def check_export_tools(fmt: str) -> None:
-    """ValueError (one line) when the `export` extra that ONNX needs is not installed."""
-    if fmt != "onnx":
+    """ValueError (one line) when the `export` extra that ONNX and OpenVINO need is not installed."""
+    if fmt not in ("onnx", "openvino"):
         return
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
+
+        if fmt == "openvino":
+            import openvino  # noqa: F401
     except ImportError as error:
         raise ValueError(
-            f"ONNX export needs {error.name or 'onnx'}, which is not installed; "
-            "pip install -e '.[export]' (scripts/setup.sh installs it)"
+            f"{'ONNX' if fmt == 'onnx' else 'OpenVINO'} export needs {error.name or 'onnx'}, which is not "
+            "installed; pip install -e '.[export]' (scripts/setup.sh installs it)"
         ) from None
 
 
 # the file names each format's readers expect (read_contract and others go by the suffix)
-SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
+SUFFIXES = {
+    "onnx": (".onnx",),
+    "torchscript": (".pt", ".pth", ".ts", ".torchscript"),
+    "openvino": (".xml",),
+    "weights": (".pth", ".pt"),
+}
+BOXMOT_SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchscript"}  # what boxmot reads
+
+
+def _check_request(
+    fmt: str, output: Path, input_kind: str, bgr: bool, fp16: bool, dynamic_batch: bool, tracker: str | None
+) -> None:
+    """ValueError (one line) for a request that cannot be met, before anything is loaded."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if input_kind not in INPUTS:
+        raise ValueError(f"unknown input {input_kind!r}; choose one of: {', '.join(INPUTS)}")
+    if tracker is not None and tracker not in TRACKERS:
+        raise ValueError(f"unknown tracker {tracker!r}; choose one of: {', '.join(TRACKERS)}")
+    if bgr and input_kind != "crops":
+        raise ValueError("--bgr is for --input crops (images are normalised RGB tensors); add --input crops")
+    if fmt == "weights" and (input_kind != "images" or fp16 or dynamic_batch or tracker):
+        given = next(
+            flag for flag, on in (("--input crops", input_kind != "images"), ("--fp16", fp16),
+                                  ("--dynamic-batch", dynamic_batch), ("--for", tracker)) if on
+        )  # fmt: skip
+        raise ValueError(
+            f"{given} does not apply to --format weights (the model's own fp32 weights, any batch); drop it"
+        )
+    if tracker == "boxmot":
+        if fmt not in BOXMOT_FORMATS:
+            raise ValueError(f"--for boxmot takes --format {', '.join(BOXMOT_FORMATS)}, not {fmt}")
+        if input_kind != "images":
+            raise ValueError(
+                "--for boxmot exports take images: boxmot resizes and normalises crops itself and feeds "
+                "float NCHW images; drop --input crops"
+            )
+        if not output.name.endswith(BOXMOT_SUFFIXES[fmt]):
+            raise ValueError(
+                f"--output {output}: boxmot picks its {fmt} backend by the suffix "
+                f"{BOXMOT_SUFFIXES[fmt]}; write {output.stem}{BOXMOT_SUFFIXES[fmt]}"
+            )
+    wanted = SUFFIXES[fmt]
+    if output.suffix not in wanted:
+        article = "an" if fmt in ("onnx", "openvino") else "a"
+        what = f"{article} {fmt} file" if fmt != "weights" else "a weights file"
+        raise ValueError(
+            f"--output {output}: {what} is named *{' or *'.join(wanted)} (reidgraft and other tools "
+            f"read it by its suffix); write {output.with_suffix(wanted[0]).name}"
+        )
+    written = [output, contract_file(output)]
+    written += [openvino_weights(output)] if fmt == "openvino" else []
+    written += [boxmot_sidecar(output)] if tracker == "boxmot" else []
+    for path in written:
+        if path.exists():
+            raise ValueError(f"{path} exists; choose another --output (nothing was overwritten)")
 
 
 def export_model(
@@ -229,43 +335,36 @@ def export_model(
     fp16: bool = False,
     input_kind: str = "images",
     bgr: bool = False,
+    tracker: str | None = None,
 ) -> ExportReport:
     """Write model k of the run to `output` in `fmt` and its contract to FILE.json, once the
     written file, run on sample inputs, matches PyTorch within the tolerance (and, for `crops`,
     FeatureExtractor's features of the same crops within CROP_MIN_COSINE). When it does not,
-    nothing is written and the report says by how much."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    if input_kind not in INPUTS:
-        raise ValueError(f"unknown input {input_kind!r}; choose one of: {', '.join(INPUTS)}")
-    if bgr and input_kind != "crops":
-        raise ValueError("--bgr is for --input crops (images are normalised RGB tensors); add --input crops")
+    nothing is written and the report says by how much. `tracker="boxmot"`: a dynamic batch, and
+    boxmot's sidecar written too."""
     output = Path(output)
-    wanted = SUFFIXES[fmt]
-    if output.suffix not in wanted:
-        raise ValueError(
-            f"--output {output}: {'an' if fmt == 'onnx' else 'a'} {fmt} file is named "
-            f"*{' or *'.join(wanted)} (reidgraft and other tools read it by its suffix); "
-            f"write {output.with_suffix(wanted[0]).name}"
-        )
-    for path in (output, contract_file(output)):
-        if path.exists():
-            raise ValueError(f"{path} exists; choose another --output (nothing was overwritten)")
+    _check_request(fmt, output, input_kind, bgr, fp16, dynamic_batch, tracker)
+    dynamic_batch = dynamic_batch or tracker == "boxmot"  # boxmot feeds every crop of a frame at once
     check_export_tools(fmt)
     extractor = FeatureExtractor(run_dir, model=model, device="cpu", amp="none")
     extractor.model.float().to(memory_format=torch.contiguous_format)
+    if tracker == "boxmot" and (tuple(extractor.mean), tuple(extractor.std)) != (IMAGENET_MEAN, IMAGENET_STD):
+        raise ValueError(
+            f"{extractor.arch} normalises with mean {extractor.mean} and std {extractor.std}; boxmot "
+            "normalises with ImageNet's, so its features would be wrong; use --input crops outside boxmot"
+        )
     contract = contract_of(extractor, fmt, dynamic_batch, fp16, input_kind, bgr)
     checks = _crop_checks(extractor, dynamic_batch, bgr) if input_kind == "crops" else _image_checks(
-        extractor, dynamic_batch
+        extractor, dynamic_batch or fmt == "weights"
     )  # fmt: skip
     exported = NormalisedEmbedder(extractor.model, fp16=fp16)
     if input_kind == "crops":
         exported = _crop_embedder(exported, extractor, bgr)
-    write, runner = (
-        (_write_onnx, _onnx_runner) if fmt == "onnx" else (_write_torchscript, _torchscript_runner)
-    )
+    write, runner = _writer_and_runner(fmt)
     output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = new_temporary(output)
+    claimed = new_temporary(output)
+    # (OpenVINO saves only to *.xml, its weights beside it as *.bin)
+    temporary = claimed.with_suffix(".xml") if fmt == "openvino" else claimed
     try:
         try:
             write(exported, checks.trace_input, temporary, contract, dynamic_batch)
@@ -273,10 +372,10 @@ def export_model(
             if no_space_inside(error):  # (ONNX's writer raises the OSError itself)
                 raise DiskFull(output) from None
             raise
-        run = runner(temporary, contract["input"]["name"])
+        run = _in_runtime(fmt, runner, temporary, contract)
         difference, cosine, fidelity = 0.0, 1.0, 1.0
         for inputs, expected, evaluation in checks.cases:
-            got = run(inputs)
+            got = _in_runtime(fmt, run, inputs)
             if not np.isfinite(got).all():  # (max and min would pass over a NaN)
                 difference, cosine, fidelity = math.inf, -1.0, -1.0
                 break
@@ -291,13 +390,51 @@ def export_model(
             fidelity if input_kind == "crops" else None,
         )  # fmt: skip
         if report.ok:
+            if fmt == "openvino":  # the weights first: an .xml never names a missing .bin
+                _publish(openvino_weights(temporary), openvino_weights(output))
             _publish(temporary, output)
             atomic_write_json(contract_file(output), contract)
+            if tracker == "boxmot":
+                atomic_write_json(boxmot_sidecar(output), boxmot_metadata(contract))
     finally:  # an error or Ctrl-C leaves nothing behind
+        claimed.unlink(missing_ok=True)
         temporary.unlink(missing_ok=True)
         # ONNX weights past torch's large-model threshold are first saved beside the file
         temporary.with_name(temporary.name + ".data").unlink(missing_ok=True)
+        openvino_weights(temporary).unlink(missing_ok=True)
     return report
+
+
+def boxmot_metadata(contract: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar boxmot 25's re-ID backends read beside an export (its schema version 1): the
+    architecture's name and the input size (else boxmot assumes 256 x 128), and its `resize`
+    preprocessing (cv2.resize to that size, no padding)."""
+    size = [contract["input"]["height"], contract["input"]["width"]]
+    return {
+        "schema_version": 1,
+        "model_name": contract["arch"],
+        "img_size": size,
+        "model_kwargs_schema_version": 1,
+        "model_kwargs": {"img_size": size},
+        "preprocess": "resize",
+        "producer": "reidgraft",
+    }
+
+
+class RuntimeFault(RuntimeError):
+    """The runtime that checks an export (onnxruntime, OpenVINO, torch.jit) could not load or run
+    the written file: a fault of that runtime or of the graph, not of the user's input."""
+
+
+def _in_runtime(fmt: str, call, *args):
+    try:
+        return call(*args)
+    except Exception as error:  # (onnxruntime's errors are no RuntimeError)
+        line = (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]
+        raise RuntimeFault(
+            f"the written {fmt} file could not be run by its runtime ({type(error).__name__}: {line}); "
+            "nothing was written: check the runtime's version against the export extra"
+        ) from None
 
 
 def _smallest_cosine(got: np.ndarray, expected: np.ndarray) -> float:
@@ -390,31 +527,44 @@ def _write_onnx(model: nn.Module, sample: torch.Tensor, path: Path, contract: di
     onnx.save(written, str(path))
 
 
-def _onnx_runner(path: Path, name: str = "images"):
+def _onnx_runner(path: Path, contract: dict):
     import onnxruntime
 
+    name = contract["input"]["name"]
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     dtype = np.uint8 if name == "crops" else np.float32
     return lambda inputs: session.run(["features"], {name: inputs.astype(dtype)})[0]
 
 
+@contextlib.contextmanager
+def _torchscript_quietly():
+    """torch 2.14 warns that torch.jit is deprecated at every trace, save and load; TorchScript is
+    still what C++ and tracker runtimes load (boxmot's TorchscriptBackend among them), so the
+    warning would only alarm users of an export they asked for."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*torch\.jit\.\w+` is deprecated", FutureWarning)
+        yield
+
+
 def _write_torchscript(
     model: nn.Module, sample: torch.Tensor, path: Path, contract: dict, dynamic: bool
 ) -> None:
-    with torch.no_grad():
+    with torch.no_grad(), _torchscript_quietly():
         traced = torch.jit.trace(model, (sample,), check_trace=False)
     # Saved into memory first, then written by Python: torch.jit.save's own file writer calls
     # std::terminate when the disk fills up, killing the process with the temporary file left.
     buffer = io.BytesIO()
-    torch.jit.save(traced, buffer, _extra_files={METADATA_NAME: json.dumps(contract)})
+    with _torchscript_quietly():
+        torch.jit.save(traced, buffer, _extra_files={METADATA_NAME: json.dumps(contract)})
     with open(path, "wb") as file:
         file.write(buffer.getbuffer())
         file.flush()
         os.fsync(file.fileno())
 
 
-def _torchscript_runner(path: Path, name: str = "images"):
-    loaded = torch.jit.load(str(path), map_location="cpu").eval()
+def _torchscript_runner(path: Path, contract: dict):
+    with _torchscript_quietly():
+        loaded = torch.jit.load(str(path), map_location="cpu").eval()
 
     def run(images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -423,9 +573,94 @@ def _torchscript_runner(path: Path, name: str = "images"):
     return run
 
 
+def _write_openvino(
+    model: nn.Module, sample: torch.Tensor, path: Path, contract: dict, dynamic: bool
+) -> None:
+    """Through ONNX (the graph checked above, dynamic dimensions kept): FILE.xml and FILE.bin."""
+    import openvino
+
+    onnx_file = new_temporary(path.with_name(path.name + ".onnx"))
+    try:
+        _write_onnx(model, sample, onnx_file, contract, dynamic)
+        converted = openvino.convert_model(str(onnx_file))
+    finally:
+        onnx_file.unlink(missing_ok=True)
+        onnx_file.with_name(onnx_file.name + ".data").unlink(missing_ok=True)
+    converted.set_rt_info(json.dumps(contract), ["framework", "reidgraft"])
+    # (OpenVINO writes PATH's stem + .bin beside it; fp32 weights, as checked)
+    openvino.save_model(converted, str(path), compress_to_fp16=False)
+
+
+def _openvino_runner(path: Path, contract: dict):
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU", OPENVINO_CONFIG)
+    output = compiled.outputs[0]
+    return lambda images: np.asarray(compiled([images.astype(np.float32)])[output])
+
+
+def _write_weights(model: nn.Module, sample: torch.Tensor, path: Path, contract: dict, dynamic: bool) -> None:
+    """Model k's state dict alone, tensors cloned off the checkpoint's storage (else torch.save
+    would write every model's storage), in fp32."""
+    state = {key: value.detach().float().clone() if value.is_floating_point() else value.clone()
+             for key, value in model.model.state_dict().items()}  # fmt: skip
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with open(path, "wb") as file:
+        file.write(buffer.getbuffer())
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def model_from_weights(path: str | Path, contract: dict) -> nn.Module:
+    """A model built afresh as the contract describes (torchreid's own `build_model` where the
+    layout is torchreid's), with the weights file loaded strictly, in eval mode on the CPU."""
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if contract.get("torchreid_layout"):
+        from .models.registry import _torchreid_models
+
+        model = _torchreid_models().build_model(contract["arch"], num_classes=contract["num_classes"],
+                                                pretrained=False)  # fmt: skip
+    else:
+        model = build_reid_model(contract["arch"], contract["num_classes"], **contract["head"])
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _weights_runner(path: Path, contract: dict):
+    model = model_from_weights(path, contract)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return nn.functional.normalize(model(torch.from_numpy(images)), dim=1).numpy()
+
+    return run
+
+
+def _writer_and_runner(fmt: str):
+    """Each format's (writer, runner), looked up when called (tests replace a writer)."""
+    return {
+        "onnx": (_write_onnx, _onnx_runner),
+        "torchscript": (_write_torchscript, _torchscript_runner),
+        "openvino": (_write_openvino, _openvino_runner),
+        "weights": (_write_weights, _weights_runner),
+    }[fmt]
+
+
 def read_contract(path: str | Path) -> dict[str, Any]:
-    """The contract stored inside an exported file (ONNX or TorchScript)."""
+    """The contract stored inside an exported file (ONNX, TorchScript, OpenVINO; FILE.json for
+    weights, which hold nothing else)."""
     path = Path(path)
+    if path.suffix == ".xml":
+        import openvino
+
+        return json.loads(
+            openvino.Core().read_model(str(path)).get_rt_info(["framework", "reidgraft"]).astype(str)
+        )
+    if path.suffix in SUFFIXES["weights"] and contract_file(path).exists():
+        beside = json.loads(contract_file(path).read_text())
+        if beside.get("format") == "weights":  # (a plain state dict holds nothing else)
+            return beside
     if path.suffix == ".onnx":
         import onnx
 
@@ -434,5 +669,6 @@ def read_contract(path: str | Path) -> dict[str, Any]:
         }
         return json.loads(props["reidgraft"])
     extra = {METADATA_NAME: ""}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    with _torchscript_quietly():
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return json.loads(extra[METADATA_NAME])

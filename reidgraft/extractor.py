@@ -7,6 +7,10 @@ float32 features (`metric` "cosine": nearest neighbours by cosine or by euclidea
 agree). With `normalize=False` it returns evaluation's raw features, to be ranked by the run's
 own metric (`evaluation_metric`): a run evaluated with euclidean distance ranks raw features,
 which differs from cosine when feature norms differ.
+
+`resize="cv2"` resizes as OpenCV's `cv2.resize(..., INTER_LINEAR)` does (no antialiasing), which
+is what boxmot's re-ID backends feed a model: the features such a tracker gets from an export,
+for checking it. Evaluation's PIL resize (the default) is the one the model was measured with.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from .data.loaders import read_rgb, reid_transforms
 from .device import autocast, resolve_device
 from .engine.trained import TrainedRun
 from .models import backbone_spec
+
+RESIZES = ("pil", "cv2")
 
 
 class FeatureExtractor:
@@ -43,6 +49,7 @@ class FeatureExtractor:
         amp: str = "auto",
         batch_size: int = 64,
         normalize: bool = True,
+        resize: str = "pil",
     ):
         run = run_dir if isinstance(run_dir, TrainedRun) else TrainedRun(run_dir)
         run.require_reid("FeatureExtractor embeds images with re-ID models")
@@ -57,6 +64,9 @@ class FeatureExtractor:
         run.check_model(model)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if resize not in RESIZES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+        self.resize = resize
         self.run, self.run_dir, self.k, self.config = run, run.given, model, run.raw_config
         self.arch, self.evaluation_metric = run.arch, run.raw_config["metric"]
         self.normalize = normalize
@@ -76,7 +86,8 @@ class FeatureExtractor:
     def __repr__(self) -> str:
         return (
             f"FeatureExtractor({self.run_dir}, model {self.k} ({self.chosen_because}), {self.arch} "
-            f"{self.height}x{self.width}, dim {self.dim}, {self.device}, amp {self.amp})"
+            f"{self.height}x{self.width}, dim {self.dim}, {self.device}, amp {self.amp}"
+            + (", resize cv2)" if self.resize == "cv2" else ")")
         )
 
     # ------------------------------------------------------------------ input
@@ -119,9 +130,16 @@ class FeatureExtractor:
     def preprocess(self, images: Sequence[Any], bgr: bool = False, first: int = 0) -> torch.Tensor:
         """The NCHW float tensor evaluation would feed the model for these images (numbered from
         `first` in error messages)."""
-        return torch.stack(
-            [self.transform(self._as_rgb(image, bgr, first + i)) for i, image in enumerate(images)]
-        )
+        pictures = [self._as_rgb(image, bgr, first + i) for i, image in enumerate(images)]
+        if self.resize == "cv2":  # then the transform's own resize, to the same size, changes nothing
+            import cv2
+
+            size = (self.width, self.height)
+            pictures = [
+                Image.fromarray(cv2.resize(np.asarray(picture), size, interpolation=cv2.INTER_LINEAR))
+                for picture in pictures
+            ]
+        return torch.stack([self.transform(picture) for picture in pictures])
 
     # ------------------------------------------------------------------ embedding
 

@@ -13,7 +13,7 @@ fi
 # REIDGRAFT_EXTRAS=gpu adds faiss-gpu (GPU gallery search) in place of faiss-cpu.
 extras=${REIDGRAFT_EXTRAS:-}
 case ",$extras," in ,,|,gpu,) ;; *) echo "setup: REIDGRAFT_EXTRAS may be empty or gpu, not '$extras'" >&2; exit 1 ;; esac
-stamp=".venv/.installed-$(cat pyproject.toml <(echo "$extras") | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt <(echo "$extras") | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
     exit 0
 fi
@@ -27,7 +27,8 @@ fi
 if [ "$extras" != gpu ]; then  # back from a GPU install: faiss-cpu's files must not mix with faiss-gpu's
     .venv/bin/python -m pip uninstall --quiet -y faiss-gpu >/dev/null 2>&1 || true
 fi
-.venv/bin/python -m pip install --quiet -e ".[dev,export${extras:+,$extras}]"
+# constraints.txt: the exact versions CI tests (pyproject.toml holds the ranges users get)
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev,export,tracking${extras:+,$extras}]"
 if [ "$extras" = gpu ]; then
     # Both wheels install the module `faiss`; keep the GPU build's files alone.
     .venv/bin/python -m pip uninstall --quiet -y faiss-cpu

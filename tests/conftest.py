@@ -105,3 +105,21 @@ def tiny_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("run")
     Trainer(config, splits, run_dir, log=lambda line: None).fit()
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def lively_run(tiny_run, tmp_path_factory):
+    """tiny_run with freshly initialised weights: features that vary from image to image (one
+    epoch on 32x16 images leaves them nearly constant, which would make every cosine 1)."""
+    from reidgraft.engine import load_checkpoint
+    from reidgraft.engine.checkpoint import save_checkpoint
+    from reidgraft.models import build_backbone
+
+    payload = load_checkpoint(tiny_run)
+    payload["models"] = [
+        build_backbone(payload["config"]["arch"], payload["num_classes"], seed=k).state_dict()
+        for k in range(2)
+    ]
+    run = tmp_path_factory.mktemp("lively")
+    save_checkpoint(run / "checkpoint.pt", payload)
+    return run

@@ -220,24 +220,6 @@ def test_the_crop_graph_resizes_exactly_as_pil(size):
     assert np.array_equal(resized, expected.astype(np.float32))  # every pixel, not approximately
 
 
-@pytest.fixture(scope="module")
-def lively_run(tiny_run, tmp_path_factory):
-    """tiny_run with freshly initialised weights: features that vary from image to image (one
-    epoch on 32x16 images leaves them nearly constant, which would make every cosine 1)."""
-    from reidgraft.engine import load_checkpoint
-    from reidgraft.engine.checkpoint import save_checkpoint
-    from reidgraft.models import build_backbone
-
-    payload = load_checkpoint(tiny_run)
-    payload["models"] = [
-        build_backbone(payload["config"]["arch"], payload["num_classes"], seed=k).state_dict()
-        for k in range(2)
-    ]
-    run = tmp_path_factory.mktemp("lively")
-    save_checkpoint(run / "checkpoint.pt", payload)
-    return run
-
-
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_a_crops_export_gives_feature_extractors_features_for_bgr_crops_of_any_size(
     lively_run, tmp_path, fmt
@@ -285,8 +267,77 @@ def test_a_crop_graph_that_resizes_as_opencv_fails_the_evaluation_check(lively_r
         rows = torch.nn.functional.interpolate(rows, size=(1, width), mode="bilinear", align_corners=False)
         return rows.round().clamp(0, 255).squeeze(2).unflatten(1, (3, -1)).double()
 
+    def opencv_like_down(pixels, height):
+        return opencv_like(pixels.transpose(2, 3), height).transpose(2, 3)
+
     monkeypatch.setattr(exporting.CropEmbedder, "_across", staticmethod(opencv_like))
+    monkeypatch.setattr(exporting.CropEmbedder, "_down", staticmethod(opencv_like_down))
     report = export_model(lively_run, tmp_path / "cv2.onnx", "onnx", input_kind="crops")
     assert report.max_abs_difference < 1e-4  # the file computes what its module computes ...
     assert not report.ok and report.evaluation_cosine < 0.999  # ... but not evaluation's features
     assert not list(tmp_path.iterdir())
+
+
+def test_openvino_export_runs_like_pytorch_in_openvinos_runtime(tiny_run, tmp_path):
+    import openvino
+
+    output = tmp_path / "model.xml"
+    result = export_cli(str(tiny_run), "--format", "openvino", "--dynamic-batch", "--model", "1",
+                        "--output", str(output), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin", "model.xml", "model.xml.json"]
+    contract = read_contract(output)
+    assert contract == json.loads((tmp_path / "model.xml.json").read_text())
+    assert contract["format"] == "openvino" and contract["runtime"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    extractor = reidgraft.FeatureExtractor(tiny_run, model=1, device="cpu", amp="none")
+    images = sample_images(extractor, 5, seed=3)
+    compiled = openvino.Core().compile_model(str(output), "CPU", contract["runtime"])
+    got = compiled([images.numpy()])[compiled.outputs[0]]
+    np.testing.assert_allclose(got, extractor(images), atol=1e-4)
+
+
+def test_weights_export_loads_into_torchreids_own_model(lively_run, tmp_path):
+    import torchreid
+
+    output = tmp_path / "model.pth"
+    result = export_cli(str(lively_run), "--format", "weights", "--model", "1", "--output", str(output),
+                        cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "torchreid's layout" in result.stdout
+    contract = read_contract(output)
+    assert (
+        contract["format"] == "weights"
+        and contract["torchreid_layout"]
+        and not contract["output"]["l2_normalised"]
+    )
+    state = torch.load(output, weights_only=True)  # a plain state dict of one model
+    checkpoint_size = (lively_run / "checkpoint.pt").stat().st_size
+    assert output.stat().st_size < checkpoint_size / 1.5  # one model, no optimizer, not every model's storage
+    model = torchreid.models.build_model(
+        contract["arch"], num_classes=contract["num_classes"], pretrained=False
+    )
+    model.load_state_dict(state)  # strict: every key, every shape
+    extractor = reidgraft.FeatureExtractor(lively_run, model=1, device="cpu", amp="none", normalize=False)
+    images = sample_images(extractor, 3, seed=4)
+    with torch.no_grad():
+        np.testing.assert_allclose(model.eval()(images).numpy(), extractor(images), atol=1e-5)
+
+
+def test_weights_export_refuses_what_a_state_dict_cannot_be(tiny_run, tmp_path):
+    for flag in (["--fp16"], ["--dynamic-batch"], ["--input", "crops"]):
+        result = export_cli(str(tiny_run), "--format", "weights", *flag, "--output", str(tmp_path / "m.pth"),
+                            cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 2 and "does not apply to --format weights" in result.stderr, result.stderr
+    result = export_cli(
+        str(tiny_run), "--format", "weights", "--output", str(tmp_path / "m.onnx"), cwd=tmp_path
+    )
+    assert result.returncode == 2 and "write m.pth" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torchscript_export_prints_no_deprecation_warnings(tiny_run, tmp_path):
+    result = export_cli(
+        str(tiny_run), "--format", "torchscript", "--output", str(tmp_path / "m.pt"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr

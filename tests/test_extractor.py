@@ -114,3 +114,22 @@ def test_a_damaged_metrics_file_is_said_not_silently_passed_over(tiny_run, tmp_p
         extractor = reidgraft.FeatureExtractor(run, device="cpu")
     assert extractor.k == 0
     assert any("metrics.json cannot be read" in str(w.message) for w in caught)
+
+
+def test_resize_cv2_gives_the_features_of_crops_opencv_resized(lively_run):
+    import cv2
+
+    as_opencv = reidgraft.FeatureExtractor(lively_run, device="cpu", amp="none", resize="cv2")
+    plain = reidgraft.FeatureExtractor(lively_run, device="cpu", amp="none")
+    rng = np.random.default_rng(3)
+    crops = [
+        cv2.GaussianBlur(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8), (7, 7), 2) for _ in range(2)
+    ]
+    resized = [
+        cv2.resize(crop, (plain.width, plain.height), interpolation=cv2.INTER_LINEAR) for crop in crops
+    ]
+    np.testing.assert_allclose(as_opencv(crops, bgr=True), plain(resized, bgr=True), atol=1e-6)
+    assert (as_opencv(crops) * plain(crops)).sum(axis=1).min() < 0.9999  # not PIL's resize
+    assert "resize cv2" in repr(as_opencv)
+    with pytest.raises(ValueError, match="resize must be one of pil, cv2, got 'area'"):
+        reidgraft.FeatureExtractor(lively_run, device="cpu", resize="area")

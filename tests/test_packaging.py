@@ -67,3 +67,59 @@ def test_a_wheel_installed_without_e_trains_the_quick_recipe_outside_the_checkou
     config = (tmp_path / "run" / "config.yaml").read_text()
     assert "optimizer: amsgrad" in config and "scheduler: cosine" in config  # the quick recipe's
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def _requirements():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
+    listed = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        listed += extra
+    return [Requirement(line) for line in listed]
+
+
+def _constraints() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPOSITORY / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_dependencies_are_ranges_that_keep_a_trackers_torch():
+    """A library pinning torch exactly replaces the torch of the environment it joins."""
+    for requirement in _requirements():
+        if requirement.name in ("torch", "torchvision"):
+            operators = {spec.operator for spec in requirement.specifier}
+            assert "==" not in operators and ">=" in operators, requirement
+
+
+def test_constraints_pin_every_dependency_inside_its_range():
+    from packaging.utils import canonicalize_name
+
+    pins = _constraints()
+    for requirement in _requirements():
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        name = canonicalize_name(requirement.name)
+        if name == "faiss-gpu":  # the gpu extra, installed without constraints on GPU machines only
+            continue
+        assert name in pins, f"constraints.txt pins no {name}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (requirement, pins[name])
+
+
+def test_the_environment_is_the_one_constraints_txt_pins():
+    """CI installs with -c constraints.txt: what runs the tests is what the file says."""
+    from importlib.metadata import version
+
+    pins = _constraints()
+    for name in ("torch", "torchvision", "onnxruntime", "numpy", "torchreid"):
+        assert version(name).split("+")[0] == pins[name].split("+")[0], name

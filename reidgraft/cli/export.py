@@ -1,8 +1,9 @@
-"""Export a run's model for use outside reidgraft: ONNX (checked with onnxruntime) or TorchScript
-(checked with torch.jit.load), with its input contract in the file and in FILE.json.
+"""Export a run's model for use outside reidgraft: ONNX (checked with onnxruntime), TorchScript
+(checked with torch.jit.load), OpenVINO (checked with its CPU runtime) or one model's weights
+(checked by loading them into a model built afresh), with its input contract in FILE.json.
 
-    reidgraft-export RUN_DIR --format {onnx,torchscript} --output FILE [--model k] [--dynamic-batch]
-                     [--fp16] [--input {images,crops}] [--bgr]
+    reidgraft-export RUN_DIR --format {onnx,torchscript,openvino,weights} --output FILE [--model k]
+                     [--dynamic-batch] [--fp16] [--input {images,crops}] [--bgr] [--for boxmot]
 
 The exported model takes float32 NCHW images at the run's size, normalised with ImageNet's mean
 and std (`--input images`), or uint8 crops of any size, HWC, RGB or BGR with `--bgr`, that it
@@ -12,7 +13,8 @@ also checked against FeatureExtractor's features of the same crops (cosine at le
 written under a temporary name and run on sample images; its largest absolute difference from
 PyTorch is printed with the smallest cosine between their features; above 1e-4 (fp32; 2e-2 for
 fp16), or below a cosine of 0.9999 (fp32; 0.998 for fp16), nothing is written and the command
-exits 1. An existing FILE or FILE.json is never replaced.
+exits 1. An existing FILE or FILE.json is never replaced. `--for boxmot` also writes
+FILE.metadata.json, the sidecar boxmot's re-ID backends read (architecture, input size).
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..export import CROP_SIZES, FORMATS, INPUTS, export_model
+from ..export import CROP_SIZES, FORMATS, INPUTS, TRACKERS, RuntimeFault, boxmot_sidecar, export_model
 from ..files import DiskFull, check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reidgraft-export", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a reidgraft re-ID run folder (or its checkpoint.pt)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="onnx or torchscript")
+    parser.add_argument(
+        "--format", required=True, choices=FORMATS,
+        help="onnx, torchscript, openvino (FILE.xml and FILE.bin) or weights (one model's state dict)",
+    )  # fmt: skip
     parser.add_argument("--output", required=True, help="the file to write (refused if it exists)")
     parser.add_argument(
         "--model", type=int, help="which of the K models (default: the best of K on validation, else model 0)"
@@ -48,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bgr", action="store_true", help="with --input crops: the crops are BGR (OpenCV frames)"
     )
+    parser.add_argument(
+        "--for", dest="tracker", choices=TRACKERS,
+        help="boxmot: a file boxmot loads as it is (dynamic batch, and its sidecar FILE.metadata.json)",
+    )  # fmt: skip
     return parser
 
 
@@ -65,11 +74,12 @@ def main(argv=None) -> int:
             fp16=args.fp16,
             input_kind=args.input,
             bgr=args.bgr,
+            tracker=args.tracker,
         )
     except (ValueError, OSError, ImportError, RuntimeError) as error:  # torch's export errors included
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"reidgraft-export: {message}", file=sys.stderr)
-        return 1 if isinstance(error, DiskFull) else 2  # (a full disk is a fault, not bad input)
+        return 1 if isinstance(error, DiskFull | RuntimeFault) else 2  # (faults, not bad input)
     batches = ", ".join(str(size) for size in report.checked_batches)
     parity = (
         f"parity with PyTorch on sample images (batches of {batches}): max abs difference "
@@ -93,12 +103,35 @@ def main(argv=None) -> int:
         )
     else:
         taken = f"input float32 N x 3 x {shape['height']} x {shape['width']} (batch {shape['batch']})"
-    print(
-        f"wrote {report.output} ({args.format}, model {contract['model']} of {contract['run']}, "
-        f"{contract['precision']}): {taken}, output {contract['output']['dim']} L2-normalised features; "
-        f"contract in the file and in {report.output.name}.json"
-    )
+    if args.format == "weights":
+        layout = (
+            "torchreid's layout"
+            if contract["torchreid_layout"]
+            else "reidgraft's layout (BNNeck or last stride 1)"
+        )
+        print(
+            f"wrote {report.output} (weights, model {contract['model']} of {contract['run']}, "
+            f"{contract['arch']}, {layout}): {taken}, output {contract['output']['dim']} raw features "
+            "(L2-normalise them); "
+            f"contract in {report.output.name}.json"
+        )
+    else:
+        written = (
+            f"{report.output} and {report.output.with_suffix('.bin').name}"
+            if args.format == "openvino"
+            else report.output
+        )
+        print(
+            f"wrote {written} ({args.format}, model {contract['model']} of {contract['run']}, "
+            f"{contract['precision']}): {taken}, output {contract['output']['dim']} L2-normalised features; "
+            f"contract in the file and in {report.output.name}.json"
+        )
     print(f"{parity}: ok")
+    if args.tracker == "boxmot":
+        print(
+            f"boxmot reads {boxmot_sidecar(report.output).name} beside it: e.g. "
+            f"BotSort(reid_weights=Path({str(report.output)!r}), device='cpu', half=False)"
+        )
     return 0
 
 

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import io
 import random
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -210,8 +211,12 @@ def reid_transforms(
     """torchreid's train and test transforms (resize, its augmentations, normalisation by `mean`
     and `std`: by default torchreid's, ImageNet's, which every torchreid backbone's spec holds),
     with `random_pad_crop` placed where torchreid puts its own crop (after the flip)."""
-    from torchreid.reid.data.transforms import build_transforms
     from torchvision import transforms as T
+
+    # torchreid warns at import that its Cython ranking is absent; reidgraft does not use it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Cython evaluation")
+        from torchreid.reid.data.transforms import build_transforms
 
     check_reid_augment(augment)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints each transform it adds
