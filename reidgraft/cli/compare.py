@@ -5,7 +5,7 @@ and how they are paired).
 
     reidgraft-compare --config RECIPE [--seeds 5] [--models 2 4] [--methods ...] [--output DIR]
                       [--primary graft:best_of_k-nograft:best_of_k] [--variant NAME:FIELD=VALUE]
-                      [--val-ids N]
+                      [--val-ids N] [--root DIR] [--dataset NAME] [--height H --width W] [--workers N]
 
 Writes DIR/comparison.md, comparison.json and comparison.png (default DIR:
 runs/compare-<recipe name>). Each run's per-item scores are kept in its folder, so a comparison
@@ -65,7 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", help="folder for the runs and the table (default: runs/compare-<recipe name>)"
     )
+    data = parser.add_argument_group("data (set for every run; default: the recipe's)")
+    data.add_argument(
+        "--root", help="the data root: the folder holding the dataset (or, for folder, the crops)"
+    )
+    data.add_argument("--dataset", help="the dataset's name (market1501, folder, cuhk01, ...)")
+    data.add_argument("--height", type=int, help="input height in pixels")
+    data.add_argument("--width", type=int, help="input width in pixels")
+    data.add_argument("--workers", type=int, help="data-loading processes per model")
     return parser
+
+
+DATA_FLAGS = ("root", "dataset", "height", "width", "workers")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,6 +89,7 @@ def main(argv=None) -> int:
         result = compare(
             args.config, seeds=args.seeds, models=args.models, methods=args.methods, output=args.output,
             primary=args.primary, variants=args.variant, val_ids=args.val_ids, ema_decay=args.ema_decay,
+            overrides={flag: getattr(args, flag) for flag in DATA_FLAGS if getattr(args, flag) is not None},
         )  # fmt: skip
         written = write_report(result)
     except (ConfigError, DataMissingError, ImageReadError, ValueError) as error:

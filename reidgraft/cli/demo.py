@@ -1,9 +1,10 @@
 """The gallery-search demo: query a gallery with a trained (grafted) model in the browser.
 
-    reidgraft-demo [--checkpoint RUN_DIR] [--model k] [--gallery DATASET_OR_FOLDER]
+    reidgraft-demo [RUN_DIR] [--model k] [--gallery DATASET_OR_FOLDER]
                   [--compare RUN_DIR] [--cache-dir DIR] [--host 127.0.0.1] [--port 7860]
 
-With no arguments it serves the newest run under runs/ and that run's dataset gallery. The
+With no arguments it serves the newest run under runs/ and that run's dataset gallery (RUN_DIR
+is the run folder, as every other command takes it; `--checkpoint RUN_DIR` still works). The
 gallery's features are extracted once and cached next to the run's checkpoint (or in
 --cache-dir). SIGTERM or Ctrl-C stops it, removing every upload it stored.
 """
@@ -39,8 +40,12 @@ MAX_UPLOAD_MB = 10.0
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reidgraft-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--checkpoint", metavar="RUN_DIR", help=f"a training run (default: newest under {DEFAULT_RUNS}/)"
+        "run_dir",
+        nargs="?",
+        metavar="RUN_DIR",
+        help=f"a training run (default: newest under {DEFAULT_RUNS}/)",
     )
+    parser.add_argument("--checkpoint", metavar="RUN_DIR", help="the same as RUN_DIR (the older spelling)")
     parser.add_argument(
         "--model",
         type=int,
@@ -86,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.run_dir and args.checkpoint and args.run_dir != args.checkpoint:
+        parser.error(f"two runs given, {args.run_dir} and --checkpoint {args.checkpoint}: give one")
+    args.checkpoint = args.checkpoint or args.run_dir
+    return args
 
 
 def prepare(args) -> tuple[list[GallerySearch], list[str]]:

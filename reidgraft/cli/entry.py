@@ -39,7 +39,21 @@ def interrupt_exit(interrupt: KeyboardInterrupt) -> int:
     return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
 
 
+def version() -> str:
+    """reidgraft's installed version (from its metadata; no torch imported)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("reidgraft")
+    except PackageNotFoundError:  # (run from a checkout that was never installed)
+        return "unknown (not installed)"
+
+
 def _run(command: str, allocator: bool) -> int:
+    if sys.argv[1:] == ["--version"]:
+        print(f"reidgraft-{command} (reidgraft {version()})")
+        return 0
     if allocator:
         try:
             reexec_with_mimalloc(requested_device(sys.argv))
@@ -62,6 +76,37 @@ def _run(command: str, allocator: bool) -> int:
             file=sys.stderr,
         )
         return interrupt_exit(interrupt)
+
+
+# each command, and whether it preloads the CPU allocator (the commands that train or embed much)
+COMMANDS = {
+    "train": True,
+    "evaluate": True,
+    "compare": True,
+    "analyze": False,
+    "demo": False,
+    "export": False,
+}
+
+
+def main() -> int:
+    """`reidgraft <command> ...`, the same as `reidgraft-<command> ...`."""
+    usage = f"usage: reidgraft {{{','.join(COMMANDS)}}} ... (each has --help), or reidgraft --version"
+    arguments = sys.argv[1:]
+    if not arguments or arguments[0] in ("-h", "--help"):
+        print(usage, file=sys.stdout if arguments else sys.stderr)
+        return 0 if arguments else 2
+    if arguments[0] == "--version":
+        print(f"reidgraft {version()}")
+        return 0
+    command = arguments[0]
+    if command not in COMMANDS:
+        print(
+            f"reidgraft: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr
+        )
+        return 2
+    sys.argv = [f"reidgraft-{command}", *arguments[1:]]  # (each command's parser names itself)
+    return _run(command, COMMANDS[command])
 
 
 def train() -> int:

@@ -32,7 +32,7 @@ by `report.py`.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import ConfigError, TrainConfig, build_config, load_yaml
+from ..config import ConfigError, TrainConfig, build_config, checked_value, load_yaml
 from ..data import ReidSplits
 from ..device import resolve_device
 from ..files import check_own_outputs, json_fingerprint, read_keyed_arrays, write_keyed_arrays
@@ -427,6 +427,7 @@ def compare(
     variants: Sequence[str] = (),
     val_ids: int | None = None,
     ema_decay: float = EMA_DECAY,
+    overrides: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> ComparisonResult:
     """Train or reuse every run the comparison needs and pair the methods; the report is
@@ -434,7 +435,8 @@ def compare(
     holds another recipe's run, other data or an older method's, before any training.
     `val_ids`: identities (classification: images per class) to hold out for choosing the best
     of K (over what the recipe holds out); None: the recipe's, or VALIDATION_SHARE of them when it
-    holds out none; 0: none (chosen on the test set, and labelled so)."""
+    holds out none; 0: none (chosen on the test set, and labelled so). `overrides`: recipe fields
+    set for every run (compare's --root, --dataset, --height, --width, --workers)."""
     if seeds < 1 or any(k < 2 for k in models):
         raise ConfigError(
             "--seeds must be at least 1 and every --models value at least 2 (K = 1 is `single`)"
@@ -455,6 +457,8 @@ def compare(
     methods = list(dict.fromkeys([*methods, *extra]))
     contrast = parse_contrast(primary, methods)
     values = load_yaml(recipe)
+    if overrides:
+        values = {**values, **{name: checked_value(name, value) for name, value in overrides.items()}}
     base = build_config(values)
     plan = preflight(base)  # names, devices, precision, weights and the data's presence, before any work
     for changes in extra.values():  # a variant's settings too (a teacher file, say)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,3 +202,27 @@ def test_a_users_file_under_output_is_refused_before_any_training(recipe, tmp_pa
     assert "comparison.md was not written by reidgraft" in result.stderr
     assert (output / "comparison.md").read_text() == "my notes\n"
     assert sorted(p.name for p in output.iterdir()) == ["comparison.md"]  # nothing trained
+
+
+def test_root_points_every_run_at_other_data(recipe, tmp_path):
+    """--root (and the other data flags) set the recipe's data for every run: a missing root is
+    named before any work, and a real one is what every run's config records."""
+    from reidgraft.data.datasets import synthetic_splits
+
+    missing = compare("--config", recipe, "--root", tmp_path / "nowhere", "--dataset", "folder",
+                      "--seeds", "1", "--models", "2", "--output", tmp_path / "never",
+                      cwd=tmp_path)  # fmt: skip
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
+    assert str(tmp_path / "nowhere") in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()
+
+    other = tmp_path / "other"
+    synthetic_splits(other, train_ids=6, test_ids=4, images_per_id=4, distractors=2, height=24, width=12)
+    output = tmp_path / "comparison"
+    done = compare("--config", recipe, "--root", other, "--height", "24", "--width", "12", "--seeds",
+                   "1", "--models", "2", "--methods", "nograft", "graft", "--output", output,
+                   cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for method in ("nograft", "graft"):
+        config = yaml.safe_load((output / f"seed0-k2-{method}" / "config.yaml").read_text())
+        assert config["root"] == str(other) and (config["height"], config["width"]) == (24, 12)

@@ -77,3 +77,47 @@ def test_installed_commands_and_wrappers_are_the_same_program(name):
     ]
     assert texts[0] == texts[1] and f"usage: reidgraft-{name}" in texts[0]
     assert "sys.path" not in wrapper.read_text()
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_the_umbrella_command_runs_each_command(name):
+    umbrella = Path(sys.executable).parent / "reidgraft"
+    assert umbrella.is_file(), f"{umbrella} is not installed; pip install -e . makes it"
+    texts = [
+        subprocess.run(command + ["--help"], capture_output=True, text=True, timeout=120).stdout
+        for command in ([str(umbrella), name], [str(Path(sys.executable).parent / f"reidgraft-{name}")])
+    ]
+    assert texts[0] == texts[1] and f"usage: reidgraft-{name}" in texts[0]
+
+
+def test_version_and_unknown_commands():
+    from importlib.metadata import version
+
+    bin_dir = Path(sys.executable).parent
+    for command, expected in [
+        ([str(bin_dir / "reidgraft"), "--version"], f"reidgraft {version('reidgraft')}\n"),
+        (
+            [str(bin_dir / "reidgraft-export"), "--version"],
+            f"reidgraft-export (reidgraft {version('reidgraft')})\n",
+        ),
+    ]:
+        shown = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and shown.stdout == expected, shown.stderr
+    unknown = subprocess.run(
+        [str(bin_dir / "reidgraft"), "trian"], capture_output=True, text=True, timeout=120
+    )
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert unknown.stderr == (
+        "reidgraft: unknown command 'trian'; choose one of: train, evaluate, compare, analyze, demo, export\n"
+    )
+    bare = subprocess.run([str(bin_dir / "reidgraft")], capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 2 and "usage: reidgraft {train," in bare.stderr
+
+
+def test_the_demo_takes_the_run_folder_as_every_command_does():
+    assert demo.parse_args(["runs/a"]).checkpoint == "runs/a"
+    assert demo.parse_args(["--checkpoint", "runs/a"]).checkpoint == "runs/a"  # the older spelling
+    assert demo.parse_args([]).checkpoint is None
+    with pytest.raises(SystemExit) as stopped:
+        demo.parse_args(["runs/a", "--checkpoint", "runs/b"])
+    assert stopped.value.code == 2
