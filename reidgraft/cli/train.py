@@ -8,8 +8,11 @@
     torchrun --nproc_per_node 4 tools/train.py --dataset market1501 --distributed   # one model per process
     reidgraft-train --resume runs/RUN --epochs 80
 
-(`python tools/train.py` is the same program.) Settings come from the dataclass defaults, then
-the recipe (--config, or the one registered for --dataset and --arch), then the flags below.
+(`python tools/train.py` is the same program.) Settings come from the defaults shown below, then
+the recipe (--config, or the one registered for --dataset and --arch: synthetic_quick when
+neither is given), then the flags. A run prints the recipe it took and every setting that
+differs from these defaults, with its source; --print-config prints them and the whole resolved
+config without training.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from ..config import (
     find_recipe,
     given_fields,
     load_yaml,
-    recipe_for,
+    recipe_choice,
+    recipe_label,
+    settings_lines,
 )
 from ..data import REID, DataMissingError, ReidSplits, dataset_spec
 from ..engine import RunDir, Trainer
@@ -69,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--distributed", action="store_true",
         help="under torchrun: one model per process, the ring grafted over torch.distributed",
     )  # fmt: skip
+    run.add_argument(
+        "--print-config", action="store_true",
+        help="print the recipe, the settings that differ from the defaults and the whole resolved "
+        "config (YAML), then stop: nothing is trained or written",
+    )  # fmt: skip
     add_config_arguments(parser)
     return parser
 
@@ -84,15 +94,42 @@ def default_output(config: TrainConfig) -> str:
     return str(Path("runs") / f"{config.dataset}-{config.arch}-k{config.models}{mode}-{stamp}")
 
 
-def new_run(args: argparse.Namespace, distributed: bool) -> TrainConfig:
-    """The config of a new run whose folder may be written (checked by rank 0 alone in a
-    distributed run, before any rank writes)."""
-    recipe = find_recipe(args.config) if args.config else recipe_for(args.dataset, args.arch)
+def resolved(args: argparse.Namespace) -> tuple[TrainConfig, list[str]]:
+    """A new run's config (its output not yet chosen) and the lines saying where it came from."""
+    recipe, note = (find_recipe(args.config), None) if args.config else recipe_choice(args.dataset, args.arch)
     given = given_fields(args)
-    config = build_config(load_yaml(recipe), **given)
+    recipe_values = load_yaml(recipe)
+    config = build_config(recipe_values, **given)
     check_method_settings(config, given)
     if config.weights is None and dataset_spec(config.dataset).task == REID:
         config.weights = IMAGENET  # what re-ID users expect when neither recipe nor flag says
+    lines = [f"recipe: {recipe_label(recipe)}"] + ([f"note: {note}"] if note else [])
+    return config, lines + settings_lines(config, recipe_values, given)
+
+
+def print_config(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import yaml
+
+    if args.resume:
+        raise ConfigError("--print-config is for a new run; a resumed run's config is RUN_DIR/config.yaml")
+    config, lines = resolved(args)
+    for line in lines:
+        print(line)
+    values = dataclasses.asdict(config)
+    values["output"] = config.output or "runs/<dataset>-<arch>-k<models>-<time> (made at the start)"
+    print("---")
+    print(yaml.safe_dump(values, sort_keys=False).rstrip())
+    return 0
+
+
+def new_run(args: argparse.Namespace, distributed: bool, say=print) -> TrainConfig:
+    """The config of a new run whose folder may be written (checked by rank 0 alone in a
+    distributed run, before any rank writes); says where its settings came from."""
+    config, lines = resolved(args)
+    for line in lines:
+        say(line)
     config.output = config.output or default_output(config)
 
     def checked() -> str:
@@ -116,13 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config, rank, trainer = None, None, None
     try:
+        if args.print_config:
+            return print_config(args)
         group = None
         if args.distributed:
             rank = join_process_group(args.models, args.device, args.ring_timeout)
             group = OneModelPerProcess(rank, world=int(os.environ["WORLD_SIZE"]))
             args.models = group.world
         say = print if rank in (None, 0) else (lambda *parts, **options: None)
-        config, payload = resumed_run(args, rank) if args.resume else (new_run(args, group is not None), None)
+        if args.resume:
+            config, payload = resumed_run(args, rank)
+            say(f"recipe: none (resumed: {RunDir(config.output).config_file} holds the run's settings)")
+        else:
+            config, payload = new_run(args, group is not None, say), None
         # names, devices, precision, the weights file (found, or downloaded by rank 0 first) and
         # the data's presence, before any data is read
         if group is not None:

@@ -63,11 +63,56 @@ def recipe_for(dataset: str | None, arch: str | None) -> Traversable:
     """The recipe a run starts from when no --config is given: the dataset's recipe for `arch`
     (the dataset's default arch's when `arch` has none), from the dataset registry; the synthetic
     dataset's when no dataset is named. An unknown dataset is an error, never a silent fallback."""
+    return recipe_choice(dataset, arch)[0]
+
+
+def recipe_choice(dataset: str | None, arch: str | None) -> tuple[Traversable, str | None]:
+    """`recipe_for`'s recipe and, when `arch` has no recipe of its own for the dataset, a note
+    saying whose settings it gets instead (said at the start of a run, never silent)."""
     try:
         spec = dataset_spec(dataset or DEFAULT_DATASET)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    return shipped_recipe(spec.recipe(arch))
+    name = spec.recipe(arch)
+    note = None
+    if arch and arch not in spec.recipes:
+        note = (
+            f"no {spec.name} recipe is shipped for {arch}: its settings are {spec.default_arch}'s "
+            f"({name.removesuffix(SUFFIX)}), with arch {arch}; pass --config to choose"
+        )
+    return shipped_recipe(name), note
+
+
+def recipe_label(recipe: Source | None) -> str:
+    """How a run's console names its recipe: a shipped one by name, a file by its path."""
+    if recipe is None:
+        return "none"
+    shipped = str(getattr(recipe, "parent", "")) == str(RECIPES)  # (a Path when installed as files)
+    if isinstance(recipe, Path) and not shipped:
+        return str(recipe)
+    return f"{recipe.name.removesuffix(SUFFIX)} (shipped: reidgraft/recipes/{recipe.name})"
+
+
+def settings_lines(config: TrainConfig, recipe_values: dict[str, Any], flags: dict[str, Any]) -> list[str]:
+    """The resolved settings that differ from the schema's defaults, by where each came from:
+    the recipe (with its bases) or a flag. `output` is left to the line naming the run."""
+    defaults = TrainConfig()
+    sources: dict[str, list[str]] = {"flags": [], "the recipe": [], "reidgraft": []}
+    for name in FIELDS:
+        value = getattr(config, name)
+        if name == "output" or value == getattr(defaults, name):
+            continue
+        source = "flags" if name in flags else "the recipe" if name in recipe_values else "reidgraft"
+        plain = (
+            str(value).lower()
+            if isinstance(value, bool)
+            else value
+            if isinstance(value, str)
+            else shown(value)
+        )
+        sources[source].append(f"{name}={plain}")
+    lines = [f"settings from {where}: {', '.join(items)}" for where, items in sources.items() if items]
+    return lines or ["settings: all at their defaults"]
 
 
 class AliasRefused(yaml.YAMLError):

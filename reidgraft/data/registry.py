@@ -157,7 +157,8 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             "folder", REID, _folder("load_folder_splits"), _folder("check_folder"), "resnet50",
-            {"resnet50": "folder_resnet50.yaml"}, {"resnet50": "folder_resnet50_bot.yaml"},
+            {"resnet50": "folder_resnet50.yaml", "mobilenetv2_x1_0": "folder_mobilenetv2.yaml"},
+            {"resnet50": "folder_resnet50_bot.yaml", "mobilenetv2_x1_0": "folder_mobilenetv2_bot.yaml"},
         ),
         DatasetSpec(
             "synthetic", REID, datasets.synthetic_splits, datasets.check_synthetic, "mobilenetv2_x1_0",

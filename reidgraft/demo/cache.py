@@ -14,6 +14,7 @@ import numpy as np
 from ..engine.features import extract_features
 from ..files import check_writable, fingerprint, read_keyed_arrays, write_keyed_arrays, writer_alive
 from ..index import KINDS, GalleryIndex, files_fingerprint, index_key, load_gallery_cache, save_gallery_cache
+from ..progress import Progress
 from .gallery import DemoError, Gallery
 from .model import RunModel
 
@@ -80,14 +81,12 @@ def extract_resumably(
     included), in chunks of batches with one progress bar; the rows done so far are saved to
     `partial` every SAVE_EVERY_SECONDS, so an interrupted extraction (Ctrl-C, a crash) restarts
     where it stopped. A partial file of another key is ignored."""
-    from tqdm import tqdm
-
     done = _read_partial(partial, key)
     total = len(gallery.paths)
     chunk = batch_size * 8
     partial.parent.mkdir(parents=True, exist_ok=True)
     saved_at = time.monotonic()
-    with tqdm(total=total, initial=len(done), desc=f"indexing {total} gallery images", disable=None) as bar:
+    with Progress(total, f"indexing {total} gallery images", unit="images", initial=len(done)) as bar:
         parts = [done] if len(done) else []
         position = len(done)
         while position < total:

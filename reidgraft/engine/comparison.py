@@ -41,7 +41,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import ConfigError, TrainConfig, build_config, checked_value, load_yaml
+from ..config import (
+    ConfigError,
+    TrainConfig,
+    build_config,
+    checked_value,
+    find_recipe,
+    load_yaml,
+    recipe_label,
+    settings_lines,
+)
 from ..data import ReidSplits
 from ..device import resolve_device
 from ..files import check_own_outputs, json_fingerprint, read_keyed_arrays, write_keyed_arrays
@@ -221,7 +230,10 @@ class Comparison:
         name = self.run_name(method, k, seed)
         if name not in self._runs:
             config = self.config(method, k, seed)
-            _, done = finish_run(config, self.data, log=lambda line: self.log(f"[{name}] {line}"))
+            self.log(f"[{name}] {method}, K = {config.models}, seed {seed}, {config.epochs} epochs")
+            _, done = finish_run(
+                config, self.data, log=lambda line: self.log(f"[{name}] {line}"), label=f"[{name}] "
+            )
             self.log(f"[{name}] {done}")
             self._runs[name] = FinishedRun(name, TrainedRun(self.output / name), self.device)
         return self._runs[name]
@@ -456,10 +468,13 @@ def compare(
         extra[name] = changes
     methods = list(dict.fromkeys([*methods, *extra]))
     contrast = parse_contrast(primary, methods)
-    values = load_yaml(recipe)
-    if overrides:
-        values = {**values, **{name: checked_value(name, value) for name, value in overrides.items()}}
+    values = recipe_values = load_yaml(recipe)
+    overrides = {name: checked_value(name, value) for name, value in (overrides or {}).items()}
+    values = {**values, **overrides}
     base = build_config(values)
+    log(f"compare: recipe: {recipe_label(find_recipe(recipe))}")
+    for line in settings_lines(base, recipe_values, overrides):
+        log(f"compare: {line} (every run; each method changes its own)")
     plan = preflight(base)  # names, devices, precision, weights and the data's presence, before any work
     for changes in extra.values():  # a variant's settings too (a teacher file, say)
         preflight(build_config(values, **changes), data=False)

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..data import build_test_loader
 from ..device import autocast
+from ..progress import progress
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -57,7 +57,7 @@ def extract_features(
     for model in models:
         model.eval()
     parts: list[list[torch.Tensor]] = [[] for _ in models]
-    for images, _, _, _ in tqdm(loader, desc=what, leave=False, disable=None):
+    for images, _, _, _ in progress(loader, total=len(loader), what=what, per_step=batch_size):
         inputs = Inputs(images, channels_last)
         for k, (model, device) in enumerate(zip(models, devices, strict=True)):
             with autocast(device, amp):

@@ -108,14 +108,16 @@ def finish_run(
     config: TrainConfig,
     data: ReidSplits | ClassificationData,
     log: Callable[[str], None] = print,
+    label: str = "",
 ) -> tuple[dict[str, Any], str]:
     """Carry the run in `config.output` to `config.epochs`: reuse it if it has finished, resume it
     from its checkpoint if it was interrupted, else train it in a new folder, once
-    `check_run_folder` allows it. Returns (metrics.json, what was done)."""
+    `check_run_folder` allows it. Returns (metrics.json, what was done). `label` goes before
+    the trainer's progress lines."""
     run = RunDir(config.output)
     payload = check_run_folder(config, data)
     if payload is None:
-        trainer = Trainer(config, data, run.path, log=log, plan=preflight(config, data=False))
+        trainer = Trainer(config, data, run.path, log=log, plan=preflight(config, data=False), label=label)
         trainer.fit()
         return trainer.metrics_file(), "trained"
     metrics = run.read_metrics()
@@ -124,7 +126,7 @@ def finish_run(
         if config.deterministic and threads not in (None, torch.get_num_threads()):
             log(threads_warning(threads, "was trained"))
         return metrics, "reused"
-    trainer = Trainer(config, data, run.path, log=log, plan=preflight(config, data=False))
+    trainer = Trainer(config, data, run.path, log=log, plan=preflight(config, data=False), label=label)
     trainer.load_state(payload)
     trainer.fit()
     return trainer.metrics_file(), f"resumed after epoch {payload['epoch']}"

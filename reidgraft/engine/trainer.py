@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..analysis import filter_norms, invalid_ratios, network_entropy
 from ..config import TrainConfig
@@ -44,6 +43,7 @@ from ..population import (
     reestimate_batch_norm,
     weight_average,
 )  # fmt: skip
+from ..progress import progress
 from .checkpoint import restore_rng_state, rng_state
 from .distributed import OneModelPerProcess, SingleProcess
 from .logging import EpochLog, best_epochs, k_model_report, metrics_file
@@ -93,10 +93,13 @@ class Trainer:
         log=print,
         group: SingleProcess | OneModelPerProcess | None = None,
         plan: Plan | None = None,
+        label: str = "",
     ):
         """`group`: which of the K models this process trains and how they graft (default: all K
         here, grafted by `GraftRing`). `plan`: the config's preflight (devices, precision, initial
-        weights), made here when not given."""
+        weights), made here when not given. `label`: put before the progress lines (compare names
+        its runs)."""
+        self.label = label
         self.config, self.run = config, RunDir(run_dir)
         self.run_dir = self.run.path
         self.group = group or SingleProcess(config.models)
@@ -426,14 +429,13 @@ class Trainer:
         correct = [torch.zeros((), dtype=torch.int64, device=m.device) for m in self.members]
         seen = [0] * len(self.members)
         steps = min(len(self.train_loaders[0]), max_steps or len(self.train_loaders[0]))
-        bar = tqdm(
+        shared = self.population.shared_batch
+        bar = progress(
             itertools.islice(zip(*self.train_loaders, strict=True), steps),
             total=steps,
-            desc=f"epoch {epoch + 1}/{self.config.epochs}",
-            leave=False,
-            disable=None,
+            what=f"{self.label}epoch {epoch + 1}/{self.config.epochs}",
+            per_step=self.config.batch_size * (1 if shared else len(self.members)),
         )
-        shared = self.population.shared_batch
         for step, batches in enumerate(bar):
             if shared:  # one batch for every model (DML)
                 batches = batches * len(self.members)

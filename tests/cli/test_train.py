@@ -194,3 +194,54 @@ def test_bad_population_settings_exit_2_before_any_data_is_read(tmp_path, flags,
     result = train("--dataset", "market1501", "--root", str(tmp_path / "absent"), *flags, cwd=tmp_path)
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "runs").exists()
+
+
+def test_off_a_terminal_progress_is_timed_lines_and_the_recipe_is_said(tiny_root, tmp_path):
+    """Under nohup, SLURM or docker logs (stdout and stderr are pipes) a bar says nothing: the
+    epoch and the evaluation's extraction log lines with their rate and the time left."""
+    import os
+
+    environment = {**os.environ, "REIDGRAFT_LOG_SECONDS": "0.001"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train.py"), "--root", str(tiny_root), "--output",
+         str(tmp_path / "run"), *TINY_FLAGS, "--eval-batch-size", "4"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600, env=environment,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    epoch = [line for line in result.stderr.splitlines() if line.startswith("epoch 1/1: ")]
+    assert epoch and "images/s" in epoch[0] and "left" in epoch[0], result.stderr
+    assert epoch[-1].startswith("epoch 1/1: ") and " batches done in " in epoch[-1]
+    assert any(line.startswith("features gallery: ") for line in result.stderr.splitlines())
+    assert "\r" not in result.stderr  # no bar
+    lines = result.stdout.splitlines()
+    assert lines[0] == "recipe: synthetic_quick (shipped: reidgraft/recipes/synthetic_quick.yaml)"
+    assert lines[1].startswith("settings from flags: ") and "models=2" in lines[1] and "height=32" in lines[1]
+    assert lines[2].startswith("settings from the recipe: ")
+
+    quiet = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train.py"), "--root", str(tiny_root), "--output",
+         str(tmp_path / "quiet"), *TINY_FLAGS],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**environment, "REIDGRAFT_LOG_SECONDS": "0"},
+    )  # fmt: skip
+    assert quiet.returncode == 0 and "epoch 1/1: " not in quiet.stderr, quiet.stderr
+
+
+def test_print_config_says_the_recipe_and_trains_nothing(tmp_path):
+    result = train(
+        "--dataset", "folder", "--arch", "osnet_x1_0", "--epochs", "3", "--print-config", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "recipe: folder_resnet50 (shipped: reidgraft/recipes/folder_resnet50.yaml)"
+    assert lines[1].startswith(
+        "note: no folder recipe is shipped for osnet_x1_0: its settings are resnet50's"
+    )
+    assert "epochs=3" in lines[2] and lines[2].startswith("settings from flags: ")
+    assert "\nepochs: 3\n" in result.stdout and "\narch: osnet_x1_0\n" in result.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing written, no data read
+    mobile = train("--dataset", "folder", "--arch", "mobilenetv2_x1_0", "--print-config", cwd=tmp_path)
+    assert mobile.stdout.splitlines()[0] == (
+        "recipe: folder_mobilenetv2 (shipped: reidgraft/recipes/folder_mobilenetv2.yaml)"
+    )
+    assert "note:" not in mobile.stdout
