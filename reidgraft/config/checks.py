@@ -91,6 +91,14 @@ def _check_population(config: TrainConfig) -> None:
         raise ConfigError(f"dml_temperature must be positive, got {config.dml_temperature}")
     if not 0 < config.papa_rate <= 1:
         raise ConfigError(f"papa_rate must lie in (0, 1], got {config.papa_rate}")
+    if config.split is not None and not (math.isfinite(config.split) and 0 < config.split < 1):
+        raise ConfigError(
+            f"split must be a share of identities between 0 and 1 (e.g. 0.5), got {config.split}"
+        )
+    if config.split is not None and config.dataset != "folder":
+        raise ConfigError(
+            f"--split is for --dataset folder (your own crops); {config.dataset} has its own split"
+        )
     if config.ema is not None and not (math.isfinite(config.ema) and 0 <= config.ema < 1):
         raise ConfigError(f"ema must be a decay in [0, 1) (e.g. 0.999), got {config.ema}")
 

@@ -147,6 +147,23 @@ class TrainConfig:
             "data", "cuhk03: the classic 1,367/100 split instead of the new 767/700 protocol", task=REID
         ),
     )
+    split: float | None = field(
+        default=None,
+        metadata=_doc(
+            "data",
+            "folder: --root is one pile to split by identity (a folder per person, a CSV list of path,"
+            "person[,camera], or Market-named crops without split folders): the share of identities "
+            "to train on, e.g. 0.5; the rest give one query per camera (per person without cameras) "
+            "and the gallery; unset: --root holds the three split folders",
+            task=REID,
+        )
+        | {"kind": "float"},
+    )
+    split_seed: int = field(
+        default=0,
+        metadata=_doc("data", "folder with --split: the seed of the split (the same seed, the same split)",
+                      task=REID, minimum=0),
+    )  # fmt: skip
     download: bool = field(
         default=False,
         metadata=_doc(

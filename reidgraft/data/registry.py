@@ -83,10 +83,10 @@ class DatasetSpec:
 def _folder(function: str) -> Callable[..., Any]:
     """`folder.py`'s check or loader, imported when called (it imports torchreid)."""
 
-    def call(root: Path) -> Any:
+    def call(root: Path, **options: Any) -> Any:
         from . import folder
 
-        return getattr(folder, function)(root)
+        return getattr(folder, function)(root, **options)
 
     return call
 
@@ -159,6 +159,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "folder", REID, _folder("load_folder_splits"), _folder("check_folder"), "resnet50",
             {"resnet50": "folder_resnet50.yaml", "mobilenetv2_x1_0": "folder_mobilenetv2.yaml"},
             {"resnet50": "folder_resnet50_bot.yaml", "mobilenetv2_x1_0": "folder_mobilenetv2_bot.yaml"},
+            options=("split", "split_seed"),
         ),
         DatasetSpec(
             "synthetic", REID, datasets.synthetic_splits, datasets.check_synthetic, "mobilenetv2_x1_0",

@@ -11,6 +11,10 @@ from ..files import Fingerprint
 
 Item = tuple[str, int, int]  # image path, person id, camera index (0-based)
 SUBSETS = ("bounding_box_train", "query", "bounding_box_test")
+# The camera of an image whose camera is not known (a folder per person, a CSV list without
+# cameras): evaluation counts every other image of the query's person as a match (the value of
+# evaluation.retrieval.UNKNOWN_CAMERA; the two layers import nothing of each other).
+UNKNOWN_CAMERA = -1
 
 
 class DataMissingError(FileNotFoundError):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..data import REID, dataset_names, load_reid_dataset, load_run_splits
 from ..data.folder import IMAGE_SUFFIXES, read_name
+from ..data.splits import UNKNOWN_CAMERA
 from ..engine.run_dir import RunDir
 from ..images import image_files
 
@@ -80,7 +81,7 @@ def dataset_gallery(
         cameras_of.setdefault(pid, set()).add(camid)
     chosen, seen = [], set()
     for path, pid, camid in splits.query:
-        if pid not in seen and cameras_of.get(pid, set()) - {camid}:
+        if pid not in seen and cameras_of.get(pid, set()) - ({camid} - {UNKNOWN_CAMERA}):
             chosen.append(path)
             seen.add(pid)
         if len(chosen) == examples:

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from ..evaluation import GalleryScorer
+from ..evaluation.retrieval import UNKNOWN_CAMERA, camera_label
 from ..images import read_rgb
 from ..index import GalleryIndex
 from .gallery import DemoError, Gallery, parse_market_name
@@ -98,21 +99,29 @@ class GallerySearch:
             return None
         if gallery_pid != pid or pid in (0, -1):  # distractors and junk are nobody's match
             return "other"
-        return "same camera" if self.gallery.camids[index] == camid else "match"
+        same_camera = self.gallery.camids[index] == camid != UNKNOWN_CAMERA
+        return "same camera" if same_camera else "match"
 
     def _average_precision(self, features: np.ndarray, pid: int, camid: int) -> tuple[float | None, str]:
         """The query's AP over the whole gallery under the Market-1501 protocol, exactly as the
         evaluator scores it (`GalleryScorer`: same distances, same tie order)."""
-        matches = int(np.sum((self._gallery_pids == pid) & (self._gallery_camids != camid)))
+        other_camera = (self._gallery_camids != camid) | (camid == UNKNOWN_CAMERA)
+        matches = int(np.sum((self._gallery_pids == pid) & other_camera))
         if matches == 0 or pid in (0, -1):
-            return None, f"query pid {pid}, cam {camid + 1}: no match from another camera in the gallery"
+            return (
+                None,
+                f"query pid {pid}, {camera_label(camid)}: no match from another camera in the gallery",
+            )
         (average_precision,) = self._scorer.average_precisions(features, [pid], [camid])
-        note = f"query pid {pid}, cam {camid + 1}: AP {100 * average_precision:.1f}% ({matches} true matches)"
+        plural = "true match" if matches == 1 else "true matches"
+        note = (
+            f"query pid {pid}, {camera_label(camid)}: AP {100 * average_precision:.1f}% ({matches} {plural})"
+        )
         return float(average_precision), note
 
     def caption(self, hit: Hit) -> str:
         pid, camid = self.gallery.pids[hit.index], self.gallery.camids[hit.index]
-        who = f"pid {pid} cam {camid + 1}" if pid is not None else self.gallery.name_of(hit.index)
+        who = f"pid {pid} {camera_label(camid)}" if pid is not None else self.gallery.name_of(hit.index)
         mark = {"match": " ✓", "other": " ✗", "same camera": " (same camera)", None: ""}[hit.verdict]
         return f"#{hit.rank} d={hit.distance:.4g} {who}{mark}"
 

@@ -11,6 +11,7 @@ import torch
 
 from ..config import ConfigError, TrainConfig, current_names, runtime_fields
 from ..data import ClassificationData, ReidSplits, load_dataset
+from ..data.splits import UNKNOWN_CAMERA
 from ..files import json_fingerprint
 from .preflight import preflight
 from .run_dir import RunDir, check_same_data, check_same_method
@@ -30,6 +31,12 @@ def load_data(config: TrainConfig, log: Callable[[str], None] = print) -> ReidSp
             f"{len(data.query)} query, {len(data.gallery)} gallery"
         )
         check_cross_camera(data)
+        if all(camid == UNKNOWN_CAMERA for *_, camid in data.query + data.gallery):
+            log(
+                f"note: {config.dataset}: no camera ids, so every gallery image of the query's person is a "
+                "match, same-camera ones included (only the query image itself is left out: it is not in "
+                "the gallery); numbers are higher than the Market-1501 protocol would give"
+            )
     return data
 
 
@@ -40,7 +47,9 @@ def check_cross_camera(splits: ReidSplits) -> None:
     cameras: dict[int, set[int]] = {}
     for _, pid, camid in splits.gallery:
         cameras.setdefault(pid, set()).add(camid)
-    if not any(cameras.get(pid, set()) - {camid} for _, pid, camid in splits.query):
+    if not any(
+        cameras.get(pid, set()) - ({camid} - {UNKNOWN_CAMERA}) for _, pid, camid in splits.query
+    ):  # (an unknown camera is nobody's own: any gallery image of the person is a match)
         seen = sorted({camid + 1 for *_, camid in splits.query} | {camid + 1 for *_, camid in splits.gallery})
         raise ConfigError(
             f"{splits.name}: no query has its person in the gallery from another camera (cameras "

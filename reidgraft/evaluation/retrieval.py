@@ -347,6 +347,18 @@ def topk_accuracy(logits: Any, targets: Any, ks: Sequence[int] = (1, 5)) -> dict
     return {f"top{k}": float(np.mean(target_position < k)) for k in ks}
 
 
+# The camera of an image whose camera is not known (data.splits.UNKNOWN_CAMERA): never the
+# query's own, so a query of an unknown camera has every gallery image of its person as a match
+# (the query image itself is never in the gallery: splits put each image in one place).
+UNKNOWN_CAMERA = -1
+
+
+def camera_label(camid: int) -> str:
+    """A camera as datasets number them (the c1 of a Market-1501 name is camid 0): 'cam 1', or
+    'no camera' for one that is not known."""
+    return "no camera" if camid == UNKNOWN_CAMERA else f"cam {camid + 1}"
+
+
 class _SameIdentity:
     """For chunks of queries, where their identity appears in the gallery (a sparse lookup,
     instead of comparing every query with every gallery item)."""
@@ -363,7 +375,8 @@ class _SameIdentity:
         rows = np.repeat(np.arange(len(query_pids)), counts)
         within = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
         columns = self.order[np.repeat(starts, counts) + within]
-        is_match = self.gallery_camids[columns] != query_camids[rows]
+        query_cameras = query_camids[rows]
+        is_match = (self.gallery_camids[columns] != query_cameras) | (query_cameras == UNKNOWN_CAMERA)
         return rows, columns, is_match
 
 

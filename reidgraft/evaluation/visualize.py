@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..files import atomic_write
 from ..images import ImageReadError, read_rgb
+from .retrieval import UNKNOWN_CAMERA, camera_label
 
 # Frame colours (RGB).
 QUERY_COLOUR = (0, 90, 255)
@@ -121,7 +122,8 @@ def ranked_results_grid(
         index = operator.index(position)
         if not 0 <= index < len(gallery_paths):
             raise ValueError(f"ranked index {index} is outside the gallery of {len(gallery_paths)} items")
-        if int(gallery_pids[index]) == query_pid and int(gallery_camids[index]) == query_camid:
+        same_camera = int(gallery_camids[index]) == query_camid != UNKNOWN_CAMERA
+        if int(gallery_pids[index]) == query_pid and same_camera:  # (the protocol leaves these out)
             continue
         shown.append(index)
         if len(shown) == top:
@@ -133,7 +135,7 @@ def ranked_results_grid(
     query_cell = _draw_cell(
         _load_image(query_path, cell_height, cell_width),
         QUERY_COLOUR,
-        ["query", f"pid {query_pid}", f"cam {query_camid}"],
+        ["query", f"pid {query_pid}", camera_label(query_camid)],  # (numbered as the dataset does)
         font,
     )
     grid.paste(query_cell, (cell_left(0, cell_width), MARGIN))

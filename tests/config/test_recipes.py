@@ -25,11 +25,12 @@ def test_every_shipped_recipe_resolves_as_before_it_had_bases():
     on $REIDGRAFT_DATA). Recipes added since (cuhk01's) are not in the snapshot; fields added
     since hold their defaults in every old recipe."""
     before = json.loads(BEFORE.read_text())
-    added_recipes = {"cuhk01_mobilenetv2", "cuhk01_resnet50"}
+    added_recipes = {"cuhk01_mobilenetv2", "cuhk01_resnet50", "folder_mobilenetv2", "folder_mobilenetv2_bot"}
     assert sorted(before) == sorted(set(shipped_recipes()) - added_recipes)
     added_fields = {
         "top_bin": "inclusive", "dml_weight": 1.0, "dml_temperature": 1.0, "papa_mode": "gradual",
-        "papa_rate": 0.01, "papa_every": 10, "papa_every_epochs": 5, "ema": None,
+        "papa_rate": 0.01, "papa_every": 10, "papa_every_epochs": 5, "ema": None, "split": None,
+        "split_seed": 0,
     }  # fmt: skip
     for name, expected in before.items():
         resolved = build_config(load_yaml(name)).to_dict()

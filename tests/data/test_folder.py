@@ -108,9 +108,14 @@ def test_a_missing_folder_fails_fast_and_nothing_is_created(tmp_path, no_network
     with pytest.raises(DataMissingError) as raised:
         load_reid_dataset("folder", root)
     message = str(raised.value)
-    assert message.startswith(f"dataset not found: {root / 'bounding_box_train'} is missing")
+    assert message.startswith(f"dataset not found: {root} is missing")
     assert "--root" in message and "never downloads" in message and "\n" not in message
     assert not root.exists()
+    root.mkdir()  # there, but empty: neither split folders nor, without --split, a pile to split
+    with pytest.raises(
+        DataMissingError, match="holds no bounding_box_train, query, bounding_box_test folders"
+    ):
+        load_reid_dataset("folder", root)
 
 
 def test_a_folder_of_one_cameras_crops_is_refused_before_training(tmp_path, no_network):
