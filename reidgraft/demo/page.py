@@ -9,8 +9,14 @@ from collections.abc import Sequence
 from .gallery import DemoError
 from .search import GallerySearch, answer_query
 
-# Gradio cuts gallery captions to one line; ours carry rank, distance, pid and camera.
-PAGE_CSS = ".caption-label { white-space: normal !important; overflow: visible !important; }"
+# Gradio lays gallery captions over the bottom of each picture, cut to one line; ours carry rank,
+# distance, pid and camera, so they go below the picture, whole.
+PAGE_CSS = (
+    ".thumbnail-item { display: flex !important; flex-direction: column !important;"
+    " height: auto !important; } .thumbnail-item img { flex: none !important; }"
+    " .caption-label { position: static !important; transform: none !important; max-width: 100% !important;"
+    " white-space: normal !important; overflow: visible !important; margin: 2px 0 0 0 !important; }"
+)
 
 
 def build_app(
@@ -22,7 +28,9 @@ def build_app(
     """The Gradio page: a query image, a top-k slider, and one ranked gallery per model.
 
     The search endpoint is `api_name="search"`: inputs (image, top_k); outputs, per model, the
-    result gallery (first) and a line of text (the query's AP when its identity is known).
+    result gallery (first) and a line of text (the query's AP when its identity is known), then
+    the results as data (`search.structured`: gallery file, distance, person, camera, same person
+    or not, per model), which the page also shows under "results as JSON".
     """
     import gradio as gr
 
@@ -64,6 +72,8 @@ def build_app(
                         gr.Gallery(label=label, columns=5, object_fit="contain", elem_id=f"results-{number}")
                     )
                     outputs.append(gr.Markdown())
+        with gr.Accordion("results as JSON (the API's last output)", open=False):
+            outputs.append(gr.JSON(label="results"))
         button.click(answer, inputs=[query, top_k], outputs=outputs, api_name="search")
     return app
 

@@ -140,11 +140,51 @@ class GallerySearch:
 
 
 def answer_query(searchers: Sequence[GallerySearch], image_path: str | Path, top_k: float) -> list:
-    """What the page shows for one query: per model, the framed, captioned results and a note."""
+    """What the page shows for one query: per model, the framed, captioned results and a note;
+    last, the same results as data (`structured`), for programs calling the API."""
     image = read_query(image_path)
     outputs: list = []
+    found = []
     for searcher in searchers:
         result = searcher.search(image, int(top_k), query_name=Path(image_path).name)
         outputs.append([(searcher.thumbnail(hit), searcher.caption(hit)) for hit in result.hits])
         outputs.append(result.note)
+        found.append((searcher, result))
+    outputs.append(structured(Path(image_path).name, found))
     return outputs
+
+
+def _camera_number(camid: int | None) -> int | None:
+    """A camera as the dataset numbers it (c1 is camid 0); None when unknown."""
+    return None if camid is None or camid == UNKNOWN_CAMERA else camid + 1
+
+
+def structured(query_name: str, found: Sequence[tuple[GallerySearch, SearchResult]]) -> dict:
+    """One query's results as plain data: per model, every hit's gallery file, distance, person,
+    camera (numbered as the dataset does) and whether it shows the query's person (None when
+    the query's identity is unknown), with the query's AP."""
+    first = found[0][1]
+    return {
+        "query": {"file": query_name, "pid": first.query_pid, "camera": _camera_number(first.query_camid)},
+        "models": [
+            {
+                "model": searcher.run_model.label,
+                "metric": searcher.run_model.metric,
+                "average_precision": result.average_precision,
+                "note": result.note,
+                "results": [
+                    {
+                        "rank": hit.rank,
+                        "gallery_file": str(searcher.gallery.paths[hit.index]),
+                        "distance": hit.distance,
+                        "pid": searcher.gallery.pids[hit.index],
+                        "camera": _camera_number(searcher.gallery.camids[hit.index]),
+                        "same_person": None if hit.verdict is None else hit.verdict != "other",
+                        "verdict": hit.verdict,
+                    }
+                    for hit in result.hits
+                ],
+            }
+            for searcher, result in found
+        ],
+    }

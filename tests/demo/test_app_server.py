@@ -57,7 +57,7 @@ def test_binds_loopback_only(server):
 
 def test_search_returns_top_k_captioned_results_planted_copy_first(client, server):
     _, query = server
-    results, note, compared, compared_note = search(client, query, 6)
+    results, note, compared, compared_note, data = search(client, query, 6)
     assert len(results) == 6 and len(compared) == 6
     captions = [item["caption"] for item in results]
     for rank, caption in enumerate(captions, start=1):
@@ -67,6 +67,17 @@ def test_search_returns_top_k_captioned_results_planted_copy_first(client, serve
     assert compared[0]["caption"].endswith(" planted.jpg")  # the other model finds it first too
     assert Path(results[0]["image"]).is_file()
     assert re.search(r"query pid \d+, cam \d+: AP \d+\.\d%", note) and "AP" in compared_note
+    # the same results as data: one entry per model, each hit's file, distance, person and camera
+    assert data["query"]["file"] == Path(query).name and len(data["models"]) == 2
+    hits = data["models"][0]["results"]
+    assert [hit["rank"] for hit in hits] == list(range(1, 7))
+    assert hits[0]["gallery_file"].endswith("planted.jpg")
+    for hit, caption in zip(hits, captions, strict=True):
+        assert caption.startswith(f"#{hit['rank']} d={hit['distance']:.4g} ")
+        if hit["pid"] is not None:  # cameras numbered as the dataset does, as the caption says
+            assert f"pid {hit['pid']} cam {hit['camera']}" in caption
+            assert hit["same_person"] == (hit["pid"] == data["query"]["pid"])
+    assert data["models"][0]["average_precision"] is not None and data["query"]["camera"] >= 1
 
 
 def test_a_non_image_upload_is_an_error_and_the_app_keeps_serving(client, server, tmp_path):
@@ -108,6 +119,10 @@ def test_in_chromium_an_uploaded_query_shows_k_results(server):
             assert page.locator("#results-1 .thumbnail-item img").count() == top_k
             captions = page.locator("#results-0 .caption-label").all_inner_texts()
             assert captions[0].startswith("#1 d=") and captions[0].endswith("planted.jpg")
+            for item in range(top_k):  # each caption below its picture, none over it
+                picture = results.nth(item).bounding_box()
+                caption = page.locator("#results-0 .caption-label").nth(item).bounding_box()
+                assert caption["y"] >= picture["y"] + picture["height"] - 1, (item, picture, caption)
             assert page.get_by_text(re.compile(r"AP \d+\.\d%")).count() >= 1
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "demo-page.png"), full_page=True)
@@ -130,7 +145,7 @@ def test_uploads_are_deleted_once_old_and_rejections_log_one_line(
     url = demo_app.launch(page, "127.0.0.1", free_port())
     try:
         client = Client(url, verbose=False, download_files=str(gradio_temp_dir))
-        results, _ = search(client, query, 3)
+        results, _, _ = search(client, query, 3)
         uploads = [Path(path) for path in page.upload_file_set]
         assert len(results) == 3 and uploads and all(path.is_file() for path in uploads)
         fake = tmp_path / "broken.jpg"

@@ -121,7 +121,7 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_stored(
             client.predict(handle_file(str(big)), 3, api_name="/search")
         assert not [path for path in page.upload_file_set if Path(path).name == "big.png"]
         small = dataset_gallery("synthetic", run_config["root"]).example_queries[0]
-        results, _ = client.predict(handle_file(small), 3, api_name="/search")
+        results, _, _ = client.predict(handle_file(small), 3, api_name="/search")
         assert len(results) == 3
     finally:
         page.close()
