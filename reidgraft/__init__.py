@@ -1,15 +1,26 @@
 """reidgraft: person re-identification with filter grafting.
 
-`reidgraft.FeatureExtractor(run_dir)` turns a trained run into a function from images to
-features (`extractor.py`); it is imported on first use, so `import reidgraft` stays light."""
+    run = reidgraft.train("cuhk01_mobilenetv2", root="data", models=2)   # a TrainedRun
+    extractor = reidgraft.FeatureExtractor(run)                          # images -> features
+
+`train` trains as `reidgraft-train` does (`engine/runs.py`), `resolve_config` gives the config
+it would use (`config/recipes.py`), `TrainedRun` reads a finished run and `FeatureExtractor`
+turns one into a function from images to features (`extractor.py`). Each is imported on first
+use, so `import reidgraft` stays light (and `FeatureExtractor` loads no training code)."""
 
 __version__ = "0.1.0"
-__all__ = ["FeatureExtractor"]
+_EXPORTS = {
+    "FeatureExtractor": "reidgraft.extractor",
+    "train": "reidgraft.engine.runs",
+    "resolve_config": "reidgraft.config.recipes",
+    "TrainedRun": "reidgraft.engine.trained",
+}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name == "FeatureExtractor":
-        from .extractor import FeatureExtractor
+    if name in _EXPORTS:
+        import importlib
 
-        return FeatureExtractor
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'reidgraft' has no attribute {name!r}")

@@ -20,23 +20,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
-from ..config import (
-    ConfigError,
-    TrainConfig,
-    add_config_arguments,
-    build_config,
-    check_method_settings,
-    find_recipe,
-    given_fields,
-    load_yaml,
-    recipe_choice,
-    recipe_label,
-    settings_lines,
-)
-from ..data import REID, DataMissingError, ReidSplits, dataset_spec
+from ..config import ConfigError, TrainConfig, add_config_arguments, given_fields, resolve_config
+from ..data import REID, DataMissingError, ReidSplits
 from ..engine import RunDir, Trainer
 from ..engine.distributed import (
     OneModelPerProcess,
@@ -50,9 +37,8 @@ from ..engine.distributed import (
 from ..engine.logging import metrics_table, report_lines
 from ..engine.preflight import preflight
 from ..engine.run_dir import check_same_data
-from ..engine.runs import load_data
+from ..engine.runs import default_output, load_data
 from ..images import ImageReadError
-from ..models import IMAGENET
 from .entry import interrupt_exit
 
 
@@ -87,24 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def default_output(config: TrainConfig) -> str:
-    mode = {"graft": "", "none": "-nograft"}.get(config.population, f"-{config.population}")
-    mode = "" if config.models == 1 else mode
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return str(Path("runs") / f"{config.dataset}-{config.arch}-k{config.models}{mode}-{stamp}")
-
-
 def resolved(args: argparse.Namespace) -> tuple[TrainConfig, list[str]]:
     """A new run's config (its output not yet chosen) and the lines saying where it came from."""
-    recipe, note = (find_recipe(args.config), None) if args.config else recipe_choice(args.dataset, args.arch)
-    given = given_fields(args)
-    recipe_values = load_yaml(recipe)
-    config = build_config(recipe_values, **given)
-    check_method_settings(config, given)
-    if config.weights is None and dataset_spec(config.dataset).task == REID:
-        config.weights = IMAGENET  # what re-ID users expect when neither recipe nor flag says
-    lines = [f"recipe: {recipe_label(recipe)}"] + ([f"note: {note}"] if note else [])
-    return config, lines + settings_lines(config, recipe_values, given)
+    found = resolve_config(args.config, **given_fields(args))
+    return found.config, found.lines()
 
 
 def print_config(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ A config is resolved as: the schema's defaults, then the recipe with its bases, 
 from __future__ import annotations
 
 import importlib.resources
+from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -81,6 +82,49 @@ def recipe_choice(dataset: str | None, arch: str | None) -> tuple[Traversable, s
             f"({name.removesuffix(SUFFIX)}), with arch {arch}; pass --config to choose"
         )
     return shipped_recipe(name), note
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A new run's settings and where they came from: the recipe taken (and a note when it is
+    another arch's), the recipe's values with its bases, and the settings given over them."""
+
+    config: TrainConfig
+    recipe: Source
+    note: str | None
+    recipe_values: dict[str, Any]
+    given: dict[str, Any]
+
+    def lines(self) -> list[str]:
+        """What a run says first: the recipe, then the settings that differ from the defaults."""
+        head = [f"recipe: {recipe_label(self.recipe)}"] + ([f"note: {self.note}"] if self.note else [])
+        return head + settings_lines(self.config, self.recipe_values, self.given)
+
+
+def resolve_config(recipe: str | Path | None = None, **settings: Any) -> Resolved:
+    """A new run's config as `reidgraft-train` resolves it: the schema's defaults, then `recipe`
+    (a shipped recipe's name or a YAML file; None: the one registered for `dataset` and `arch`),
+    then `settings` (config fields, checked as flags are; None values are ignored). A re-ID run
+    that names no initial weights starts from ImageNet's. ConfigError (one line) for a bad name,
+    field or value."""
+    from ..models import IMAGENET  # (the models' registry, read only here)
+    from .checks import check_method_settings
+
+    given = {name: value for name, value in _renamed(dict(settings)).items() if value is not None}
+    unknown = sorted(set(given) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown field {unknown[0]!r}; valid fields: {', '.join(FIELDS)}")
+    given = {name: checked_value(name, value) for name, value in given.items()}
+    if recipe is not None:
+        source, note = find_recipe(recipe), None
+    else:
+        source, note = recipe_choice(given.get("dataset"), given.get("arch"))
+    recipe_values = load_yaml(source)
+    config = build_config(recipe_values, **given)
+    check_method_settings(config, given)
+    if config.weights is None and dataset_spec(config.dataset).task == "reid":
+        config.weights = IMAGENET  # what re-ID users expect when neither recipe nor flag says
+    return Resolved(config, source, note, recipe_values, given)
 
 
 def recipe_label(recipe: Source | None) -> str:

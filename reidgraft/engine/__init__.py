@@ -18,6 +18,7 @@ _EXPORTS = {
     "TrainedRun": "trained",
     "Plan": "preflight",
     "preflight": "preflight",
+    "train": "runs",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,10 +1,12 @@
 """Starting runs from a config (checked first by `preflight`): the task's data loaded, and a
 run carried to its last epoch (reusing or resuming what its folder already holds,
-under the run folder's resume policy). Shared by tools/train.py and tools/compare.py."""
+under the run folder's resume policy). Shared by tools/train.py and tools/compare.py; `train`
+is the same for Python (`reidgraft.train`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -139,3 +141,47 @@ def finish_run(
     trainer.load_state(payload)
     trainer.fit()
     return trainer.metrics_file(), f"resumed after epoch {payload['epoch']}"
+
+
+def default_output(config: TrainConfig) -> str:
+    """runs/<dataset>-<arch>-k<K>[-<method>]-<date>-<time>: a new run's folder when none is given."""
+    import time
+
+    mode = {"graft": "", "none": "-nograft"}.get(config.population, f"-{config.population}")
+    mode = "" if config.models == 1 else mode
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return str(Path("runs") / f"{config.dataset}-{config.arch}-k{config.models}{mode}-{stamp}")
+
+
+def train(
+    recipe: str | Path | TrainConfig | None = None, *, log: Callable[[str], None] = print, **settings: Any
+):
+    """Train a new run and return it as a `TrainedRun` (its models, metrics and config), as
+    `reidgraft-train` does: `recipe` is a shipped recipe's name, a YAML file, a `TrainConfig`, or
+    None (the recipe registered for `dataset` and `arch`); `settings` are config fields over it
+    (`models=2, epochs=4, root="data", output="runs/mine"`). What the run says goes to `log`.
+
+        run = reidgraft.train("cuhk01_mobilenetv2", root="data", models=2, output="runs/cuhk01")
+        print(run.metrics["final"])          # per model: mAP, rank-1, ...
+        extractor = reidgraft.FeatureExtractor(run)
+
+    Bad settings and missing data are ValueError (ConfigError, DataMissingError: one line)
+    before any work; the output folder is refused if it holds a run or files of someone else's."""
+    from ..config import resolve_config
+    from .trained import TrainedRun
+
+    if isinstance(recipe, TrainConfig):
+        if settings:
+            raise ConfigError("give a TrainConfig or settings, not both: build_config(config.to_dict(), ...)")
+        config, lines = recipe, []
+    else:
+        found = resolve_config(recipe, **settings)
+        config, lines = found.config, found.lines()
+    for line in lines:
+        log(line)
+    config.output = config.output or default_output(config)
+    RunDir(config.output).check_new()
+    plan = preflight(config)
+    data = load_data(config, log=log)
+    Trainer(config, data, Path(config.output), log=log, plan=plan).fit()
+    return TrainedRun(config.output)
