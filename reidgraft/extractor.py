@@ -26,7 +26,7 @@ from PIL import Image
 
 from .data.loaders import read_rgb, reid_transforms
 from .device import autocast, resolve_device
-from .engine.trained import TrainedRun
+from .engine.trained import TrainedRun, WeightsFile, weights_contract
 from .models import backbone_spec
 
 RESIZES = ("pil", "cv2")
@@ -34,6 +34,9 @@ RESIZES = ("pil", "cv2")
 
 class FeatureExtractor:
     """Model k of a reidgraft re-ID run (default: the run's chosen model), ready to embed images.
+    A plain weights file works too, as torchreid's extractor takes one: an `export --format
+    weights` file (its FILE.json says the rest), or a torchreid model file with `arch`, `height`
+    and `width`.
 
     Call it on a path, a PIL image, an HWC uint8 array (RGB, or BGR with `bgr=True` for OpenCV
     frames), a list of those, or an NCHW float tensor already preprocessed as the exported
@@ -50,8 +53,11 @@ class FeatureExtractor:
         batch_size: int = 64,
         normalize: bool = True,
         resize: str = "pil",
+        arch: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
     ):
-        run = run_dir if isinstance(run_dir, TrainedRun) else TrainedRun(run_dir)
+        run = run_dir if isinstance(run_dir, TrainedRun) else _open(run_dir, arch, height, width)
         run.require_reid("FeatureExtractor embeds images with re-ID models")
         if model is None:
             model, self.chosen_because = run.recommended_model()
@@ -188,3 +194,19 @@ class FeatureExtractor:
         size = self.batch_size
         chunks = [self._embed(images[s : s + size].float()) for s in range(0, len(images), size)]
         return torch.cat(chunks).numpy()
+
+
+def _open(path: str | Path, arch: str | None, height: int | None, width: int | None) -> TrainedRun:
+    """A run folder or checkpoint; a plain weights file (export --format weights, or torchreid's)
+    when `arch` is given or FILE.json beside it is a weights export's contract."""
+    path = Path(path)
+    if arch is not None or (path.is_file() and weights_contract(path)):
+        return WeightsFile(path, arch, height, width)
+    try:
+        return TrainedRun(path)
+    except ValueError as error:
+        if "is not a reidgraft checkpoint" not in str(error):
+            raise
+        raise ValueError(
+            f"{error}; for a model's weights alone pass arch= (and height=, width=), as for torchreid's"
+        ) from None

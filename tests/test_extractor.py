@@ -133,3 +133,42 @@ def test_resize_cv2_gives_the_features_of_crops_opencv_resized(lively_run):
     assert "resize cv2" in repr(as_opencv)
     with pytest.raises(ValueError, match="resize must be one of pil, cv2, got 'area'"):
         reidgraft.FeatureExtractor(lively_run, device="cpu", resize="area")
+
+
+def test_a_plain_weights_file_is_embedded_as_its_run(lively_run, tmp_path):
+    """`export --format weights` gives a file FeatureExtractor takes alone (its FILE.json says the
+    architecture and size); a torchreid model file ({"state_dict": ...}, `module.` prefixes)
+    needs the arch and size, as torchreid's extractor does."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    exported = tmp_path / "model1.pth"
+    done = subprocess.run(
+        [sys.executable, str(repo / "tools" / "export.py"), str(lively_run), "--format", "weights",
+         "--model", "1", "--output", str(exported)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    crops = [np.random.default_rng(seed).integers(0, 256, (48, 20, 3), dtype=np.uint8) for seed in range(3)]
+    expected = reidgraft.FeatureExtractor(lively_run, model=1, device="cpu", amp="none")(crops)
+    from_file = reidgraft.FeatureExtractor(exported, device="cpu", amp="none")
+    np.testing.assert_allclose(from_file(crops), expected, atol=1e-5)
+    assert "the file's one model" in repr(from_file) and from_file.arch == "mobilenetv2_x1_0"
+
+    state = torch.load(exported, weights_only=True)
+    torchreid_style = tmp_path / "torchreid_model.pth.tar"
+    torch.save(
+        {"state_dict": {f"module.{key}": value for key, value in state.items()}, "epoch": 9}, torchreid_style
+    )
+    loaded = reidgraft.FeatureExtractor(
+        torchreid_style, arch="mobilenetv2_x1_0", height=32, width=16, device="cpu"
+    )
+    np.testing.assert_allclose(loaded(crops), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="pass height= and width="):
+        reidgraft.FeatureExtractor(torchreid_style, arch="mobilenetv2_x1_0", device="cpu")
+    with pytest.raises(
+        ValueError, match="not a reidgraft checkpoint .*; for a model's weights alone pass arch="
+    ):
+        reidgraft.FeatureExtractor(torchreid_style, device="cpu")  # no arch: read as a checkpoint, refused

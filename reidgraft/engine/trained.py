@@ -168,3 +168,73 @@ class TrainedRun:
 
         config = self.raw_config
         return load_run_splits(config["dataset"], root or config["root"], self.data, str(self.given), config)
+
+
+class WeightsFile(TrainedRun):
+    """One model's plain weights (a state dict: `export --format weights`, or a torchreid model
+    file, `{"state_dict": ...}` with or without `module.` prefixes) read as a run of one model,
+    so that `FeatureExtractor` takes it as torchreid's extractor takes a model file. The
+    architecture and input size come from the export's FILE.json beside it, else from `arch`,
+    `height` and `width`; the number of classes and a BNNeck from the weights themselves."""
+
+    def __init__(self, path: str | Path, arch: str | None = None, height: int | None = None,
+                 width: int | None = None):  # fmt: skip
+        self.given = self.path = Path(path)
+        self.folder = RunDir(path)
+        contract = weights_contract(self.given)
+        arch = arch or contract.get("arch")
+        if not arch:
+            raise ValueError(
+                f"{self.given} holds weights alone and no {self.given.name}.json says its architecture: "
+                "pass arch= (and height=, width=, the input size it was trained at)"
+            )
+        size = contract.get("input", {})
+        height, width = height or size.get("height"), width or size.get("width")
+        if not (isinstance(height, int) and isinstance(width, int)):
+            raise ValueError(f"{self.given}: pass height= and width=, the input size {arch} was trained at")
+        state = _plain_state(self.given)
+        head = contract.get("head") or {"bnneck": "classifier.neck.weight" in state, "last_stride": 2}
+        classifier = state.get("classifier.linear.weight", state.get("classifier.weight"))
+        if classifier is None:
+            raise ValueError(f"{self.given} holds no classifier weights; is it a re-ID model's state dict?")
+        config = {"arch": arch, "height": height, "width": width, **head,
+                  "metric": contract.get("evaluation_metric", "euclidean")}  # fmt: skip
+        self._payload = {"config": config, "models": [state], "num_classes": int(classifier.shape[0]),
+                         "epoch": 0, "task": REID}  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"WeightsFile({str(self.given)!r}: {self.arch} {self.input_size[0]}x{self.input_size[1]})"
+
+    @property
+    def metrics(self) -> None:
+        return None  # (a metrics.json beside the file is some run's, not this file's)
+
+    def recommended_model(self) -> tuple[int, str]:
+        return 0, "the file's one model"
+
+
+def weights_contract(path: Path) -> dict[str, Any]:
+    """The contract `export --format weights` wrote beside `path` (FILE.json), or {}."""
+    import json
+
+    beside = path.with_name(path.name + ".json")
+    try:
+        contract = json.loads(beside.read_text())
+    except (OSError, ValueError):
+        return {}
+    return contract if isinstance(contract, dict) and contract.get("format") == "weights" else {}
+
+
+def _plain_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path} not found") from None
+    except Exception as error:  # (pickles of code are refused by weights_only, and named)
+        raise ValueError(
+            f"{path} is not a weights file torch can read safely ({type(error).__name__})"
+        ) from None
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no state dict (names to tensors)")
+    return {key.removeprefix("module."): value for key, value in state.items()}
