@@ -7,6 +7,8 @@ path: PIL's antialiased resize) and those of:
 - `images + cv2`: the `--input images` export fed crops resized with cv2.resize(INTER_LINEAR)
   and normalised by hand, as boxmot and most tracker code do;
 - `crops`: the `--input crops --bgr` export fed the cv2 crops as they are (it resizes inside);
+- `boxmot`: the `--for boxmot` ONNX export through boxmot's own ONNXBackend (each crop as a
+  frame with one box: boxmot cuts, resizes with cv2 and normalises), when boxmot is installed;
 
 and the test mAP each path gives on those crops (the run's metric protocol, cosine distance).
 
@@ -55,6 +57,19 @@ def main() -> int:
         name: onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         for name, path in paths.items()
     }
+    backend = None
+    try:
+        import torch
+        from boxmot.reid.backends.onnx_backend import ONNXBackend
+
+        export_model(run.given, folder / "boxmot.onnx", "onnx", model=extractor.k, tracker="boxmot")
+        backend = ONNXBackend(weights=folder / "boxmot.onnx", device=torch.device("cpu"), half=False)
+    except ImportError:
+        print("(boxmot is not installed: no boxmot row; pip install -e '.[tracking]')")
+
+    def by_boxmot(crop: np.ndarray) -> np.ndarray:  # the whole crop as a frame, one box
+        return backend.get_features(np.array([[0, 0, crop.shape[1], crop.shape[0]]], float), crop)
+
     mean = np.array(extractor.mean, np.float32) * 255
     std = np.array(extractor.std, np.float32) * 255
 
@@ -90,6 +105,10 @@ def main() -> int:
             [sessions["crops"].run(["features"], {"crops": crop[None]})[0] for crop in timed]
         )
         times["crops"] = time.perf_counter() - started
+        if backend is not None:
+            started = time.perf_counter()
+            features["boxmot"] = np.concatenate([by_boxmot(crop) for crop in timed])
+            times["boxmot"] = time.perf_counter() - started
         rest = crops[len(timed) :]  # (the rest in batches: only the features matter there)
         if rest:
             features["FeatureExtractor"] = np.concatenate(
@@ -105,6 +124,8 @@ def main() -> int:
                 [features["crops"]]
                 + [sessions["crops"].run(["features"], {"crops": crop[None]})[0] for crop in rest]
             )
+            if backend is not None:
+                features["boxmot"] = np.concatenate([features["boxmot"]] + [by_boxmot(crop) for crop in rest])
         pids = np.array([pid for _, pid, _ in items])
         cams = np.array([cam for _, _, cam in items])
         count = len(splits.query)

@@ -123,7 +123,9 @@ def load_cuhk01(root: Path) -> ReidSplits:
             )
             atomic_write_text(split_path, text)
 
-    from torchreid.reid.data.datasets.image.cuhk01 import CUHK01
+    with warnings.catch_warnings():  # torchreid's notice that its Cython ranking is absent
+        warnings.filterwarnings("ignore", message="Cython evaluation")
+        from torchreid.reid.data.datasets.image.cuhk01 import CUHK01
 
     class SeededCUHK01(CUHK01):
         def prepare_split(self) -> None:  # read reidgraft's split, never draw one
