@@ -22,6 +22,7 @@ from ..models import (
     backbone_spec,
     resolve_weights,
 )
+from ..progress import log_seconds
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def check_names(config: TrainConfig) -> tuple[DatasetSpec, BackboneSpec]:
 
 def preflight(config: TrainConfig, *, data: bool = True, download: bool | None = None) -> Plan:
     """Check `config` against this machine and the files it names, in this order: names,
-    devices, precision, initial weights, then (with `data`) that the data is there. Every
+    devices, precision, initial weights, the progress setting, then (with `data`) that the data
+    is there. Every
     problem is a ConfigError or a DataMissingError with one line naming it and the fix.
     `download`: whether missing ImageNet weights may be downloaded (default: unless
     REIDGRAFT_OFFLINE is set)."""
@@ -89,6 +91,7 @@ def preflight(config: TrainConfig, *, data: bool = True, download: bool | None =
             config.amp, config.channels_last, devices[0], (config.height, config.width), training=True
         )
         weights = resolve_weights(config.arch, config.weights, download=download)
+        log_seconds()  # REIDGRAFT_LOG_SECONDS, read by the progress lines of the epochs
     except (ValueError, WeightsError) as error:
         raise ConfigError(str(error)) from None
     if data:
