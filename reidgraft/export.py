@@ -389,13 +389,22 @@ def export_model(
             output, contract, difference, tolerance, checks.batches, cosine, floor,
             fidelity if input_kind == "crops" else None,
         )  # fmt: skip
-        if report.ok:
-            if fmt == "openvino":  # the weights first: an .xml never names a missing .bin
-                _publish(openvino_weights(temporary), openvino_weights(output))
-            _publish(temporary, output)
-            atomic_write_json(contract_file(output), contract)
-            if tracker == "boxmot":
-                atomic_write_json(boxmot_sidecar(output), boxmot_metadata(contract))
+        published: list[Path] = []  # (removed again if a later step fails: all or nothing)
+        try:
+            if report.ok:
+                if fmt == "openvino":  # the weights first: an .xml never names a missing .bin
+                    _publish(openvino_weights(temporary), openvino_weights(output))
+                    published.append(openvino_weights(output))
+                _publish(temporary, output)
+                published.append(output)
+                atomic_write_json(contract_file(output), contract)
+                published.append(contract_file(output))
+                if tracker == "boxmot":
+                    atomic_write_json(boxmot_sidecar(output), boxmot_metadata(contract))
+            published.clear()
+        finally:
+            for path in published:
+                path.unlink(missing_ok=True)
     finally:  # an error or Ctrl-C leaves nothing behind
         claimed.unlink(missing_ok=True)
         temporary.unlink(missing_ok=True)
@@ -432,8 +441,8 @@ def _in_runtime(fmt: str, call, *args):
     except Exception as error:  # (onnxruntime's errors are no RuntimeError)
         line = (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]
         raise RuntimeFault(
-            f"the written {fmt} file could not be run by its runtime ({type(error).__name__}: {line}); "
-            "nothing was written: check the runtime's version against the export extra"
+            f"the written {fmt} file could not be loaded and run for its check ({type(error).__name__}: "
+            f"{line}); nothing was written: check the runtime's version against constraints.txt"
         ) from None
 
 

@@ -341,3 +341,34 @@ def test_torchscript_export_prints_no_deprecation_warnings(tiny_run, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr, result.stderr
+
+
+def test_an_openvino_export_that_fails_while_publishing_leaves_nothing(tiny_run, tmp_path, monkeypatch):
+    """FILE.bin is given its name before FILE.xml: when a later step fails (the .xml's name taken
+    meanwhile, the contract unwritable), what was published already is removed again."""
+    from reidgraft import export as exporting
+
+    publish = exporting._publish
+    calls = []
+
+    def second_fails(temporary, output):
+        calls.append(output)
+        if len(calls) == 2:
+            raise ValueError(f"{output} exists; choose another --output (nothing was overwritten)")
+        publish(temporary, output)
+
+    monkeypatch.setattr(exporting, "_publish", second_fails)
+    with pytest.raises(ValueError, match="model.xml exists"):
+        export_model(tiny_run, tmp_path / "model.xml", "openvino")
+    assert [path.name for path in calls] == ["model.bin", "model.xml"]
+    assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.setattr(exporting, "_publish", publish)
+
+    def no_contract(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(exporting, "atomic_write_json", no_contract)
+    with pytest.raises(OSError):
+        export_model(tiny_run, tmp_path / "model.xml", "openvino")
+    assert list(tmp_path.iterdir()) == []

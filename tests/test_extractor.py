@@ -159,9 +159,12 @@ def test_a_plain_weights_file_is_embedded_as_its_run(lively_run, tmp_path):
 
     state = torch.load(exported, weights_only=True)
     torchreid_style = tmp_path / "torchreid_model.pth.tar"
+    # what torchreid's save_checkpoint writes: `module.` keys, a numpy rank1, the optimizer's state
     torch.save(
-        {"state_dict": {f"module.{key}": value for key, value in state.items()}, "epoch": 9}, torchreid_style
-    )
+        {"state_dict": {f"module.{key}": value for key, value in state.items()}, "epoch": 9,
+         "rank1": np.float32(0.25), "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}},
+        torchreid_style,
+    )  # fmt: skip
     loaded = reidgraft.FeatureExtractor(
         torchreid_style, arch="mobilenetv2_x1_0", height=32, width=16, device="cpu"
     )

@@ -6,6 +6,7 @@ and how they are paired).
     reidgraft-compare --config RECIPE [--seeds 5] [--models 2 4] [--methods ...] [--output DIR]
                       [--primary graft:best_of_k-nograft:best_of_k] [--variant NAME:FIELD=VALUE]
                       [--val-ids N] [--root DIR] [--dataset NAME] [--height H --width W] [--workers N]
+                      [--split SHARE] [--split-seed N]
 
 Writes DIR/comparison.md, comparison.json and comparison.png (default DIR:
 runs/compare-<recipe name>). Each run's per-item scores are kept in its folder, so a comparison
@@ -73,10 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--height", type=int, help="input height in pixels")
     data.add_argument("--width", type=int, help="input width in pixels")
     data.add_argument("--workers", type=int, help="data-loading processes per model")
+    data.add_argument(
+        "--split", type=float, help="folder: split one pile by identity, training on this share of them"
+    )
+    data.add_argument("--split-seed", type=int, help="folder with --split: the seed of the split")
     return parser
 
 
-DATA_FLAGS = ("root", "dataset", "height", "width", "workers")
+DATA_FLAGS = ("root", "dataset", "height", "width", "workers", "split", "split_seed")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

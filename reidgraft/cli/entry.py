@@ -66,11 +66,15 @@ def _run(command: str, allocator: bool) -> int:
 
     try:
         return importlib.import_module(f"reidgraft.cli.{command}").main()
-    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as shell tools do
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as shell tools do
         import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
-        return 128 + signal.SIGPIPE
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
+            return 128 + signal.SIGPIPE
+        raise  # another pipe (a socket, a child process): a fault to be seen
     except DiskFull as full:  # a fault of the machine, not of the input: exit 1, one line
         print(f"{command}: {full}", file=sys.stderr)
         return 1

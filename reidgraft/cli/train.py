@@ -85,7 +85,10 @@ def print_config(args: argparse.Namespace) -> int:
     import yaml
 
     if args.resume:
-        raise ConfigError("--print-config is for a new run; a resumed run's config is RUN_DIR/config.yaml")
+        raise ConfigError(
+            "--print-config is for a new run; a resumed run keeps RUN_DIR/config.yaml, with the resumable "
+            "flags you give (such as --epochs) over it"
+        )
     config, lines = resolved(args)
     for line in lines:
         print(line)

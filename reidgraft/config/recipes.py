@@ -107,10 +107,16 @@ def resolve_config(recipe: str | Path | None = None, **settings: Any) -> Resolve
     then `settings` (config fields, checked as flags are; None values are ignored). A re-ID run
     that names no initial weights starts from ImageNet's. ConfigError (one line) for a bad name,
     field or value."""
+    import os
+
     from ..models import IMAGENET  # (the models' registry, read only here)
     from .checks import check_method_settings
 
-    given = {name: value for name, value in _renamed(dict(settings)).items() if value is not None}
+    given = {
+        name: os.fspath(value) if isinstance(value, os.PathLike) else value  # (root=Path(...) too)
+        for name, value in _renamed(dict(settings)).items()
+        if value is not None
+    }
     unknown = sorted(set(given) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown field {unknown[0]!r}; valid fields: {', '.join(FIELDS)}")

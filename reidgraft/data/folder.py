@@ -93,6 +93,10 @@ LAYOUTS = ("split folders", "csv list", "folder per person", "market-named pile"
 def folder_layout(root: Path, split: float | None = None) -> str:
     """Which of LAYOUTS `root` is in (reading folder names, no image); DataMissingError (one line)
     when it is none of them or `split` does not fit it."""
+    if root.suffix.lower() == ".csv" and not root.exists():
+        raise DataMissingError(
+            f"dataset not found: the list {root} is missing; point --root at your CSV list"
+        )
     if root.is_file() or root.suffix.lower() == ".csv":
         if root.suffix.lower() != ".csv" or not root.is_file():
             raise DataMissingError(
@@ -152,7 +156,11 @@ def read_identity_folders(root: Path) -> list[Item]:
             f"folder dataset: {loose[0]} lies in {root} itself, in no person's folder; a folder per "
             "person holds each person's crops in ROOT/<person>/: move it into one, or out"
         )
-    people = {entry.name: sorted(image_files(entry)) for entry in sorted(root.iterdir()) if entry.is_dir()}
+    people = {
+        entry.name: sorted(image_files(entry))
+        for entry in sorted(root.iterdir())
+        if entry.is_dir() and not entry.name.startswith((".", "__"))  # (.ipynb_checkpoints, __MACOSX)
+    }
     people = {name: images for name, images in people.items() if images}  # (an empty folder is nobody)
     return [
         (str(path), number, UNKNOWN_CAMERA)
@@ -178,7 +186,7 @@ def read_csv_list(path: Path) -> list[Item]:
             f"{','.join(rows[0]) if rows else 'an empty file'!r}"
         )
     with_cameras = len(header) == 3
-    listed = []
+    listed, rows_of = [], {}
     for number, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -199,6 +207,12 @@ def read_csv_list(path: Path) -> list[Item]:
                     f"{path}: row {number}: camera {camera!r} must be a whole number from 1"
                 )
             camid = int(camera) - 1
+        key = image.resolve()
+        if key in rows_of:  # (in two splits, or a query that is its own gallery image)
+            raise DataMissingError(
+                f"{path}: rows {rows_of[key]} and {number} list the same image {image}; list it once"
+            )
+        rows_of[key] = number
         listed.append((str(image), person, camid))
     if not listed:
         raise DataMissingError(f"{path}: the list names no image; add rows path,person[,camera]")
@@ -216,7 +230,7 @@ def split_pile(items: list[Item], share: float, seed: int) -> tuple[list[Item], 
     """Train, query and gallery from one pile, by identity: `share` of the identities (shuffled
     with `seed`) train; of each other person, one image per camera is a query (one image in all
     when cameras are unknown) as long as every query keeps a match from another camera in the
-    gallery, and the rest are the gallery. A person with one image, or seen by one camera only,
+    gallery, and the rest are the gallery. A person with one image, or seen by one known camera only,
     goes to the gallery alone (it has no match to find); person 0 (distractors) goes to the
     gallery, -1 (junk) nowhere. The same items, share and seed give the same split."""
     if not items:
@@ -251,6 +265,12 @@ def split_pile(items: list[Item], share: float, seed: int) -> tuple[list[Item], 
                 chosen, rest = [*chosen, candidate], left
         query += chosen
         gallery += rest
+    if not query:
+        raise DataMissingError(
+            f"folder dataset: none of the {len(ids) - trained} people held out for testing has two images "
+            "(from two cameras, where cameras are known), so no query would have a match; lower --split "
+            "or add images"
+        )
     return train, sorted(query), sorted(gallery)
 
 

@@ -3,7 +3,8 @@ models can be chosen without looking at the test set.
 
 Re-ID: N training identities are held out whole and split as a test set is: for each identity,
 the first image of each camera is a query and the rest are its gallery (Market-1501's
-query/gallery shape). Classification: N training images per class are held out. Which ones is
+query/gallery shape; without camera ids, the first image and the rest). Classification: N
+training images per class are held out. Which ones is
 fixed (seed 0), so every run and every replicate of a comparison validates on the same data.
 """
 
@@ -14,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from .classification import ClassificationData
-from .splits import ReidSplits
+from .splits import UNKNOWN_CAMERA, ReidSplits
 
 VALIDATION_SEED = 0
 
@@ -37,10 +38,12 @@ def hold_out_identities(splits: ReidSplits, count: int) -> tuple[ReidSplits, Rei
         if pid in held:
             (gallery if (pid, camid) in seen else query).append((path, pid, camid))
             seen.add((pid, camid))
-    if not any(len({c for p, c in seen if p == pid}) > 1 for pid in held):
+    unknown_camera_gallery = {pid for _, pid, camid in gallery if camid == UNKNOWN_CAMERA}
+    if not any(len({c for p, c in seen if p == pid}) > 1 or pid in unknown_camera_gallery for pid in held):
         raise ValueError(
-            f"val_ids {count}: no held-out identity of {splits.name} was seen by two cameras, so "
-            "no validation query has a match; hold out more identities"
+            f"val_ids {count}: no held-out identity of {splits.name} was seen by two cameras (or, "
+            "without camera ids, has two images), so no validation query has a match; hold out more "
+            "identities"
         )
     return (
         dataclasses.replace(splits, train=train),

@@ -5,6 +5,7 @@ is the same for Python (`reidgraft.train`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,15 +166,18 @@ def train(
         print(run.metrics["final"])          # per model: mAP, rank-1, ...
         extractor = reidgraft.FeatureExtractor(run)
 
-    Bad settings and missing data are ValueError (ConfigError, DataMissingError: one line)
-    before any work; the output folder is refused if it holds a run or files of someone else's."""
+    A `TrainConfig` is trained as it is (`reidgraft.resolve_config(...).config` makes one as the
+    command would, ImageNet weights included); the caller's object is not changed. Bad settings
+    are ConfigError (a ValueError) and missing data DataMissingError (a FileNotFoundError), one
+    line each, before any work; the output folder is refused if it holds a run or someone
+    else's files."""
     from ..config import resolve_config
     from .trained import TrainedRun
 
     if isinstance(recipe, TrainConfig):
         if settings:
             raise ConfigError("give a TrainConfig or settings, not both: build_config(config.to_dict(), ...)")
-        config, lines = recipe, []
+        config, lines = dataclasses.replace(recipe), []
     else:
         found = resolve_config(recipe, **settings)
         config, lines = found.config, found.lines()

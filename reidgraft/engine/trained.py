@@ -225,9 +225,19 @@ def weights_contract(path: Path) -> dict[str, Any]:
     return contract if isinstance(contract, dict) and contract.get("format") == "weights" else {}
 
 
+def _numpy_scalars() -> list:
+    """What torchreid's own checkpoints hold beside the weights (`rank1`, a numpy float32): numpy
+    scalars and dtypes, data only, allowed to the safe loader."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # (numpy 2 renamed it)
+    return [core.multiarray.scalar, np.dtype] + [type(np.dtype(kind)) for kind in ("f4", "f8", "i4", "i8")]
+
+
 def _plain_state(path: Path) -> dict[str, torch.Tensor]:
     try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalars()):
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ValueError(f"{path} not found") from None
     except Exception as error:  # (pickles of code are refused by weights_only, and named)

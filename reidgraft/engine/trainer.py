@@ -433,7 +433,8 @@ class Trainer:
         bar = progress(
             itertools.islice(zip(*self.train_loaders, strict=True), steps),
             total=steps,
-            what=f"{self.label}epoch {epoch + 1}/{self.config.epochs}",
+            # (one rank's lines are enough: the others would print the same, unlabelled)
+            what=f"{self.label}epoch {epoch + 1}/{self.config.epochs}" if self.group.leader else "",
             per_step=self.config.batch_size * (1 if shared else len(self.members)),
         )
         for step, batches in enumerate(bar):

@@ -217,12 +217,12 @@ def test_root_points_every_run_at_other_data(recipe, tmp_path):
     assert not (tmp_path / "never").exists()
 
     other = tmp_path / "other"
-    synthetic_splits(other, train_ids=6, test_ids=4, images_per_id=4, distractors=2, height=24, width=12)
+    synthetic_splits(other, train_ids=6, test_ids=4, images_per_id=4, distractors=2, height=64, width=32)
     output = tmp_path / "comparison"
-    done = compare("--config", recipe, "--root", other, "--height", "24", "--width", "12", "--seeds",
+    done = compare("--config", recipe, "--root", other, "--height", "64", "--width", "32", "--seeds",
                    "1", "--models", "2", "--methods", "nograft", "graft", "--output", output,
                    cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     for method in ("nograft", "graft"):
         config = yaml.safe_load((output / f"seed0-k2-{method}" / "config.yaml").read_text())
-        assert config["root"] == str(other) and (config["height"], config["width"]) == (24, 12)
+        assert config["root"] == str(other) and (config["height"], config["width"]) == (64, 32)

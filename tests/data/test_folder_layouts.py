@@ -50,15 +50,17 @@ def test_a_folder_per_person_is_split_by_identity_the_same_way_every_time(tmp_pa
     assert sorted(every_path(first)) == sorted(str(p) for p in root.rglob("*") if p.is_file())  # each once
     assert first.num_train_pids == 4  # round(0.5 * 7 people with crops; the empty folder is nobody)
     assert {camid for *_, camid in first.train + first.query + first.gallery} == {UNKNOWN_CAMERA}
-    test_people = {pid for _, pid, _ in first.query + first.gallery}
-    assert not test_people & {Path(p).relative_to(root).parts[0] for p, _, _ in first.train}
+
+    def folders(items):
+        return {Path(path).relative_to(root).parts[0] for path, _, _ in items}
+
+    assert not folders(first.train) & folders(first.query + first.gallery)  # a person in one place
+    assert len(folders(first.train)) == 4 and len(folders(first.query + first.gallery)) == 3
     query_people = [pid for _, pid, _ in first.query]
     assert len(query_people) == len(set(query_people))  # one query per person (no cameras)
     gallery_people = {pid for _, pid, _ in first.gallery}
     assert set(query_people) <= gallery_people  # every query has its person in the gallery
-    folders = {Path(path).relative_to(root).parts[0] for path, _, _ in first.query + first.gallery}
-    if "gil" in folders:  # one crop: in the gallery alone, with nothing to find
-        assert all("gil" not in path for path, _, _ in first.query)
+    assert "gil" not in folders(first.query)  # one crop: in the gallery (or training) alone
 
     other = load_reid_dataset("folder", root, options={"split": 0.5, "split_seed": 4})
     assert (other.train, other.query) != (first.train, first.query)  # the seed decides the split
@@ -101,6 +103,34 @@ def test_a_pile_of_market_named_crops_takes_its_cameras_from_the_names(tmp_path)
     # 3 test people seen by 3 cameras: queries from two cameras, the third's crop their match
     assert splits.num_train_pids == 3 and len(splits.query) == 6 and len(splits.gallery) == 3 + 1
     assert any(pid == 0 for _, pid, _ in splits.gallery) and all(pid != 0 for _, pid, _ in splits.query)
+
+
+def test_a_split_that_leaves_no_query_and_a_twice_listed_image_are_refused(tmp_path):
+    people = tmp_path / "people"
+    for number in range(4):  # everyone has one crop: no held-out person has a match to find
+        painted(people / f"p{number}" / "only.png", 10 * number)
+    with pytest.raises(DataMissingError, match="none of the 2 people held out for testing has two images"):
+        load_reid_dataset("folder", people, options={"split": 0.5})
+    painted(tmp_path / "a.png", 1)
+    painted(tmp_path / "b.png", 2)
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,person\na.png,ann\nb.png,ann\n./a.png,bob\n")
+    with pytest.raises(DataMissingError, match="rows 2 and 4 list the same image"):
+        load_reid_dataset("folder", listing, options={"split": 0.5})
+    with pytest.raises(DataMissingError, match="the list .*missing.csv is missing"):
+        load_reid_dataset("folder", tmp_path / "missing.csv", options={"split": 0.5})
+
+
+def test_hidden_folders_are_nobody_and_validation_works_without_cameras(tmp_path):
+    from reidgraft.data.validation import hold_out_identities
+
+    root = people_folders(tmp_path / "people")
+    painted(root / ".ipynb_checkpoints" / "shot.png", 3)
+    painted(root / "__MACOSX" / "shot.png", 4)
+    splits = load_reid_dataset("folder", root, options={"split": 0.5})
+    assert not [path for path in every_path(splits) if ".ipynb" in path or "__MACOSX" in path]
+    trained, validation = hold_out_identities(splits, 2)  # camera-less people: first image the query
+    assert len(validation.query) == 2 and len(validation.gallery) == 4 and trained.num_train_pids == 2
 
 
 def test_layout_faults_are_one_line(tmp_path):
