@@ -2,7 +2,7 @@
 # The floor of pyproject.toml's torch range, tested: ./.venv-oldest-torch with the oldest torch and
 # torchvision the ranges admit (everything else as constraints.txt pins it, where that version
 # installs beside them), then the test suite. Extra arguments go to pytest. Not part of CI (it
-# doubles its time); run it when the ranges change. About 7 GB.
+# doubles its time); run it when the ranges change. About 8 GB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 oldest_torch=2.9.1
