@@ -42,6 +42,7 @@ CASES: dict[str, dict[str, Any]] = {
     "graft_k1": dict(models=1),
     "graft_k2_validation": dict(eval_every=1, val_ids=2),
     "graft_internal_k2": dict(scion="internal"),
+    "graft_noise_k3": dict(scion="noise", models=3, epochs=3),
     "graft_filter_k2": dict(graft_level="filter", eval_every=1),
     "graft_k2_resume": dict(epochs=3, eval_every=1, resume_after=2),
     "graft_after_k2_resume": dict(epochs=3, eval_after_graft=True, resume_after=1),
