@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +328,32 @@ def fingerprint(*parts: str | bytes) -> str:
 def json_fingerprint(value: Any) -> str:
     """The fingerprint of `value` written as JSON with sorted keys (anything else as its str)."""
     return fingerprint(json.dumps(value, sort_keys=True, default=str))
+
+
+def files_fingerprint(paths: Sequence[str | Path], root: str | Path) -> str:
+    """A hash of the images' names (relative to `root`) and bytes, in order: the same gallery moved
+    elsewhere keeps its fingerprint, one changed, added, removed or renamed image changes it."""
+    digest = Fingerprint()
+    root = Path(root)
+    for path in paths:
+        path = Path(path)
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        data = path.read_bytes()
+        digest.add(f"{name}\0{len(data)}\0", data)
+    return digest.hex()
+
+
+def state_fingerprint(state: Mapping[str, object], extra: Iterable[object] = ()) -> str:
+    """A hash of a model's state (every tensor's name, dtype, shape and bytes) and of `extra`
+    (architecture, input size, metric...), so features from another model never count as cached."""
+    import torch  # (here: the leaves import no torch when loaded)
+
+    digest = Fingerprint(*(f"{value!r}\0" for value in extra))
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        # A byte view of any dtype (bfloat16 included, which numpy lacks).
+        digest.add(
+            f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0",
+            tensor.reshape(-1).view(torch.uint8).numpy().tobytes(),
+        )
+    return digest.hex()

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
-import torch
 
-from .files import Fingerprint, read_keyed_arrays, write_keyed_arrays
+from .files import read_keyed_arrays, write_keyed_arrays
 
 METRICS = ("euclidean", "cosine")
 KINDS = ("flat", "ivf", "hnsw", "auto")
@@ -243,33 +242,6 @@ class GalleryIndex:
         if self.kind == "hnsw" and params:
             index.hnsw.efSearch = int(params["efSearch"])
         return self
-
-
-def files_fingerprint(paths: Sequence[str | Path], root: str | Path) -> str:
-    """A hash of the images' names (relative to `root`) and bytes, in order: the same gallery moved
-    elsewhere keeps its fingerprint, one changed, added, removed or renamed image changes it."""
-    digest = Fingerprint()
-    root = Path(root)
-    for path in paths:
-        path = Path(path)
-        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-        data = path.read_bytes()
-        digest.add(f"{name}\0{len(data)}\0", data)
-    return digest.hex()
-
-
-def state_fingerprint(state: Mapping[str, object], extra: Iterable[object] = ()) -> str:
-    """A hash of a model's state (every tensor's name, dtype, shape and bytes) and of `extra`
-    (architecture, input size, metric...), so features from another model never count as cached."""
-    digest = Fingerprint(*(f"{value!r}\0" for value in extra))
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        # A byte view of any dtype (bfloat16 included, which numpy lacks).
-        digest.add(
-            f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0",
-            tensor.reshape(-1).view(torch.uint8).numpy().tobytes(),
-        )
-    return digest.hex()
 
 
 def save_gallery_cache(path: str | Path, index: GalleryIndex, names: Sequence[str], key: str) -> None:

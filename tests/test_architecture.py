@@ -27,7 +27,8 @@ TRAINING_MODULES = (
     "reidgraft.engine.trainer", "reidgraft.engine.optim", "reidgraft.engine.losses",
     "reidgraft.engine.distributed", "reidgraft.engine.logging", "reidgraft.engine.runs",
     "reidgraft.engine.comparison", "reidgraft.grafting.ring", "reidgraft.grafting.graft",
-    "reidgraft.population.methods", "reidgraft.population.ema",
+    "reidgraft.population.graft", "reidgraft.population.dml", "reidgraft.population.papa",
+    "reidgraft.population.ema",
     "torch.utils.tensorboard", "tensorboard", "gradio", "faiss",
 )  # fmt: skip
 

@@ -176,3 +176,24 @@ def test_a_reused_pid_is_not_the_writer(tmp_path):
     assert writer_alive(mine)
     if process_start(os.getpid()) is not None:  # (a system with /proc)
         assert not writer_alive(tmp_path / f".x.json.{os.getpid()}-1.abcdefgh.tmp")  # another start
+
+
+def test_fingerprints_follow_content_not_location(tmp_path):
+    import torch
+
+    from reidgraft.files import files_fingerprint, state_fingerprint
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.jpg").write_bytes(b"same bytes")
+    here = files_fingerprint([tmp_path / "a" / "x.jpg"], tmp_path / "a")
+    assert here == files_fingerprint([tmp_path / "b" / "x.jpg"], tmp_path / "b")
+    (tmp_path / "b" / "x.jpg").write_bytes(b"other bytes")
+    assert here != files_fingerprint([tmp_path / "b" / "x.jpg"], tmp_path / "b")
+
+    state = {"w": torch.ones(3), "b": torch.zeros(2, dtype=torch.bfloat16)}
+    base = state_fingerprint(state, extra=("resnet50", 256))
+    assert base == state_fingerprint(dict(reversed(state.items())), extra=("resnet50", 256))
+    assert base != state_fingerprint(state, extra=("resnet50", 128))
+    changed = {**state, "w": torch.tensor([1.0, 1.0, 1.0 + 2**-20])}
+    assert base != state_fingerprint(changed, extra=("resnet50", 256))

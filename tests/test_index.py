@@ -48,27 +48,6 @@ def test_cache_round_trip_and_refusals(tmp_path, metric):
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
-def test_fingerprints_follow_content_not_location(tmp_path):
-    import torch
-
-    from reidgraft.index import files_fingerprint, state_fingerprint
-
-    for folder in ("a", "b"):
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / "x.jpg").write_bytes(b"same bytes")
-    here = files_fingerprint([tmp_path / "a" / "x.jpg"], tmp_path / "a")
-    assert here == files_fingerprint([tmp_path / "b" / "x.jpg"], tmp_path / "b")
-    (tmp_path / "b" / "x.jpg").write_bytes(b"other bytes")
-    assert here != files_fingerprint([tmp_path / "b" / "x.jpg"], tmp_path / "b")
-
-    state = {"w": torch.ones(3), "b": torch.zeros(2, dtype=torch.bfloat16)}
-    base = state_fingerprint(state, extra=("resnet50", 256))
-    assert base == state_fingerprint(dict(reversed(state.items())), extra=("resnet50", 256))
-    assert base != state_fingerprint(state, extra=("resnet50", 128))
-    changed = {**state, "w": torch.tensor([1.0, 1.0, 1.0 + 2**-20])}
-    assert base != state_fingerprint(changed, extra=("resnet50", 256))
-
-
 def test_a_gpu_index_without_faiss_gpu_is_refused_and_the_default_searches_here():
     features = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
     index = GalleryIndex(features)

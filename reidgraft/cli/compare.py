@@ -20,7 +20,7 @@ import sys
 
 from ..config import ConfigError
 from ..data import DataMissingError
-from ..engine.comparison import DEFAULT_METHODS, EMA_DECAY, METHODS, PRIMARY, compare
+from ..engine.comparison import COMPARE_METHODS, DEFAULT_METHODS, EMA_DECAY, PRIMARY, compare
 from ..engine.report import write_report
 from ..images import ImageReadError
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", type=int, nargs="+", default=[2, 4], help="the K to compare, 2 or more (default: 2 4)"
     )
     parser.add_argument(
-        "--methods", nargs="+", choices=list(METHODS), default=list(DEFAULT_METHODS),
+        "--methods", nargs="+", choices=list(COMPARE_METHODS), default=list(DEFAULT_METHODS),
         help="the rows to produce; the population rivals dml, papa, papa_average and ema are asked "
         f"for by name (default: {' '.join(DEFAULT_METHODS)})",
     )  # fmt: skip

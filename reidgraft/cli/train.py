@@ -39,6 +39,7 @@ from ..engine.preflight import preflight
 from ..engine.run_dir import check_same_data
 from ..engine.runs import default_output, load_data
 from ..images import ImageReadError
+from ..population.registry import describe_run
 from .entry import interrupt_exit
 
 
@@ -187,15 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def describe(config: TrainConfig, trainer: Trainer, distributed: bool) -> str:
-    names = {
-        "graft": "grafted",
-        "none": "independent",
-        "dml": "mutual learning",
-        "papa": f"PAPA {config.papa_mode}",
-    }
-    mode = names[config.population] if config.models > 1 else "baseline"
-    if config.ema is not None:
-        mode += f", EMA {config.ema:g}"
+    mode = describe_run(config)
     if distributed:
         where = "one per process over torch.distributed"
         return f"{config.models} x {config.arch} ({mode}), {where}; run: {config.output}"

@@ -1,6 +1,7 @@
 """Every value of a config checked before any work: the first bad field is a ConfigError whose
-one line names it and what it may be. The bounds of whole numbers come from each field's
-`minimum`; the rest are written here."""
+one line names it and what it may be. The bounds of numbers come from each field's `minimum`
+and `bounds`, a population method's needs from its spec (`population.registry`); the rest are
+written here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import dataclasses
 import math
 
 from ..grafting.options import GraftOptions
-from .schema import FIELDS, GRAFT_OPTIONS, LOSSES, ConfigError, TrainConfig, shown
+from ..population.registry import POPULATIONS
+from .schema import FIELDS, GRAFT_OPTIONS, LOSSES, ConfigError, TrainConfig, parse_bounds, shown
 
 
 def check_config(config: TrainConfig) -> TrainConfig:
@@ -22,10 +24,11 @@ def check_config(config: TrainConfig) -> TrainConfig:
         if minimum is not None and getattr(config, name) < minimum:
             bound = "must not be negative" if minimum == 0 else f"must be at least {minimum}"
             raise ConfigError(f"{name} {bound}, got {getattr(config, name)}")
-    if config.ring_timeout <= 0:
-        raise ConfigError(f"ring_timeout must be positive, got {config.ring_timeout}")
-    if config.lr <= 0:
-        raise ConfigError(f"lr must be positive, got {config.lr}")
+    for name, f in FIELDS.items():
+        bounds, value = f.metadata.get("bounds"), getattr(config, name)
+        if bounds is not None and value is not None and not _within(value, bounds):
+            inside = "be positive" if bounds == "(0, inf)" else f"lie in {bounds}"
+            raise ConfigError(f"{name} must {inside}, got {value}")
     for name, f in FIELDS.items():
         valid = f.metadata.get("choices")
         values = getattr(config, name)
@@ -34,16 +37,6 @@ def check_config(config: TrainConfig) -> TrainConfig:
             if valid and name not in GRAFT_OPTIONS and value not in valid:
                 raise ConfigError(f"unknown {name} {shown(value)}; choose one of: {', '.join(valid)}")
     _check_reid_training(config)
-    if not 0 <= config.label_smooth < 1:
-        raise ConfigError(f"label_smooth must lie in [0, 1), got {config.label_smooth}")
-    if not 0 < config.warmup_factor <= 1:
-        raise ConfigError(f"warmup_factor must lie in (0, 1], got {config.warmup_factor}")
-    if config.scion_threshold <= 0:
-        raise ConfigError(f"scion_threshold must be positive, got {config.scion_threshold}")
-    if not 0 < config.noise_decay < 1:
-        raise ConfigError(f"noise_decay must lie in (0, 1), got {config.noise_decay}")
-    if not 0 < config.filter_fraction <= 1:
-        raise ConfigError(f"filter_fraction must lie in (0, 1], got {config.filter_fraction}")
     if config.graft_level == "filter" and config.scion != "external":
         raise ConfigError("graft_level filter grafts a neighbour's filters: it needs scion external")
     if config.devices is not None:
@@ -63,34 +56,28 @@ def check_config(config: TrainConfig) -> TrainConfig:
     return config
 
 
-# The settings only grafting reads: one changed under another population method is refused,
-# since it would do nothing. (K, the learning-rate spread, the data order and the grafting+
-# teachers are every method's.)
-GRAFT_ONLY = (
-    *(name for name in GRAFT_OPTIONS if name != "bins"),  # (bins also sizes filter_health's entropy)
-    "scion", "scion_threshold", "noise_decay", "graft_level", "filter_fraction", "eval_after_graft",
-)  # fmt: skip
+def _within(value: float, bounds: str) -> bool:
+    low_closed, low, high, high_closed = parse_bounds(bounds)
+    above = value >= low if low_closed else value > low
+    below = value <= high if high_closed else value < high
+    return above and below
 
 
 def method_fields(method: str) -> list[str]:
-    """The fields only `method` (a population method) reads."""
-    if method == "graft":
-        return list(GRAFT_ONLY)
-    return [name for name in FIELDS if name.startswith(f"{method}_")]
+    """The fields only `method` (a population method) reads: those whose schema entry names it.
+    (K, the learning-rate spread, the data order, the grafting+ teachers and bins, which also
+    sizes every run's filter-health entropy, are every method's.)"""
+    return [name for name, f in FIELDS.items() if f.metadata.get("method") == method]
 
 
 def _check_population(config: TrainConfig) -> None:
     """The population method's settings."""
-    method = config.population
-    if method in ("dml", "papa") and config.models < 2:
+    method, spec = config.population, POPULATIONS[config.population]
+    if config.models < spec.min_models:
         raise ConfigError(
-            f"population {method} needs at least 2 models (got models {config.models}); "
+            f"population {method} needs at least {spec.min_models} models (got models {config.models}); "
             "train one model with --population none"
         )
-    if config.dml_temperature <= 0:
-        raise ConfigError(f"dml_temperature must be positive, got {config.dml_temperature}")
-    if not 0 < config.papa_rate <= 1:
-        raise ConfigError(f"papa_rate must lie in (0, 1], got {config.papa_rate}")
     if config.split is not None and not (math.isfinite(config.split) and 0 < config.split < 1):
         raise ConfigError(
             f"split must be a share of identities between 0 and 1 (e.g. 0.5), got {config.split}"
@@ -106,7 +93,7 @@ def _check_population(config: TrainConfig) -> None:
 def check_method_settings(config: TrainConfig, given: dict) -> None:
     """A setting of another population method given (on the command line) for this run is
     refused: it would do nothing. A recipe's are not: one recipe serves every method."""
-    for other in ("graft", "dml", "papa"):
+    for other in POPULATIONS:
         if other == config.population:
             continue
         for name in method_fields(other):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,8 @@ from ..data.registry import CLASSIFICATION, REID, dataset_names
 from ..device import AMP_MODES
 from ..grafting.options import CRITERION_NAMES, LEVELS, SCIONS, TOP_BINS, GraftOptions
 from ..population import options as population_defaults
-from ..population.options import PAPA_MODES, POPULATIONS
+from ..population.options import PAPA_MODES
+from ..population.registry import POPULATIONS, population_help
 
 OPTIMIZERS = ("amsgrad", "adam", "sgd")
 SCHEDULERS = ("step", "multistep", "cosine", "constant")
@@ -42,7 +44,7 @@ GROUPS = ("data", "model", "population", "grafting", "optimisation", "evaluation
 GROUP_DESCRIPTIONS = {
     "data": "what to train on and how images are loaded",
     "model": "the backbone and its initial weights",
-    "population": "what the K models exchange (grafting, mutual learning, PAPA) and EMA copies",
+    "population": "what the K models exchange (--population and its method's settings) and EMA copies",
     "grafting": "the ring of K models, how they are grafted, and grafting+ distillation",
     "optimisation": "optimizer, learning rate schedule and loss",
     "evaluation": "when and how the models are evaluated",
@@ -68,25 +70,42 @@ def default_data_root() -> str:
 def _doc(
     group: str,
     help: str,
-    choices: tuple[str, ...] | None = None,
+    choices: Collection[str] | None = None,
     *,
     role: str = "result",
     task: str = ANY_TASK,
     minimum: int | None = None,
+    bounds: str | None = None,
     resumable: bool | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """A field's metadata. `role` (ROLES) and `resumable` decide the resume policy: runtime
     fields may change when a run continues, result fields only when `resumable`; `task` the
     datasets it applies to (a re-ID setting changed for a classification run is refused);
-    `minimum` the smallest value taken."""
+    `minimum` the smallest whole number taken; `bounds` the interval a real number must lie in,
+    written as in the error a user sees ("(0, 1]", "(0, inf)": positive); `method` the population
+    method that alone reads it (given for another method, it is refused: it would do nothing)."""
     assert group in GROUPS and role in ROLES and task in (REID, CLASSIFICATION, ANY_TASK)
+    assert method is None or method in POPULATIONS, method
+    assert bounds is None or parse_bounds(bounds)
     metadata = {"help": help, "group": group, "role": role, "task": task}
     metadata["resumable"] = role == "runtime" if resumable is None else resumable
     if choices:
         metadata["choices"] = choices
     if minimum is not None:
         metadata["minimum"] = minimum
+    if bounds is not None:
+        metadata["bounds"] = bounds
+    if method is not None:
+        metadata["method"] = method
     return metadata
+
+
+def parse_bounds(bounds: str) -> tuple[bool, float, float, bool]:
+    """ "(0, 1]" as (low closed?, low, high, high closed?)."""
+    low, high = (part.strip() for part in bounds[1:-1].split(","))
+    assert bounds[0] in "([" and bounds[-1] in ")]", bounds
+    return bounds[0] == "[", float(low), float(high), bounds[-1] == "]"
 
 
 @dataclass
@@ -214,19 +233,19 @@ class TrainConfig:
         default="graft",
         metadata=_doc(
             "population",
-            "what the K models exchange: none (independent models), graft (a ring graft at every "
-            "epoch end, the papers'), dml (deep mutual learning: a KL term to the peers' predictions "
-            "on the same batch every step), papa (population parameter averaging); --no-graft is "
-            "--population none",
-            POPULATIONS,
+            population_help(),
+            POPULATIONS,  # (the registry itself: a method registered later is a choice too)
         ),
     )
     dml_weight: float = field(
         default=1.0,
-        metadata=_doc("population", "dml: weight of the mutual-learning KL term", minimum=0),
+        metadata=_doc("population", "dml: weight of the mutual-learning KL term", minimum=0, method="dml"),
     )
     dml_temperature: float = field(
-        default=1.0, metadata=_doc("population", "dml: softmax temperature of the KL term")
+        default=1.0,
+        metadata=_doc(
+            "population", "dml: softmax temperature of the KL term", bounds="(0, inf)", method="dml"
+        ),
     )
     papa_mode: str = field(
         default="gradual",
@@ -235,6 +254,7 @@ class TrainConfig:
             "papa: gradual (pull every model toward the mean every papa_every steps), all (replace "
             "every model by the mean every papa_every_epochs) or pairs (random pairs by their mean)",
             PAPA_MODES,
+            method="papa",
         ),
     )
     papa_rate: float = field(
@@ -243,15 +263,17 @@ class TrainConfig:
             "population",
             "papa gradual: how far each pull moves a model toward the mean, in (0, 1], scaled by its "
             "learning rate's share of the initial one (the paper's 1 - alpha)",
+            bounds="(0, 1]",
+            method="papa",
         ),
     )
     papa_every: int = field(
         default=population_defaults.PAPA_EVERY,
-        metadata=_doc("population", "papa gradual: steps between pulls", minimum=1),
+        metadata=_doc("population", "papa gradual: steps between pulls", minimum=1, method="papa"),
     )
     papa_every_epochs: int = field(
         default=population_defaults.PAPA_EVERY_EPOCHS,
-        metadata=_doc("population", "papa all and pairs: epochs between averages", minimum=1),
+        metadata=_doc("population", "papa all and pairs: epochs between averages", minimum=1, method="papa"),
     )
     ema: float | None = field(
         default=None,
@@ -268,6 +290,7 @@ class TrainConfig:
             "grafting",
             "evaluate and save after each epoch's graft (and graft after the last epoch); by default "
             "the authors' order: evaluate, save, then graft, never after the last epoch",
+            method="graft",
         ),
     )
     lr_spread: str = field(
@@ -286,14 +309,26 @@ class TrainConfig:
             "where a model's weak filters get new weights: its ring neighbour (the papers' method), "
             "Gaussian noise, or its own strongest filters (the ablations of CVPR Table 2)",
             SCIONS,
+            method="graft",
         ),
     )
     scion_threshold: float = field(
         default=0.1,
-        metadata=_doc("grafting", "noise and internal scions: a filter with L1 norm below this is grafted"),
+        metadata=_doc(
+            "grafting",
+            "noise and internal scions: a filter with L1 norm below this is grafted",
+            bounds="(0, inf)",
+            method="graft",
+        ),  # fmt: skip
     )
     noise_decay: float = field(
-        default=0.975, metadata=_doc("grafting", "noise scion: the noise's std is noise_decay ** epoch")
+        default=0.975,
+        metadata=_doc(
+            "grafting",
+            "noise scion: the noise's std is noise_decay ** epoch",
+            bounds="(0, 1)",
+            method="graft",
+        ),
     )
     graft_level: str = field(
         default="layer",
@@ -302,11 +337,17 @@ class TrainConfig:
             "external scion: blend whole layers (the papers') or only each layer's lowest-entropy "
             "filters (supplement section 2)",
             LEVELS,
+            method="graft",
         ),
     )
     filter_fraction: float = field(
         default=0.2,
-        metadata=_doc("grafting", "graft_level filter: the fraction of each layer's filters grafted"),
+        metadata=_doc(
+            "grafting",
+            "graft_level filter: the fraction of each layer's filters grafted",
+            bounds="(0, 1]",
+            method="graft",
+        ),  # fmt: skip
     )
     same_data_order: bool = field(
         default=False,
@@ -322,16 +363,21 @@ class TrainConfig:
             "how much a layer knows: histogram entropy, the sum of its filters' entropies, its L1 norm, "
             "or fixed (a constant alpha)",
             CRITERION_NAMES,
+            method="graft",
         ),
     )
     A: float = field(
         default=GraftOptions.A,
-        metadata=_doc("grafting", "adaptive alpha's amplitude A (Eq. 7): alpha stays within 0.5 +- A/2"),
+        metadata=_doc(
+            "grafting", "adaptive alpha's amplitude A (Eq. 7): alpha stays within 0.5 +- A/2", method="graft"
+        ),
     )
     c: float = field(
         default=GraftOptions.c,
         metadata=_doc(
-            "grafting", "adaptive alpha's slope c (Eq. 7); scale it far down with the l1 criterion"
+            "grafting",
+            "adaptive alpha's slope c (Eq. 7); scale it far down with the l1 criterion",
+            method="graft",
         ),
     )
     bins: int = field(
@@ -344,20 +390,27 @@ class TrainConfig:
             "entropy histogram's top bin: inclusive counts the maximum in it (torch.histc), authors "
             "counts it nowhere, as the authors' entropy() does",
             TOP_BINS,
+            method="graft",
         ),
     )
     fixed_alpha: float = field(
         default=GraftOptions.fixed_alpha,
-        metadata=_doc("grafting", "alpha (own weights' share) with the fixed criterion, in [0, 1]"),
+        metadata=_doc(
+            "grafting", "alpha (own weights' share) with the fixed criterion, in [0, 1]", method="graft"
+        ),
     )
     graft_head: bool = field(
-        default=GraftOptions.graft_head, metadata=_doc("grafting", "also graft the classifier head")
+        default=GraftOptions.graft_head,
+        metadata=_doc("grafting", "also graft the classifier head", method="graft"),
     )
     ring_timeout: float = field(
         default=180.0,
         metadata=_doc(
-            "grafting", "seconds a distributed rank waits for its neighbours before giving up", role="runtime"
-        ),
+            "grafting",
+            "seconds a distributed rank waits for its neighbours before giving up",
+            role="runtime",
+            bounds="(0, inf)",
+        ),  # fmt: skip
     )
     teacher: list[str] = field(
         default_factory=list,
@@ -378,7 +431,9 @@ class TrainConfig:
     )
     lr: float = field(
         default=3e-4,
-        metadata=_doc("optimisation", "initial learning rate (the last model's, with diverse_lr)"),
+        metadata=_doc(
+            "optimisation", "initial learning rate (the last model's, with diverse_lr)", bounds="(0, inf)"
+        ),
     )
     momentum: float = field(default=0.9, metadata=_doc("optimisation", "momentum (sgd only)"))
     weight_decay: float = field(default=5e-4, metadata=_doc("optimisation", "weight decay", minimum=0))
@@ -407,11 +462,15 @@ class TrainConfig:
     )
     warmup_factor: float = field(
         default=0.01,
-        metadata=_doc("optimisation", "the warm-up's starting fraction of the learning rate, in (0, 1]"),
+        metadata=_doc(
+            "optimisation", "the warm-up's starting fraction of the learning rate, in (0, 1]", bounds="(0, 1]"
+        ),
     )
     label_smooth: float = field(
         default=0.1,
-        metadata=_doc("optimisation", "label smoothing of the cross-entropy loss, in [0, 1, minimum=0)"),
+        metadata=_doc(
+            "optimisation", "label smoothing of the cross-entropy loss, in [0, 1)", bounds="[0, 1)"
+        ),
     )
     loss: list[str] = field(
         default_factory=lambda: ["softmax"],

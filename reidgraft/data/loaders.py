@@ -263,13 +263,16 @@ def build_train_loaders(
     pin_memory: bool = False,
     sampler: str = "random",
     num_instances: int = 4,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> list[DataLoader]:
     """`count` loaders over the same items; loader k uses seed + k. `sampler` random: shuffled
     images, incomplete batches dropped; identity: P = batch_size / num_instances identities of
-    num_instances images each (`IdentitySampler`)."""
+    num_instances images each (`IdentitySampler`). Images are normalised by the backbone's `mean`
+    and `std` (default ImageNet's)."""
     if len(items) < batch_size:
         raise ValueError(f"the training set has {len(items)} images, fewer than one batch ({batch_size})")
-    train_transform, _ = reid_transforms(height, width, augment)
+    train_transform, _ = reid_transforms(height, width, augment, mean=mean, std=std)
 
     def order(seed: int) -> Sampler:
         if sampler == "identity":
@@ -305,9 +308,11 @@ def build_test_loader(
     batch_size: int,
     workers: int = 0,
     pin_memory: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> DataLoader:
-    """Unaugmented images in list order."""
-    _, test_transform = reid_transforms(height, width, [])
+    """Unaugmented images in list order, normalised by `mean` and `std` (default ImageNet's)."""
+    _, test_transform = reid_transforms(height, width, [], mean=mean, std=std)
     return _loader(
         ImageListDataset(items, test_transform), batch_size, workers, shuffle=False, pin_memory=pin_memory
     )

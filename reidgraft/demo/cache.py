@@ -12,8 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.features import extract_features
-from ..files import check_writable, fingerprint, read_keyed_arrays, write_keyed_arrays, writer_alive
-from ..index import KINDS, GalleryIndex, files_fingerprint, index_key, load_gallery_cache, save_gallery_cache
+from ..files import (
+    check_writable,
+    files_fingerprint,
+    fingerprint,
+    read_keyed_arrays,
+    write_keyed_arrays,
+    writer_alive,
+)
+from ..index import KINDS, GalleryIndex, index_key, load_gallery_cache, save_gallery_cache
 from ..progress import Progress
 from .gallery import DemoError, Gallery
 from .model import RunModel
@@ -94,7 +101,8 @@ def extract_resumably(
             (features,) = extract_features(
                 [run_model.model], items, height=run_model.height, width=run_model.width,
                 batch_size=batch_size, workers=workers, amp=run_model.amp,
-                channels_last=run_model.channels_last, what="",
+                channels_last=run_model.channels_last, what="", mean=run_model.extractor.mean,
+                std=run_model.extractor.std,
             )  # fmt: skip
             parts.append(features.cpu().numpy())
             position += len(items)

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..engine.trained import TrainedRun
 from ..extractor import FeatureExtractor
-from ..index import state_fingerprint
+from ..files import state_fingerprint
 from .gallery import DemoError
 
 

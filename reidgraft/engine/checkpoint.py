@@ -13,6 +13,32 @@ import torch
 
 from ..files import atomic_write
 
+# 2: each participant's state under "participants" and the trainer's "exchange_pending"; a
+# format 1 checkpoint is read through OLD_KEYS (`upgrade_checkpoint`)
+CHECKPOINT_FORMAT = 2
+# format 1 key -> where format 2 keeps it
+OLD_KEYS = {"graft_pending": ("exchange_pending",), "ema": ("participants", "ema", "copies")}
+
+
+def upgrade_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint in this code's layout: a format 1 one (saved before participants had state
+    of their own) with its keys moved where format 2 keeps them; a format 2 one as it is."""
+    if "participants" in payload and "exchange_pending" in payload:
+        return payload
+    payload = dict(payload)
+    payload.setdefault("participants", {})
+    payload.setdefault("exchange_pending", False)
+    for old, (key, *inner) in OLD_KEYS.items():
+        if old not in payload:
+            continue
+        value = payload.pop(old)
+        if not inner:
+            payload[key] = value
+        elif value:  # (an EMA-less run saved an empty list)
+            name, entry = inner
+            payload[key] = {**payload[key], name: {entry: value}}
+    return payload
+
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda file: torch.save(payload, file))
@@ -41,7 +67,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} is not a complete reidgraft checkpoint ({problem}); it was edited or damaged: "
             "point at another run, or train again"
         )
-    return payload
+    return upgrade_checkpoint(payload)
 
 
 def _is_count(value: Any, least: int) -> bool:

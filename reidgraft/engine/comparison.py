@@ -17,6 +17,10 @@ ensemble and their weight average), and pairs grafting with each baseline seed b
     ema               single's EMA copy (decay EMA_DECAY), BN statistics re-estimated
     (variants)        grafted with other settings (`--variant NAME:FIELD=VALUE,...`)
 
+Each is a `CompareMethod` in COMPARE_METHODS: what its run changes in the recipe (or which
+method's run it is built from), one model or K, one run for every K or not, how it is scored
+and which contrasts it enters. A new method is one entry (docs/architecture.md).
+
 Each K-model method is reported three ways: model 0 (declared before training), the mean over
 its K models, and the best of K (chosen on validation; compare holds out VALIDATION_SHARE of the
 training identities when the recipe holds out none, and says so). Model k of replicate s uses
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +57,13 @@ from ..config import (
 )
 from ..data import ReidSplits
 from ..device import resolve_device
-from ..files import check_own_outputs, json_fingerprint, read_keyed_arrays, write_keyed_arrays
-from ..index import state_fingerprint
+from ..files import (
+    check_own_outputs,
+    json_fingerprint,
+    read_keyed_arrays,
+    state_fingerprint,
+    write_keyed_arrays,
+)
 from ..population import BN_IMAGES
 from ..population import weight_average as population_average
 from .intervals import infer
@@ -70,38 +79,144 @@ SCORES_FORMAT = 1  # the layout of a saved scores file; another one is simply sc
 # The EMA's decay: its mean age is 1 / (1 - decay) = 100 steps, about two epochs of CUHK01's
 # four-epoch recipe; set before any run was scored (--ema-decay changes it).
 EMA_DECAY = 0.99
-# method -> what its run changes in the recipe (None: built from another run's models, DERIVED;
-# single_long's schedule is stretched as well, by `stretched_schedule`)
-METHODS: dict[str, dict[str, Any] | None] = {
-    "single": {"models": 1, "population": "none"},
-    "single_long": {"models": 1, "population": "none"},
-    "nograft": {"population": "none"},
-    "nograft_ensemble": None,
-    "nograft_average": None,
-    "graft": {"population": "graft"},
-    "graft_same_lr": {"population": "graft", "lr_spread": "none"},
-    "dml": {"population": "dml"},
-    "papa": {"population": "papa"},
-    "papa_average": None,
-    "ema": {"models": 1, "population": "none", "ema": EMA_DECAY},
-}
-# compare's methods unless --methods says otherwise (the rivals cost three runs more per seed)
-DEFAULT_METHODS = (
-    "single",
-    "single_long",
-    "nograft",
-    "nograft_ensemble",
-    "nograft_average",
-    "graft",
-    "graft_same_lr",
-)
-# derived method -> the run whose models it is built from
-DERIVED = {"nograft_ensemble": "nograft", "nograft_average": "nograft", "papa_average": "papa"}
-ONE_MODEL = ("single", "single_long", "ema")
-SAME_FOR_EVERY_K = ("single", "ema")  # one run whatever K (single_long's length depends on K)
 REPORTS = ("model0", "mean", "best_of_k")
 VALIDATION_SHARE = 0.1  # of the training identities (classification: of the smallest class)
 PRIMARY = "graft:best_of_k-nograft:best_of_k"
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """The contrasts a method enters: `ours` (default: the method itself) minus `theirs`, one for
+    each report in `reports`, theirs taken in the same report or in `theirs_report`. `listed`:
+    where they stand among the exploratory contrasts (0: each method against its baselines, in
+    method order; 1: grafting against the rivals; 2: the variants)."""
+
+    theirs: str
+    reports: tuple[str, ...] = REPORTS
+    theirs_report: str | None = None
+    ours: str | None = None
+    listed: int = 0
+
+    def contrasts(self, method: str) -> list[Contrast]:
+        return [
+            Contrast(self.ours or method, report, self.theirs, self.theirs_report or report)
+            for report in self.reports
+        ]
+
+
+def score_each_model(comparison: Comparison, name: str, run: FinishedRun) -> dict[str, Any]:
+    """Each model of the run: reported as model 0, the mean over K and the best of K (chosen
+    where the run chose it)."""
+    each = comparison.scored(run, "models", comparison.task.item_scores)
+    best = (run.metrics.get("report") or {}).get("best_of_k") or {"model": 0, "chosen_on": None}
+    mean = {key: np.mean([scores[key] for scores in each], axis=0) for key in each[0]}
+    reports = {"model0": each[0], "mean": mean, "best_of_k": each[best["model"]]}
+    return {"reports": reports, "chosen_on": best["chosen_on"], "one_value": len(each) == 1}
+
+
+def _one_value(scores: Scores) -> dict[str, Any]:
+    return {"reports": dict.fromkeys(REPORTS, scores), "chosen_on": None, "one_value": True}
+
+
+def score_ema_copy(comparison: Comparison, name: str, run: FinishedRun) -> dict[str, Any]:
+    """The run's EMA copy, as the run evaluated it (BN statistics re-estimated)."""
+    (scores,) = comparison.scored(
+        run, name, lambda _: comparison.task.item_scores(run.ema_models()), ema=True
+    )
+    return _one_value(scores)
+
+
+def score_ensemble(comparison: Comparison, name: str, run: FinishedRun) -> dict[str, Any]:
+    """The run's K models together (the task's `ensemble_scores`)."""
+    (scores,) = comparison.scored(run, name, lambda models: [comparison.task.ensemble_scores(models)])
+    return _one_value(scores)
+
+
+def score_weight_average(comparison: Comparison, name: str, run: FinishedRun) -> dict[str, Any]:
+    """The run's K models' weight average, BN statistics re-estimated ("model soup")."""
+    (scores,) = comparison.scored(
+        run, name, lambda models: comparison.task.item_scores([weight_average(comparison.task, models)])
+    )
+    return _one_value(scores)
+
+
+@dataclass(frozen=True)
+class CompareMethod:
+    """One row of a comparison: how its run differs from the recipe, and how it is scored."""
+
+    changes: Mapping[str, Any] | None = None  # what its run changes in the recipe; None: no run of its own
+    derived_from: str | None = None  # the method whose run's models it is built from
+    score: Callable[[Comparison, str, FinishedRun], dict[str, Any]] = score_each_model
+    one_model: bool = False  # its three reports are one value
+    same_for_every_k: bool = False  # one run whatever K (single_long's length depends on K)
+    stretched: bool = False  # its schedule stretched K-fold: K x E epochs (`stretched_schedule`)
+    default: bool = False  # compared unless --methods says otherwise
+    contrasts: tuple[Pairing, ...] = ()  # the exploratory contrasts it enters
+
+
+ONE_MODEL_RUN = {"models": 1, "population": "none"}
+AGAINST_NOGRAFT = (Pairing("nograft"),)
+COMPARE_METHODS: dict[str, CompareMethod] = {
+    "single": CompareMethod(ONE_MODEL_RUN, one_model=True, same_for_every_k=True, default=True),
+    "single_long": CompareMethod(ONE_MODEL_RUN, one_model=True, stretched=True, default=True),
+    "nograft": CompareMethod({"population": "none"}, default=True),
+    "nograft_ensemble": CompareMethod(derived_from="nograft", score=score_ensemble, default=True),
+    "nograft_average": CompareMethod(derived_from="nograft", score=score_weight_average, default=True),
+    "graft": CompareMethod(
+        {"population": "graft"},
+        default=True,
+        contrasts=(
+            *(Pairing(theirs) for theirs in ("nograft", "nograft_ensemble", "nograft_average", "single")),
+            Pairing("single_long", theirs_report="model0"),
+        ),
+    ),
+    "graft_same_lr": CompareMethod(  # same seed, rate and data order as single
+        {"population": "graft", "lr_spread": "none"},
+        default=True,
+        contrasts=(Pairing("single", ("model0",)),),
+    ),
+    # the population rivals (three runs more per seed): against the same baseline, then grafting
+    "dml": CompareMethod(
+        {"population": "dml"},
+        contrasts=(*AGAINST_NOGRAFT, Pairing("dml", ("best_of_k",), ours="graft", listed=1)),
+    ),
+    "papa": CompareMethod(
+        {"population": "papa"},
+        contrasts=(*AGAINST_NOGRAFT, Pairing("papa", ("best_of_k",), ours="graft", listed=1)),
+    ),
+    "papa_average": CompareMethod(
+        derived_from="papa",
+        score=score_weight_average,
+        contrasts=(Pairing("nograft_average", ("model0",)), Pairing("single", ("model0",))),
+    ),
+    "ema": CompareMethod(  # the same run's model and its EMA copy
+        {**ONE_MODEL_RUN, "ema": EMA_DECAY},
+        score=score_ema_copy,
+        one_model=True,
+        same_for_every_k=True,
+        contrasts=(Pairing("single", ("model0",)),),
+    ),
+}
+DEFAULT_METHODS = tuple(name for name, method in COMPARE_METHODS.items() if method.default)
+
+
+def variant_method(changes: Mapping[str, Any]) -> CompareMethod:
+    """A grafted method with other settings (`--variant`), paired against nograft."""
+    return CompareMethod({"population": "graft", **changes}, contrasts=(Pairing("nograft", listed=2),))
+
+
+def method_table(
+    variants: Mapping[str, Mapping[str, Any]], ema_decay: float = EMA_DECAY
+) -> dict[str, CompareMethod]:
+    """Every method a comparison may run: the registered ones, an EMA at `ema_decay`, then the
+    variants."""
+    table = {
+        name: replace(method, changes={**method.changes, "ema": ema_decay})
+        if method.changes is not None and "ema" in method.changes
+        else method
+        for name, method in COMPARE_METHODS.items()
+    }
+    return table | {name: variant_method(changes) for name, changes in variants.items()}
 
 
 REPORT_FILES = ("comparison.md", "comparison.json", "comparison.png")
@@ -193,11 +308,7 @@ class Comparison:
         ema_decay: float = EMA_DECAY,
     ):
         self.recipe, self.base, self.output, self.log = recipe, base, output, log
-        self.methods = {
-            **METHODS,
-            **{name: {"population": "graft", **changes} for name, changes in (variants or {}).items()},
-        }
-        self.methods["ema"] = {**METHODS["ema"], "ema": ema_decay}
+        self.methods = method_table(variants or {}, ema_decay)
         self.data = data if data is not None else load_data(base, log=log)
         self.task = make_task(base, self.data)  # scores on its test data (validation held out)
         self.device = resolve_device(base.device)
@@ -205,14 +316,19 @@ class Comparison:
 
     def changes(self, method: str, k: int, seed: int) -> dict[str, Any]:
         """What the run of `method` for K = k and replicate `seed` changes in the recipe."""
-        changes = {"models": k, **self.methods[method], "seed": replicate_seed(seed)}
-        if method == "single_long":
+        spec = self.methods[method]
+        changes = {"models": k, **spec.changes, "seed": replicate_seed(seed)}
+        if spec.stretched:
             changes |= stretched_schedule(self.base, k)
         return changes
 
     def run_name(self, method: str, k: int, seed: int) -> str:
         """single and ema are one run whatever K; single_long is K x E epochs, so one per K."""
-        return f"seed{seed}-k{1 if method in SAME_FOR_EVERY_K else k}-{method}"
+        return f"seed{seed}-k{1 if self.methods[method].same_for_every_k else k}-{method}"
+
+    def run_method(self, method: str) -> str:
+        """The method whose run `method` is scored on (its own, or the one it is derived from)."""
+        return self.methods[method].derived_from or method
 
     def config(self, method: str, k: int, seed: int) -> TrainConfig:
         """The resolved config of the run of `method` for K = k and replicate `seed`."""
@@ -223,7 +339,7 @@ class Comparison:
         """Every planned run's folder may be trained, reused or resumed (`check_run_folder`):
         another recipe's run, other data's or an older method's is found before any training."""
         for method, k, seed in planned:
-            check_run_folder(self.config(DERIVED.get(method, method), k, seed), self.data)
+            check_run_folder(self.config(self.run_method(method), k, seed), self.data)
 
     def run(self, method: str, k: int, seed: int) -> FinishedRun:
         """A run of `method` (trained, resumed or reused)."""
@@ -266,25 +382,8 @@ class Comparison:
 
     def scores(self, method: str, k: int, seed: int) -> dict[str, Any]:
         """{report: per-item scores} of a method for one seed, and where best_of_k was chosen."""
-        if method in DERIVED:  # built from another run's models
-            run = self.run(DERIVED[method], k, seed)
-
-            def together_scores(models: list) -> list[Scores]:
-                if method == "nograft_ensemble":
-                    return [self.task.ensemble_scores(models)]
-                return self.task.item_scores([weight_average(self.task, models)])
-
-            (together,) = self.scored(run, method, together_scores)
-            return {"reports": dict.fromkeys(REPORTS, together), "chosen_on": None, "one_value": True}
-        run = self.run(method, k, seed)
-        if method == "ema":  # scored on its EMA copy, as the run evaluated it
-            (scores,) = self.scored(run, "ema", lambda _: self.task.item_scores(run.ema_models()), ema=True)
-            return {"reports": dict.fromkeys(REPORTS, scores), "chosen_on": None, "one_value": True}
-        each = self.scored(run, "models", self.task.item_scores)
-        best = (run.metrics.get("report") or {}).get("best_of_k") or {"model": 0, "chosen_on": None}
-        mean = {key: np.mean([scores[key] for scores in each], axis=0) for key in each[0]}
-        reports = {"model0": each[0], "mean": mean, "best_of_k": each[best["model"]]}
-        return {"reports": reports, "chosen_on": best["chosen_on"], "one_value": len(each) == 1}
+        run = self.run(self.run_method(method), k, seed)
+        return self.methods[method].score(self, method, run)
 
 
 def chosen_on(per_seed: list[dict[str, Any]]) -> str | None:
@@ -383,7 +482,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
             f"--variant {text!r}: write NAME:FIELD=VALUE[,FIELD=VALUE], e.g. graft_c5:c=5 (NAME in "
             "lower case letters, digits and _)"
         )
-    if name in METHODS:
+    if name in COMPARE_METHODS:
         raise ConfigError(f"--variant {text!r}: {name!r} is a built-in method; name the variant otherwise")
     changes = {}
     for field_name, _, value in pairs:
@@ -428,6 +527,23 @@ def default_validation(base: TrainConfig, data: Any) -> int:
     return max(1, round(VALIDATION_SHARE * smallest))
 
 
+@dataclass
+class ComparisonPlan:
+    """What a comparison will do, checked before any training: the recipe every run starts from
+    (`values`, with the validation hold-out), its methods, the K and seeds, the primary contrast,
+    and the `Comparison` that trains, reuses and scores the runs."""
+
+    source: str
+    comparison: Comparison
+    methods: list[str]
+    variants: list[str]
+    models: list[int]
+    seeds: int
+    primary: Contrast
+    keys: tuple[str, ...]
+    validation: str  # where best of K is chosen, in words
+
+
 def compare(
     recipe: str | Path,
     *,
@@ -449,23 +565,33 @@ def compare(
     of K (over what the recipe holds out); None: the recipe's, or VALIDATION_SHARE of them when it
     holds out none; 0: none (chosen on the test set, and labelled so). `overrides`: recipe fields
     set for every run (compare's --root, --dataset, --height, --width, --workers)."""
-    if seeds < 1 or any(k < 2 for k in models):
-        raise ConfigError(
-            "--seeds must be at least 1 and every --models value at least 2 (K = 1 is `single`)"
-        )
-    unknown = [method for method in methods if method not in METHODS]
-    if unknown:
-        raise ConfigError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    if not 0 <= ema_decay < 1:
-        raise ConfigError(f"--ema-decay {ema_decay}: give a decay in [0, 1), e.g. {EMA_DECAY}")
-    if val_ids is not None and val_ids < 0:
-        raise ConfigError(f"--val-ids {val_ids}: give 0 (choose on the test set) or more")
-    extra: dict[str, dict[str, Any]] = {}
-    for text in variants:
-        name, changes = parse_variant(text)
-        if name in extra:
-            raise ConfigError(f"--variant {text!r}: a variant named {name!r} was given already")
-        extra[name] = changes
+    plan = plan_comparison(
+        recipe, seeds=seeds, models=models, methods=methods, output=output, primary=primary,
+        variants=variants, val_ids=val_ids, ema_decay=ema_decay, overrides=overrides, log=log,
+    )  # fmt: skip
+    rows, scores = run_comparison(plan)
+    return report_comparison(plan, rows, scores)
+
+
+def plan_comparison(
+    recipe: str | Path,
+    *,
+    seeds: int,
+    models: Sequence[int],
+    methods: Sequence[str],
+    output: str | Path | None,
+    primary: str,
+    variants: Sequence[str],
+    val_ids: int | None,
+    ema_decay: float,
+    overrides: Mapping[str, Any] | None,
+    log: Callable[[str], None],
+) -> ComparisonPlan:
+    """Everything a comparison checks before it trains: its arguments, the recipe and the
+    variants' settings (preflight), the data, the hold-out, that every method's run can be built,
+    and that no run folder or report file in the way is someone else's."""
+    _check_arguments(seeds, models, methods, ema_decay, val_ids)
+    extra = parse_variants(variants)
     methods = list(dict.fromkeys([*methods, *extra]))
     contrast = parse_contrast(primary, methods)
     values = recipe_values = load_yaml(recipe)
@@ -475,73 +601,115 @@ def compare(
     log(f"compare: recipe: {recipe_label(find_recipe(recipe))}")
     for line in settings_lines(base, recipe_values, overrides):
         log(f"compare: {line} (every run; each method changes its own)")
-    plan = preflight(base)  # names, devices, precision, weights and the data's presence, before any work
+    task = preflight(base).task  # names, devices, precision, weights and the data's presence, before any work
     for changes in extra.values():  # a variant's settings too (a teacher file, say)
         preflight(build_config(values, **changes), data=False)
     output = Path(output or Path("runs") / f"compare-{Path(str(recipe)).stem}")
-    keys = ("top1",) if plan.task == "classification" else ("mAP", "rank1")
+    keys = ("top1",) if task == "classification" else ("mAP", "rank1")
     data = load_data(base, log=log)
+    held, validation = _hold_out(base, data, val_ids, task)
+    log(f"compare: best of K chosen on {validation}")
+    if held != base.val_ids:  # the task holds them out of the training data (tasks.py)
+        values = {**values, "val_ids": held}
+        base = build_config(values)
+    comparison = Comparison(values, base, output, log=log, variants=extra, data=data, ema_decay=ema_decay)
+    for method in methods:  # a rival's run must be possible with this recipe (K >= 2 and so on)
+        if comparison.methods[method].changes is not None:
+            build_config(values, **{"models": max(models), **comparison.methods[method].changes})
+    models = list(dict.fromkeys(models))
+    comparison.check_folders([(m, k, seed) for k in models for m in methods for seed in range(seeds)])
+    check_report_folder(output)  # and a user's file where the report goes
+    return ComparisonPlan(
+        str(recipe), comparison, methods, list(extra), models, seeds, contrast, keys, validation
+    )
+
+
+def _check_arguments(
+    seeds: int, models: Sequence[int], methods: Sequence[str], ema_decay: float, val_ids: int | None
+) -> None:
+    if seeds < 1 or any(k < 2 for k in models):
+        raise ConfigError(
+            "--seeds must be at least 1 and every --models value at least 2 (K = 1 is `single`)"
+        )
+    unknown = [method for method in methods if method not in COMPARE_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r}; choose from {', '.join(COMPARE_METHODS)}")
+    if not 0 <= ema_decay < 1:
+        raise ConfigError(f"--ema-decay {ema_decay}: give a decay in [0, 1), e.g. {EMA_DECAY}")
+    if val_ids is not None and val_ids < 0:
+        raise ConfigError(f"--val-ids {val_ids}: give 0 (choose on the test set) or more")
+
+
+def parse_variants(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Every `--variant` as {name: changes}; a name given twice is refused."""
+    extra: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        name, changes = parse_variant(text)
+        if name in extra:
+            raise ConfigError(f"--variant {text!r}: a variant named {name!r} was given already")
+        extra[name] = changes
+    return extra
+
+
+def _hold_out(base: TrainConfig, data: Any, val_ids: int | None, task: str) -> tuple[int, str]:
+    """How much validation to hold out for choosing the best of K, and where it comes from, in
+    words."""
     if val_ids is not None:
         held, source = val_ids, "--val-ids"
     elif base.val_ids:
         held, source = base.val_ids, "the recipe's"
     else:
         held, source = default_validation(base, data), "compare's default"
-    if held != base.val_ids:  # the task holds them out of the training data (tasks.py)
-        values = {**values, "val_ids": held}
-        base = build_config(values)
-    unit = "training images per class" if plan.task == "classification" else "training identities"
-    if held:
-        total = "" if plan.task == "classification" else f" of {data.num_train_pids}"
-        validation = f"validation: {held}{total} {unit} held out ({source})"
-    else:
-        validation = "the test set (--val-ids 0: no validation held out)"
-    log(f"compare: best of K chosen on {validation}")
-    for method in methods:  # a rival's run must be possible with this recipe (K >= 2 and so on)
-        if METHODS.get(method):
-            decay = {"ema": ema_decay} if method == "ema" else {}
-            build_config(values, **{"models": max(models), **METHODS[method], **decay})
-    comparison = Comparison(values, base, output, log=log, variants=extra, data=data, ema_decay=ema_decay)
-    planned = [
-        (method, k, seed) for k in dict.fromkeys(models) for method in methods for seed in range(seeds)
-    ]
-    comparison.check_folders(planned)  # a stale run anywhere is refused before any training
-    check_report_folder(output)  # and a user's file where the report goes
-    rows, scores = [], {}
-    for k in dict.fromkeys(models):
-        for method in methods:
-            if method in SAME_FOR_EVERY_K and any(row["method"] == method for row in rows):
-                scores[(method, k)] = scores[(method, models[0])]
+    if not held:
+        return held, "the test set (--val-ids 0: no validation held out)"
+    unit = "training images per class" if task == "classification" else "training identities"
+    total = "" if task == "classification" else f" of {data.num_train_pids}"
+    return held, f"validation: {held}{total} {unit} held out ({source})"
+
+
+def run_comparison(plan: ComparisonPlan) -> tuple[list[dict[str, Any]], dict[tuple[str, int], list]]:
+    """Train or reuse every planned run and score it: one row per method and K (mean and spread
+    over seeds), and the per-seed scores the contrasts pair."""
+    comparison, rows, scores = plan.comparison, [], {}
+    for k in plan.models:
+        for method in plan.methods:
+            spec = comparison.methods[method]
+            if spec.same_for_every_k and any(row["method"] == method for row in rows):
+                scores[(method, k)] = scores[(method, plan.models[0])]
                 continue
-            per_seed = [comparison.scores(method, k, seed) for seed in range(seeds)]
+            per_seed = [comparison.scores(method, k, seed) for seed in range(plan.seeds)]
             scores[(method, k)] = per_seed
-            count = 1 if method in ONE_MODEL else k
-            base_method = DERIVED.get(method, method)
-            row = {"method": method, "models": count, **summarise(per_seed, keys)}
-            row["runs"] = [comparison.run_name(base_method, k, seed) for seed in range(seeds)]
+            row = {"method": method, "models": 1 if spec.one_model else k, **summarise(per_seed, plan.keys)}
+            row["runs"] = [
+                comparison.run_name(comparison.run_method(method), k, seed) for seed in range(plan.seeds)
+            ]
             rows.append(row)
-    paired = contrasts(scores, models, keys, contrast, list(extra))
-    return ComparisonResult(str(recipe), keys, rows, paired, output, contrast, validation, seeds)
+    return rows, scores
+
+
+def report_comparison(
+    plan: ComparisonPlan, rows: list[dict[str, Any]], scores: dict[tuple[str, int], list]
+) -> ComparisonResult:
+    """The rows and the paired contrasts (the primary endpoint's first)."""
+    paired = contrasts(scores, plan.models, plan.keys, plan.primary, plan.variants)
+    output = plan.comparison.output
+    return ComparisonResult(
+        plan.source, plan.keys, rows, paired, output, plan.primary, plan.validation, plan.seeds
+    )
 
 
 def exploratory_contrasts(present: Callable[[str], bool], variants: Sequence[str]) -> list[Contrast]:
-    """Every contrast worth reading beside the primary one, among the methods present."""
-    found = []
-    for theirs in ("nograft", "nograft_ensemble", "nograft_average", "single"):
-        found += [Contrast("graft", report, theirs, report) for report in REPORTS]
-    found += [Contrast("graft", report, "single_long", "model0") for report in REPORTS]
-    found.append(Contrast("graft_same_lr", "model0", "single", "model0"))  # same seed, rate, data order
-    for rival in ("dml", "papa"):  # the population rivals, against the same baseline, then grafting
-        found += [Contrast(rival, report, "nograft", report) for report in REPORTS]
-    found += [
-        Contrast("papa_average", "model0", theirs, "model0") for theirs in ("nograft_average", "single")
+    """Every contrast worth reading beside the primary one, among the methods present: what each
+    method's spec pairs it with, in the order their `listed` says."""
+    table = method_table(dict.fromkeys(variants, {}))
+    found = [
+        (pairing.listed, contrast)
+        for method, spec in table.items()
+        for pairing in spec.contrasts
+        for contrast in pairing.contrasts(method)
     ]
-    found.append(Contrast("ema", "model0", "single", "model0"))  # the same run's model and its EMA
-    for rival in ("dml", "papa"):
-        found.append(Contrast("graft", "best_of_k", rival, "best_of_k"))
-    for variant in variants:
-        found += [Contrast(variant, report, "nograft", report) for report in REPORTS]
-    return [c for c in found if present(c.ours) and present(c.theirs)]
+    found.sort(key=lambda entry: entry[0])  # (stable: method order within each place)
+    return [c for _, c in found if present(c.ours) and present(c.theirs)]
 
 
 def contrasts(

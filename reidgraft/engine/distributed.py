@@ -9,7 +9,7 @@ per-model records and metrics into model order, so the trainer never asks which 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -19,12 +19,7 @@ from torch import nn
 
 from ..config import ConfigError, TrainConfig
 from ..grafting import GraftRing, RingExchangeError, SelfGraft, distributed_graft, peer_lost
-
-# Per-model entries of an epoch record: each rank has its own, rank 0 writes them all.
-PER_MODEL_KEYS = (
-    "loss", "train_accuracy", "lr", "alphas", "graft_alphas", "grafted_filters", "invalid_ratio_1e-3",
-    "network_entropy",
-)  # fmt: skip
+from ..population.registry import POPULATIONS, active_specs
 
 
 def self_graft(models: list[nn.Module], model_ids: list[int], config: TrainConfig) -> SelfGraft:
@@ -36,16 +31,17 @@ def self_graft(models: list[nn.Module], model_ids: list[int], config: TrainConfi
 
 
 def check_distributed(config: TrainConfig) -> None:
-    """What one model per process cannot do yet, refused in one line: DML needs every model's
-    logits each step and PAPA their mean, which would be a collective per step; EMA copies are
-    evaluated in one process."""
-    if config.population in ("dml", "papa"):
-        raise ConfigError(
-            f"--population {config.population} trains its K models in one process; run it without "
-            "torchrun and --distributed (graft and none run distributed)"
-        )
-    if config.ema is not None:
-        raise ConfigError("--ema runs in one process; run it without torchrun and --distributed")
+    """What one model per process cannot do yet, refused in one line: the specs say which
+    methods and companions run in one process (DML needs every model's logits each step and
+    PAPA their mean, a collective per step; EMA copies are evaluated in one process)."""
+    for flag, spec in active_specs(config):
+        if not spec.distributed:
+            able = " and ".join(name for name, other in POPULATIONS.items() if other.distributed)
+            method = flag.startswith("--population")
+            raise ConfigError(
+                f"{flag} {'trains its K models' if method else 'runs'} in one process; run it without "
+                f"torchrun and --distributed{f' ({able} run distributed)' if method else ''}"
+            )
 
 
 class SingleProcess:
@@ -61,7 +57,8 @@ class SingleProcess:
         """Nothing to check: every method trains in one process."""
 
     def build_ring(self, models: list[nn.Module], config: TrainConfig) -> GraftRing | SelfGraft | None:
-        if config.population != "graft" or config.models == 1:
+        """The ring that grafts these models (None for one model: nothing to graft)."""
+        if config.models == 1:
             return None
         if config.scion != "external":
             return self_graft(models, self.model_ids, config)
@@ -69,7 +66,7 @@ class SingleProcess:
             models, level=config.graft_level, fraction=config.filter_fraction, **config.graft_options()
         )
 
-    def gather_record(self, record: dict[str, Any]) -> dict[str, Any]:
+    def gather_record(self, record: dict[str, Any], per_model: Sequence[str]) -> dict[str, Any]:
         return record
 
     def gather_results(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -107,18 +104,19 @@ class OneModelPerProcess:
         check_distributed(config)
         self.timeout_s = config.ring_timeout
 
-    def build_ring(self, models: list[nn.Module], config: TrainConfig) -> DistributedRing | None:
-        grafted = config.population == "graft"
-        if grafted and config.models > 1 and config.scion != "external":
+    def build_ring(self, models: list[nn.Module], config: TrainConfig) -> DistributedRing | SelfGraft | None:
+        """This rank's part of the ring (None for one model)."""
+        if config.models > 1 and config.scion != "external":
             return self_graft(models, self.model_ids, config)  # nothing to exchange
         if config.graft_level != "layer":
             raise ConfigError("graft_level filter runs in one process (the distributed ring grafts layers)")
-        if grafted and config.models > 1:
+        if config.models > 1:
             self.ring = DistributedRing(models[0], timeout_s=config.ring_timeout, **config.graft_options())
         return self.ring
 
-    def gather_record(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Every rank's record merged in model order (all ranks get it)."""
+    def gather_record(self, record: dict[str, Any], per_model: Sequence[str]) -> dict[str, Any]:
+        """Every rank's record merged (all ranks get it): the `per_model` entries, and those of
+        what the last exchange did ("exchanged"), joined in model order."""
         if self.ring is not None and self.ring.last_exchange is not None:
             stats = self.ring.last_exchange
             record["ring_exchange"] = {"bytes": stats.bytes_sent, "seconds": round(stats.seconds, 3)}
@@ -126,9 +124,16 @@ class OneModelPerProcess:
         parts: list[dict[str, Any]] = [{} for _ in range(self.world)]
         self._all_gather(parts, record, "the epoch's records")
         merged = dict(record)
-        for key in PER_MODEL_KEYS:
+        for key in per_model:
             values = [part.get(key) for part in parts]
-            merged[key] = None if all(v is None for v in values) else [x for v in values for x in v]
+            if any(key in part for part in parts):
+                merged[key] = None if all(v is None for v in values) else [x for v in values for x in v]
+        exchanged = [part.get("exchanged") or {} for part in parts]
+        if any(exchanged):
+            keys = dict.fromkeys(key for part in exchanged for key in part)
+            merged["exchanged"] = {
+                key: [x for part in exchanged for x in part.get(key) or []] for key in keys
+            }
         merged["seconds"] = max(part["seconds"] for part in parts)
         if "ring_exchange" in record:
             merged["ring_exchange"] = {

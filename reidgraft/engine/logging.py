@@ -8,6 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+# Every epoch record has these entries: `alphas` stays None unless a graft filed its alphas there
+# (the epoch line, TensorBoard and the readers of metrics.json look for it)
+EPOCH_RECORD_DEFAULTS = {"alphas": None}
+
 
 class EpochLog:
     """Writes each epoch's record to the console (through `log`) and to TensorBoard in `folder`
@@ -44,21 +48,24 @@ class EpochLog:
             scalar(f"train_accuracy/model{k}", record["train_accuracy"][k], epoch)
             scalar(f"invalid_ratio_1e-3/model{k}", record["invalid_ratio_1e-3"][k], epoch)
             scalar(f"network_entropy/model{k}", record["network_entropy"][k], epoch)
-            if record["alphas"]:
-                alphas = list(record["alphas"][k].values())
-                scalar(f"alpha_mean/model{k}", sum(alphas) / len(alphas), epoch)
+        self._alpha_scalars(record)
         for result in record.get("metrics") or []:
             for key in self.metric_keys:
                 scalar(f"{key}/model{result['model']}", result[key], epoch)
         self.log(f"{epoch_line(record, self.epochs, self.primary)}  ({record['seconds']:.1f} s)")
 
-    def graft(self, epoch: int, alphas: list[dict[str, float]]) -> None:
-        """The graft made after `epoch` was saved (the authors' order), on its own line: the
-        epoch's line was written before it happened."""
-        means = [sum(a.values()) / len(a) for a in alphas]
-        for k, mean in enumerate(means):
-            self.writer.add_scalar(f"alpha_mean/model{k}", mean, epoch)
-        self.log(f"graft after epoch {epoch}  mean alpha " + " ".join(f"{v:.3f}" for v in means))
+    def exchange(self, done: dict[str, Any], line: str) -> None:
+        """An exchange made after epoch `done["epoch"]` was saved (the authors' order), on its own
+        line (`line`, the participant's words): the epoch's line was written before it happened."""
+        self._alpha_scalars(done)
+        self.log(line)
+
+    def _alpha_scalars(self, record: dict[str, Any]) -> None:
+        """Each model's mean alpha, when a graft filed alphas in `record`."""
+        for k, alphas in enumerate(record.get("alphas") or []):
+            self.writer.add_scalar(
+                f"alpha_mean/model{k}", sum(alphas.values()) / len(alphas), record["epoch"]
+            )
 
 
 def epoch_line(record: dict[str, Any], epochs: int, primary: str) -> str:

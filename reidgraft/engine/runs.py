@@ -148,10 +148,10 @@ def default_output(config: TrainConfig) -> str:
     """runs/<dataset>-<arch>-k<K>[-<method>]-<date>-<time>: a new run's folder when none is given."""
     import time
 
-    mode = {"graft": "", "none": "-nograft"}.get(config.population, f"-{config.population}")
-    mode = "" if config.models == 1 else mode
+    from ..population.registry import run_suffix
+
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return str(Path("runs") / f"{config.dataset}-{config.arch}-k{config.models}{mode}-{stamp}")
+    return str(Path("runs") / f"{config.dataset}-{config.arch}-k{config.models}{run_suffix(config)}-{stamp}")
 
 
 def train(

@@ -23,6 +23,7 @@ from ..data.classification import (
 )
 from ..data.validation import hold_out_identities, hold_out_images
 from ..evaluation import CollapsedEmbeddingWarning, evaluate, topk_accuracy
+from ..models import backbone_spec
 from ..models.reid_head import BNNeckClassifier
 from .features import extract_features, predict_logits
 from .losses import batch_hard_triplet
@@ -66,6 +67,9 @@ class ReidTask(Task):
     def __init__(self, config: TrainConfig, splits: ReidSplits):
         self.config, self.splits = config, splits
         self.num_classes = splits.num_train_pids
+        # images are normalised as the backbone expects, in training, evaluation and the extractor
+        spec = backbone_spec(config.arch)
+        self.normalisation = {"mean": spec.mean, "std": spec.std}
         self.collapse_reported = False
         self._fingerprint: dict[str, Any] | None = None
 
@@ -82,7 +86,7 @@ class ReidTask(Task):
                 self.splits.train, count=1, seed=config.seed + order_of(config, k), height=config.height,
                 width=config.width, augment=config.transforms, batch_size=config.batch_size,
                 workers=config.workers, pin_memory=pin_memory, sampler=config.sampler,
-                num_instances=config.num_instances,
+                num_instances=config.num_instances, **self.normalisation,
             )[0]
             for k in model_ids
         ]  # fmt: skip
@@ -130,7 +134,7 @@ class ReidTask(Task):
         config, query, gallery = self.config, self.splits.query, self.splits.gallery
         shape = dict(
             height=config.height, width=config.width, batch_size=config.eval_batch_size,
-            workers=config.workers, amp=self.amp, channels_last=self.channels_last,
+            workers=config.workers, amp=self.amp, channels_last=self.channels_last, **self.normalisation,
         )  # fmt: skip
         query_features = extract_features(models, query, what="features query", **shape)
         gallery_features = extract_features(models, gallery, what="features gallery", **shape)
@@ -159,7 +163,7 @@ class ReidTask(Task):
         config = self.config
         loader = build_test_loader(
             self.splits.train[:limit], height=config.height, width=config.width,
-            batch_size=config.batch_size, workers=config.workers,
+            batch_size=config.batch_size, workers=config.workers, **self.normalisation,
         )  # fmt: skip
         for images, *_ in loader:
             if len(images) > 1:

@@ -110,16 +110,19 @@ class TrainedRun:
         """Model k's weights (on the CPU, as saved)."""
         return self._payload["models"][self.check_model(k)]
 
+    def _ema_copies(self) -> list:
+        return ((self._payload.get("participants") or {}).get("ema") or {}).get("copies") or []
+
     @property
     def has_ema(self) -> bool:
         """Whether the run kept an EMA copy of each model (`--ema`)."""
-        return len(self._payload.get("ema") or []) == self.count
+        return len(self._ema_copies()) == self.count
 
     def ema_state(self, k: int) -> dict[str, torch.Tensor]:
         """Model k's EMA copy (on the CPU, as saved); ValueError when the run kept none."""
         if not self.has_ema:
             raise ValueError(f"{self.given} kept no EMA copies (train with --ema DECAY)")
-        return self._payload["ema"][self.check_model(k)]
+        return self._ema_copies()[self.check_model(k)]
 
     def model(
         self, k: int, device: torch.device | str = "cpu", channels_last: bool = False, *, ema: bool = False

@@ -1,15 +1,16 @@
 """K models trained in lockstep, exchanging what their population method says (docs/method.md
 sections 4 and 10): grafted at every epoch end (Algorithm 1, the default), independent, deep
-mutual learning, or PAPA; for re-ID or classification (the task supplies data, teacher logits
-and evaluation: `tasks.py`).
+mutual learning, PAPA, or any method registered in `reidgraft.population`; for re-ID or
+classification (the task supplies data, teacher logits and evaluation: `tasks.py`).
 
-Each step every model takes a batch from its OWN loader (one shared batch for DML) and steps
-with its OWN optimizer and learning rate; the method adds its loss term, acts after the step,
-and exchanges at epoch ends (`reidgraft.population`). K = 1 is the baseline through the same
-code; `population none` trains the K models independently at the same per-model learning
-rates. With teachers (grafting+), each student's loss adds the distillation term; with `ema`,
-each model has an EMA copy, evaluated beside it. Where the models live (all here, or one per
-process under torchrun) is the `group`'s business (`distributed.py`).
+Each step every model takes a batch from its OWN loader (one shared batch when the method
+shares one) and steps with its OWN optimizer and learning rate. The run's participants (the
+population method, and companions such as EMA copies) add loss terms, act after each step,
+add models to evaluate and exchange at epoch ends, through one lifecycle
+(`population/participant.py`); the trainer knows none of them by name. K = 1 is the baseline
+through the same code. With teachers (grafting+), each student's loss adds the distillation
+term. Where the models live (all here, or one per process under torchrun) is the `group`'s
+business (`distributed.py`).
 """
 
 from __future__ import annotations
@@ -33,20 +34,12 @@ from ..device import allow_fast_kernels, autocast, make_deterministic
 from ..grafting import distillation_loss, ring_learning_rates
 from ..models import load_pretrained
 from ..models.reid_head import build_reid_model, head_options
-from ..population import (
-    BN_IMAGES,
-    EmaCopies,
-    Graft,
-    MutualLearning,
-    Population,
-    PopulationAveraging,
-    reestimate_batch_norm,
-    weight_average,
-)  # fmt: skip
+from ..population import BN_IMAGES
+from ..population.registry import POPULATIONS, build_participants
 from ..progress import progress
-from .checkpoint import restore_rng_state, rng_state
+from .checkpoint import CHECKPOINT_FORMAT, restore_rng_state, rng_state, upgrade_checkpoint
 from .distributed import OneModelPerProcess, SingleProcess
-from .logging import EpochLog, best_epochs, k_model_report, metrics_file
+from .logging import EPOCH_RECORD_DEFAULTS, EpochLog, best_epochs, k_model_report, metrics_file
 from .losses import CenterLoss, center_optimizer, step_centers
 from .optim import build_optimizer, build_scheduler, replay_schedule
 from .preflight import Plan, preflight
@@ -55,6 +48,15 @@ from .tasks import REID_METRICS, Task, make_task
 from .trained import TrainedRun
 
 METRIC_KEYS = REID_METRICS
+# an epoch record's entries that hold one value per model (gathered over the ranks in model order)
+PER_MODEL_KEYS = (
+    "loss",
+    "train_accuracy",
+    "lr",
+    *EPOCH_RECORD_DEFAULTS,
+    "invalid_ratio_1e-3",
+    "network_entropy",
+)
 
 
 @dataclass
@@ -120,19 +122,21 @@ class Trainer:
         self.initial_weights = self.plan.weights
         self.members = self._build_members()
         self.group.prepare(config)  # what the group checks and takes from the config
-        self.population = self._build_population()
-        self.ema = EmaCopies([m.model for m in self.members], config.ema) if config.ema is not None else None
+        # the population method, then its companions (EMA copies), over this process's models
+        self.participants = build_participants([m.model for m in self.members], config, self.group)
+        self.shared_batch = POPULATIONS[config.population].shared_batch
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
-        # DML's models see one batch: model 0's order and augmentation, read once
-        readers = self.model_ids[:1] if self.population.shared_batch else self.model_ids
+        # with a shared batch every model sees model 0's order and augmentation, read once
+        readers = self.model_ids[:1] if self.shared_batch else self.model_ids
         self.train_loaders = self.task.train_loaders(readers, pin_memory=self.device.type == "cuda")
         self.epoch = 0  # epochs completed
         self.exchange_pending = False  # the models were saved before this epoch end's exchange
-        self.exchanged: Any = None  # what that exchange did (a graft's alphas), not yet recorded
+        self.exchanged: dict[str, Any] = {}  # what that exchange did, by record key, not yet filed
         self.history: list[dict[str, Any]] = []
         self.final: list[dict[str, Any]] | None = None
-        self.final_ema: list[dict[str, Any]] | None = None
+        # the participants' extra models' metrics at the last epoch (EMA copies, PAPA's average)
+        self.final_extras: dict[str, Any] = {}
         self.log = log if self.group.leader else lambda *parts, **options: None
         self.epoch_log = EpochLog(
             self.run.tensorboard, config.epochs, self.task.metric_keys, self.task.primary, log
@@ -168,23 +172,6 @@ class Trainer:
             members.append(member)
         return members
 
-    def _build_population(self) -> Population:
-        """The population method of the config, over this process's models."""
-        config, models = self.config, [m.model for m in self.members]
-        if config.population == "graft":
-            ring = self.group.build_ring(models, config)
-            if ring is None:  # one model: nothing to graft
-                return Population()
-            return Graft(ring, scion=config.scion, options=config.graft_options())
-        if config.population == "dml":
-            return MutualLearning(weight=config.dml_weight, temperature=config.dml_temperature)
-        if config.population == "papa":
-            return PopulationAveraging(
-                models, mode=config.papa_mode, rate=config.papa_rate, every=config.papa_every,
-                every_epochs=config.papa_every_epochs, seed=config.seed,
-            )  # fmt: skip
-        return Population()
-
     def _load_teacher(self, spec: str) -> nn.Module:
         """A frozen model from a reidgraft checkpoint: "PATH" (model 0) or "PATH:k"."""
         path, separator, index = spec.rpartition(":")
@@ -206,7 +193,7 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         return {
-            "format": 1,
+            "format": CHECKPOINT_FORMAT,
             "method_version": METHOD_VERSION,
             "task": self.task.kind,
             "data": self.task.data_fingerprint(),
@@ -228,12 +215,13 @@ class Trainer:
             "intra_op_threads": torch.get_num_threads(),
             "history": self.history,
             # saved before the epoch end's exchange (the authors' order): a resume exchanges first
-            "graft_pending": self.exchange_pending,
-            "ema": self.ema.state_dicts() if self.ema is not None else [],
+            "exchange_pending": self.exchange_pending,
+            "participants": {p.name: p.state_dict() for p in self.participants},
         }
 
     def load_state(self, payload: dict[str, Any]) -> None:
         """Continue from a checkpoint of the same run (checked by the caller)."""
+        payload = upgrade_checkpoint(payload)
         for member, model, optimizer in zip(
             self.members, payload["models"], payload["optimizers"], strict=True
         ):
@@ -251,11 +239,10 @@ class Trainer:
                 member.center_optimizer.load_state_dict(center["optimizer"])
         self.epoch = payload["epoch"]
         self.history = list(payload["history"])
-        self.exchange_pending = bool(payload.get("graft_pending"))
-        if self.ema is not None:
-            if len(payload.get("ema") or []) != len(self.members):
-                raise ValueError("the checkpoint holds no EMA copies to continue; resume without --ema")
-            self.ema.load_state_dicts(payload["ema"])
+        self.exchange_pending = bool(payload["exchange_pending"])
+        saved = payload["participants"]
+        for participant in self.participants:
+            participant.load_state_dict(saved.get(participant.name) or {})
         restore_rng_state(payload["rng"])
         threads = payload.get("intra_op_threads")
         if self.config.deterministic and threads not in (None, torch.get_num_threads()):
@@ -265,34 +252,13 @@ class Trainer:
         """Where this process keeps its checkpoint: the run folder, or `rank<k>/` of it."""
         return self.run.checkpoint(self.group.rank)
 
-    def _exchange_after_save(self) -> None:
-        """Exchange the models saved at the last epoch end. What it did travels with the next
-        epoch's record and is filed under the exchanged epoch when that record is gathered: no
-        extra collective, so a hung rank still meets the ring's timeout first."""
-        self.exchanged = self.population.exchange(self.epoch)
-        self.exchange_pending = False
-
-    @property
-    def graft_key(self) -> str:
-        """Where an epoch record keeps what its exchange did (a graft's alphas)."""
-        return self.population.record_key
-
-    def _file_graft_alphas(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Move what the exchange before this epoch did (and the ring's traffic) into the record
-        of the epoch that exchange ended."""
-        if record.get("graft_alphas") is None:  # (a gathered record has the key, set to None)
-            return {key: value for key, value in record.items() if key != "graft_alphas"}
-        record = dict(record)
-        grafted = {**self.history[-1], self.graft_key: record.pop("graft_alphas")}
-        if "ring_exchange" in record and not self.config.eval_after_graft:
-            grafted["ring_exchange"] = record.pop("ring_exchange")
-        self.history[-1] = grafted
-        return record
+    # ------------------------------------------------------------------ reporting
 
     def metrics_file(self) -> dict[str, Any]:
         """metrics.json: every epoch's record, the last epoch's metrics ("final"), each model's
         best evaluated epoch ("best") and the K-model report ("report"), each choice labelled with
-        where it was made (validation, or the test set as the papers did)."""
+        where it was made (validation, or the test set as the papers did); then each participant's
+        settings, with the final metrics and K-model report of copies kept one per model (EMA)."""
         payload = metrics_file(
             self.task.kind,
             self.history,
@@ -305,12 +271,16 @@ class Trainer:
             data=self.task.data_fingerprint(),
             method_version=METHOD_VERSION,
         )
-        payload["population"] = self.population.settings()
-        if self.ema is not None:
-            evaluated = [record for record in self.history if record.get("ema_metrics")]
-            validation = evaluated[-1].get("ema_val_metrics") if evaluated else None
-            report = k_model_report(self.final_ema, validation, self.task.metric_keys, self.task.primary)
-            payload["ema"] = {"decay": self.config.ema, "final": self.final_ema, "report": report}
+        for participant in self.participants:
+            section = participant.settings()
+            if participant.evaluates_each_model:
+                name = participant.evaluates
+                final = self.final_extras.get(f"{name}_metrics")
+                evaluated = [record for record in self.history if record.get(f"{name}_metrics")]
+                validation = evaluated[-1].get(f"{name}_val_metrics") if evaluated else None
+                report = k_model_report(final, validation, self.task.metric_keys, self.task.primary)
+                section = {**section, "final": final, "report": report}
+            payload[participant.section] = section
         return payload
 
     def best(self) -> list[dict[str, Any]] | None:
@@ -330,65 +300,25 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def fit(self) -> list[dict[str, Any]]:
-        """Train up to `config.epochs`, evaluating as configured; return the final metrics."""
-        config = self.config
+        """Train up to `config.epochs`, evaluating as configured; return the final metrics. Each
+        epoch, in the authors' order (docs/method.md section 4): train, evaluate when due, save,
+        then exchange (none after the last epoch, so the saved final models are the evaluated
+        ones); with eval_after_graft the exchange comes right after training."""
         self.run.mark(clean=self.group.leader)  # once, before any rank writes a checkpoint
         if self.group.leader:
             self.run.lock()  # a second train into this folder is refused, naming this process
         try:
             if self.group.leader:
-                self.run.write_config(config)
-            while self.epoch < config.epochs:
-                if (
-                    self.exchange_pending
-                ):  # the last epoch end's exchange, when the run stopped after its save
+                self.run.write_config(self.config)
+            while self.epoch < self.config.epochs:
+                if self.exchange_pending:  # the run stopped after its last save, before that exchange
                     self._exchange_after_save()
                 started = time.perf_counter()
-                record = {"epoch": self.epoch + 1, **self.train_epoch(self.epoch)}
-                self._check_finite(record["loss"])
-                record["lr"] = [m.optimizer.param_groups[0]["lr"] for m in self.members]
-                for member in self.members:
-                    member.scheduler.step()
-                record["alphas"] = None  # (what a graft did is filed under graft_key)
-                after_graft = config.eval_after_graft and self.population.exchanges_after(self.epoch + 1)
-                if after_graft:
-                    record[self.graft_key] = self.population.exchange(self.epoch)
-                record.update(self.filter_health())
-                self.epoch += 1
-                last = self.epoch == config.epochs
-                if last or (config.eval_every and self.epoch % config.eval_every == 0):
-                    try:
-                        record["metrics"] = self.evaluate()
-                        if self.task.validation is not None:
-                            record["val_metrics"] = self.evaluate(self.task.validation)
-                        if self.ema is not None:
-                            record.update(self.evaluate_ema())
-                    except Exception:
-                        self._save_unevaluated(record, started, after_graft)
-                        raise
-                    if last:
-                        self.final = record["metrics"]
-                        self.final_ema = record.get("ema_metrics")
-                        if isinstance(self.population, PopulationAveraging):
-                            record["average_metrics"] = self.evaluate_average()
-                record["seconds"] = round(time.perf_counter() - started, 3)
-                if self.exchanged is not None:
-                    record["graft_alphas"], self.exchanged = self.exchanged, None
-                record = self._file_graft_alphas(self.group.gather_record(record))
-                self.history.append(record)
-                if self.group.leader:
-                    self.epoch_log.record(record)
-                # The authors' order (docs/method.md section 4): evaluate, save, then graft; none
-                # after the last epoch, so the saved final models are the evaluated ones.
-                self.exchange_pending = not after_graft and self.population.exchanges_after(self.epoch)
-                self.run.save(self.state(), rank=self.group.rank)
-                if self.exchange_pending and not last:
-                    self._exchange_after_save()
-                    shown = self.exchanged
-                    if self.group.leader and self.graft_key == "alphas" and len(shown) == config.models:
-                        self.epoch_log.graft(self.epoch, shown)
-                if self.group.leader:
-                    self.run.write_metrics(self.metrics_file())
+                record = self._train()
+                self._evaluate_when_due(record, started)
+                self._end_epoch(record, started)
+                if self.exchange_pending and self.epoch < self.config.epochs:
+                    self._exchange_after_save(say=True)
         finally:
             try:
                 self.epoch_log.close()
@@ -396,27 +326,103 @@ class Trainer:
                 self.run.unlock()
         if self.final is None:  # resumed a run that had already reached its epochs
             self.final = self.evaluate()
-            if self.ema is not None:
-                self.final_ema = self.evaluate_ema()["ema_metrics"]
+            self.final_extras = self._evaluate_extras(last=True)
             if self.group.leader:
                 self.run.write_metrics(self.metrics_file())
         return self.final
 
-    def _save_unevaluated(self, record: dict[str, Any], started: float, after_graft: bool) -> None:
-        """The epoch trained, its evaluation failed: keep the epoch (saved as an epoch without
-        evaluation, before its exchange) so that `--resume` continues after it. In one process
-        only: a rank that fails alone cannot meet its peers' gathering."""
-        if self.group.rank is not None:
+    def _train(self) -> dict[str, Any]:
+        """One epoch trained and the schedules stepped: its record. With eval_after_graft the
+        epoch end's exchange follows at once, and the record holds what it did."""
+        record = {"epoch": self.epoch + 1, **self.train_epoch(self.epoch)}
+        self._check_finite(record["loss"])
+        record["lr"] = [m.optimizer.param_groups[0]["lr"] for m in self.members]
+        for member in self.members:
+            member.scheduler.step()
+        record.update(EPOCH_RECORD_DEFAULTS)
+        self.epoch += 1
+        if self.config.eval_after_graft:
+            record.update(self._exchange())
+        record.update(self.filter_health())
+        return record
+
+    def _evaluate_when_due(self, record: dict[str, Any], started: float) -> None:
+        """The epoch's metrics into `record` (test, validation, the participants' extra models),
+        when due: every eval_every epochs and after the last. An evaluation that fails keeps the
+        epoch, saved as unevaluated, so that `--resume` continues after it (in one process only:
+        a rank that fails alone cannot meet its peers' gathering)."""
+        last = self.epoch == self.config.epochs
+        if not (last or (self.config.eval_every and self.epoch % self.config.eval_every == 0)):
             return
-        record = {key: value for key, value in record.items() if "metrics" not in key}
+        try:
+            record["metrics"] = self.evaluate()
+            if self.task.validation is not None:
+                record["val_metrics"] = self.evaluate(self.task.validation)
+            extras = self._evaluate_extras(last)
+            record.update(extras)
+        except Exception:
+            if self.group.rank is None:
+                self._end_epoch(record, started, evaluated=False)
+            raise
+        if last:
+            self.final, self.final_extras = record["metrics"], extras
+
+    def _end_epoch(self, record: dict[str, Any], started: float, evaluated: bool = True) -> None:
+        """File the epoch's record (gathered over the ranks; what the previous exchange did goes
+        to the epoch it ended), log it, and save the checkpoint and metrics.json."""
+        if not evaluated:
+            record = {key: value for key, value in record.items() if "metrics" not in key}
         record["seconds"] = round(time.perf_counter() - started, 3)
-        record["evaluation_failed"] = True
-        if self.exchanged is not None:
-            record["graft_alphas"], self.exchanged = self.exchanged, None
-        self.history.append(self._file_graft_alphas(record))
-        self.exchange_pending = not after_graft and self.population.exchanges_after(self.epoch)
-        self.run.save(self.state())
-        self.run.write_metrics(self.metrics_file())
+        if not evaluated:
+            record["evaluation_failed"] = True
+        if self.exchanged:
+            record["exchanged"], self.exchanged = self.exchanged, {}
+        if evaluated:
+            keys = [*PER_MODEL_KEYS, *(p.record_key for p in self.participants)]
+            record = self.group.gather_record(record, keys)
+        self.history.append(self._file_exchanged(record))
+        if evaluated and self.group.leader:
+            self.epoch_log.record(self.history[-1])
+        self.exchange_pending = not self.config.eval_after_graft and any(
+            participant.exchanges_after(self.epoch) for participant in self.participants
+        )
+        self.run.save(self.state(), rank=self.group.rank)
+        if self.group.leader:
+            self.run.write_metrics(self.metrics_file())
+
+    def _exchange(self) -> dict[str, Any]:
+        """The exchanges due now that `self.epoch` epochs are done: {record key: what it did}."""
+        return {
+            participant.record_key: participant.exchange(self.epoch)
+            for participant in self.participants
+            if participant.exchanges_after(self.epoch)
+        }
+
+    def _exchange_after_save(self, say: bool = False) -> None:
+        """Exchange the models saved at the last epoch end. What it did travels with the next
+        epoch's record and is filed under the exchanged epoch when that record is gathered: no
+        extra collective, so a hung rank still meets the ring's timeout first. `say`: print what
+        each participant says of it."""
+        self.exchanged, self.exchange_pending = self._exchange(), False
+        if say and self.group.leader:
+            done = {"epoch": self.epoch, **self.exchanged}
+            for participant in self.participants:
+                line = participant.describe(done)
+                if line:
+                    self.epoch_log.exchange(done, line)
+
+    def _file_exchanged(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Move what the exchange before this epoch did (and the ring's traffic) into the record
+        of the epoch that exchange ended."""
+        record = dict(record)
+        exchanged = record.pop("exchanged", None)  # (a gathered record has the key, maybe None)
+        if not exchanged:
+            return record
+        ended = {**self.history[-1], **exchanged}
+        if "ring_exchange" in record and not self.config.eval_after_graft:
+            ended["ring_exchange"] = record.pop("ring_exchange")
+        self.history[-1] = ended
+        return record
 
     def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
         """One epoch of K models in lockstep (or its first `max_steps` steps, for benchmarks);
@@ -429,7 +435,7 @@ class Trainer:
         correct = [torch.zeros((), dtype=torch.int64, device=m.device) for m in self.members]
         seen = [0] * len(self.members)
         steps = min(len(self.train_loaders[0]), max_steps or len(self.train_loaders[0]))
-        shared = self.population.shared_batch
+        shared = self.shared_batch
         bar = progress(
             itertools.islice(zip(*self.train_loaders, strict=True), steps),
             total=steps,
@@ -438,37 +444,42 @@ class Trainer:
             per_step=self.config.batch_size * (1 if shared else len(self.members)),
         )
         for step, batches in enumerate(bar):
-            if shared:  # one batch for every model (DML)
+            if shared:  # one batch for every model
                 batches = batches * len(self.members)
             inputs = [
                 (self._to_device(images, member.device), pids.to(member.device, non_blocking=True))
                 for member, (images, pids, *_) in zip(self.members, batches, strict=True)
             ]
-            if shared:  # every model's logits first: each loss reads its peers'
-                outputs = [
-                    self._forward(member, images)
-                    for member, (images, _) in zip(self.members, inputs, strict=True)
-                ]
-                peers = [logits for logits, _ in outputs]
+            # on a shared batch every model's logits come first: each loss may read its peers'
+            logits: list[torch.Tensor | None] = [None] * len(self.members)
+            features: list[torch.Tensor | None] = [None] * len(self.members)
+            if shared:
+                for k, (member, (images, _)) in enumerate(zip(self.members, inputs, strict=True)):
+                    logits[k], features[k] = self._forward(member, images)
             for k, (member, (images, pids)) in enumerate(zip(self.members, inputs, strict=True)):
-                logits, features = outputs[k] if shared else self._forward(member, images)
+                if not shared:
+                    logits[k], features[k] = self._forward(member, images)
                 with autocast(member.device, self.amp):
-                    loss = self.task.loss(logits, features, pids, self.criterion)
+                    loss = self.task.loss(logits[k], features[k], pids, self.criterion)
                     if member.center is not None:
-                        loss = loss + self.config.center_loss_weight * member.center(features, pids)
+                        loss = loss + self.config.center_loss_weight * member.center(features[k], pids)
                     if self.teachers:
                         loss = loss + self.config.kd_weight * distillation_loss(
-                            logits, self._teacher_logits(images, member.device), self.config.kd_tau
+                            logits[k], self._teacher_logits(images, member.device), self.config.kd_tau
                         )
-                    if shared:
-                        loss = loss + self.population.step_loss(k, peers)
+                    for participant in self.participants:
+                        term = participant.step_loss(k, logits)
+                        if term is not None:
+                            loss = loss + term
                 self._step(member, loss)
                 loss_sums[k] += loss.detach().double() * len(pids)
-                correct[k] += (logits.detach().argmax(dim=1) == pids).sum()
+                correct[k] += (logits[k].detach().argmax(dim=1) == pids).sum()
                 seen[k] += len(pids)
-            self.population.after_step(step, self._lr_shares())
-            if self.ema is not None:
-                self.ema.update()
+                if not shared:  # (the next model's term sees its own logits alone)
+                    logits[k] = features[k] = None
+            shares = self._lr_shares()
+            for participant in self.participants:
+                participant.after_step(step, shares)
         return {
             "loss": [float(total) / max(n, 1) for total, n in zip(loss_sums, seen, strict=True)],
             "train_accuracy": [int(hits) / max(n, 1) for hits, n in zip(correct, seen, strict=True)],
@@ -549,21 +560,22 @@ class Trainer:
         cuda = sorted({d.index or 0 for d in self.devices if d.type == "cuda"})
         return torch.random.fork_rng(devices=cuda)
 
-    def evaluate_ema(self) -> dict[str, Any]:
-        """The EMA copies' metrics (test, and validation when held out), their batch-norm
-        statistics first estimated anew on training images."""
-        with self._untouched_rng():
-            for ema in self.ema.copies:
-                reestimate_batch_norm(ema, self.task.bn_images(BN_IMAGES))
-            found = {"ema_metrics": self.evaluate(models=self.ema.copies)}
-            if self.task.validation is not None:
-                found["ema_val_metrics"] = self.evaluate(self.task.validation, models=self.ema.copies)
+    def _evaluate_extras(self, last: bool) -> dict[str, Any]:
+        """The models the participants add (EMA copies, PAPA's average), evaluated as the run is:
+        {record entry: metrics}. Copies kept one per model are numbered as the models are and
+        also evaluated on the validation set; one model for the population gets one result."""
+        found: dict[str, Any] = {}
+        for participant in self.participants:
+            with self._untouched_rng():
+                models = participant.extra_models(last, lambda: self.task.bn_images(BN_IMAGES))
+                if not models:
+                    continue
+                name = participant.evaluates
+                if participant.evaluates_each_model:
+                    found[f"{name}_metrics"] = self.evaluate(models=models)
+                    if self.task.validation is not None:
+                        found[f"{name}_val_metrics"] = self.evaluate(self.task.validation, models=models)
+                else:
+                    (result,) = self.task.evaluate(models)
+                    found[f"{name}_metrics"] = {key: value for key, value in result.items() if key != "model"}
         return found
-
-    def evaluate_average(self) -> dict[str, Any]:
-        """The K models' weight average (batch-norm statistics estimated anew on training images,
-        as `nograft_average`), evaluated: what PAPA returns at the end."""
-        with self._untouched_rng():
-            average = weight_average([m.model for m in self.members], self.task.bn_images(BN_IMAGES))
-            (result,) = self.task.evaluate([average])
-        return {key: value for key, value in result.items() if key != "model"}

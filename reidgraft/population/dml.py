@@ -12,9 +12,12 @@ changes (as in distillation, `grafting/distill.py`); at the default T = 1 it is 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from .participant import Participant
 
 
 def mutual_loss(logits: Sequence[Tensor], k: int, temperature: float = 1.0) -> Tensor:
@@ -37,3 +40,26 @@ def mutual_loss(logits: Sequence[Tensor], k: int, temperature: float = 1.0) -> T
         target = torch.log_softmax(peer.detach().float().to(own.device) / temperature, dim=-1)
         terms.append((target.exp() * (target - own)).sum(dim=-1).mean())
     return temperature**2 * torch.stack(terms).mean()
+
+
+class MutualLearning(Participant):
+    """DML: every model sees the same batch and adds `weight` x its mutual-learning term."""
+
+    name = "dml"
+
+    def __init__(self, *, weight: float = 1.0, temperature: float = 1.0):
+        self.weight, self.temperature = weight, temperature
+
+    def settings(self) -> dict[str, Any]:
+        return {"method": self.name, "dml_weight": self.weight, "dml_temperature": self.temperature}
+
+    def step_loss(self, k: int, logits: Sequence[Tensor | None]) -> Tensor:
+        if any(peer is None for peer in logits):
+            raise ValueError(
+                "mutual learning needs every model's logits on one batch (its spec shares a batch)"
+            )
+        return self.weight * mutual_loss(logits, k, self.temperature)
+
+
+def build(models: list, config: Any, group: Any) -> MutualLearning:
+    return MutualLearning(weight=config.dml_weight, temperature=config.dml_temperature)

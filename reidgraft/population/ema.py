@@ -1,19 +1,28 @@
 """An exponential moving average of each model's weights, updated after every step:
 `ema <- decay * ema + (1 - decay) * model` on the floating entries (BN statistics included),
 integer buffers copied. Its batch-norm statistics are estimated anew before it is evaluated
-(`averaging.reestimate_batch_norm`). Decay 0 keeps a copy of the model itself."""
+(`averaging.reestimate_batch_norm`). Decay 0 keeps a copy of the model itself. A companion of
+any population method (`--ema DECAY`): it averages the weights the method left after each step."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from .averaging import reestimate_batch_norm
+from .participant import BatchSource, Participant
 
-class EmaCopies:
-    """One EMA copy per model (one model's memory each), on the model's device."""
+
+class EmaCopies(Participant):
+    """One EMA copy per model (one model's memory each), on the model's device, evaluated at
+    every evaluation beside its model."""
+
+    name = section = evaluates = "ema"
+    evaluates_each_model = True
 
     def __init__(self, models: Sequence[nn.Module], decay: float):
         if not 0.0 <= decay < 1.0:
@@ -48,9 +57,27 @@ class EmaCopies:
             for ema, tensor in zip(ints, model_ints, strict=True):
                 ema.copy_(tensor)
 
-    def state_dicts(self) -> list[dict]:
-        return [ema.state_dict() for ema in self.copies]
+    def settings(self) -> dict[str, Any]:
+        return {"decay": self.decay}
 
-    def load_state_dicts(self, states: Sequence[dict]) -> None:
-        for ema, state in zip(self.copies, states, strict=True):
-            ema.load_state_dict(state)
+    def after_step(self, step: int, lr_shares: Sequence[float]) -> None:
+        self.update()
+
+    def extra_models(self, last: bool, bn_batches: BatchSource) -> list[nn.Module]:
+        for ema in self.copies:
+            reestimate_batch_norm(ema, bn_batches())
+        return self.copies
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"copies": [ema.state_dict() for ema in self.copies]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        copies = state.get("copies") or []
+        if len(copies) != len(self.copies):
+            raise ValueError("the checkpoint holds no EMA copies to continue; resume without --ema")
+        for ema, saved in zip(self.copies, copies, strict=True):
+            ema.load_state_dict(saved)
+
+
+def build(models: list, config: Any, group: Any) -> EmaCopies:
+    return EmaCopies(models, config.ema)

@@ -1,11 +1,8 @@
-"""The population methods' names and defaults, importing nothing: the config reads them here
-without loading torch's machinery (as it reads the grafting options)."""
+"""The population methods' defaults, importing nothing: the config reads them here without
+loading torch's machinery (as it reads the grafting options). Their names are registry.py's."""
 
 from __future__ import annotations
 
-# What the K models exchange: nothing, a graft at epoch ends (the papers'), a mutual-learning
-# loss every step (DML), or a pull toward their mean (PAPA).
-POPULATIONS = ("none", "graft", "dml", "papa")
 # PAPA's variants (Jolicoeur-Martineau et al., TMLR 2024): a small pull toward the mean every few
 # steps (gradual, their "PAPA"), every model replaced by the mean every few epochs (all,
 # "PAPA-all"), or disjoint random pairs replaced by their mean every few epochs (pairs, "PAPA-2").

@@ -127,9 +127,9 @@ def test_edited_kept_scores_are_scored_again(tmp_path):
 
 def test_a_primary_endpoint_is_parsed_or_refused_in_one_line():
     from reidgraft.config import ConfigError
-    from reidgraft.engine.comparison import METHODS, PRIMARY, Contrast, parse_contrast
+    from reidgraft.engine.comparison import COMPARE_METHODS, PRIMARY, Contrast, parse_contrast
 
-    methods = [*METHODS, "graft_c5"]
+    methods = [*COMPARE_METHODS, "graft_c5"]
     assert parse_contrast(PRIMARY, methods) == Contrast("graft", "best_of_k", "nograft", "best_of_k")
     assert parse_contrast("graft_c5:model0-single", methods) == Contrast(
         "graft_c5", "model0", "single", "best_of_k"

@@ -83,11 +83,24 @@ def test_eval_after_graft_keeps_the_old_order(splits, tmp_path):
     assert final[0] == {**final[1], "model": 0}  # so K = 2 evaluates one model twice
 
 
-def test_a_resume_grafts_what_was_saved_before_its_graft(splits, tmp_path):
+def as_format_1(payload: dict) -> dict:
+    """A checkpoint as reidgraft saved it before participants had state of their own (7a2db7e):
+    `graft_pending` and the EMA copies as a list under `ema`."""
+    old = {key: value for key, value in payload.items() if key not in ("participants", "exchange_pending")}
+    ema = payload["participants"].get("ema", {}).get("copies", [])
+    return {**old, "format": 1, "graft_pending": payload["exchange_pending"], "ema": ema}
+
+
+@pytest.mark.parametrize("layout", ["format 2", "format 1"])
+def test_a_resume_grafts_what_was_saved_before_its_graft(splits, tmp_path, layout):
     _, straight = run(splits, tmp_path / "straight", epochs=2)
     stopped, _ = run(splits, tmp_path / "stopped", epochs=1)
+    if layout == "format 1":  # a run saved before this layout resumes the same way
+        saved = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
+        torch.save(as_format_1(saved), tmp_path / "stopped" / "checkpoint.pt")
+        assert "graft_pending" in torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
     payload = load_checkpoint(tmp_path / "stopped")
-    assert payload["graft_pending"] and payload["history"][-1]["alphas"] is None
+    assert payload["exchange_pending"] and payload["history"][-1]["alphas"] is None
     resumed = Trainer(tiny_config(epochs=2), splits, tmp_path / "stopped", log=lambda line: None)
     resumed.load_state(payload)
     assert resumed.fit() == straight
@@ -130,7 +143,8 @@ def test_per_model_learning_rates(splits, tmp_path):
 
 def test_no_graft_trains_independent_models(splits, tmp_path):
     trainer, _ = run(splits, tmp_path, epochs=1, graft=False)
-    assert trainer.population.name == "none" and not trainer.population.exchanges_after(1)
+    (method,) = trainer.participants
+    assert method.name == "none" and not method.exchanges_after(1)
     a, b = (m.model.state_dict() for m in trainer.members)
     assert not torch.equal(a["conv1.conv.weight"], b["conv1.conv.weight"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -1,7 +1,10 @@
 """The fingerprint of two tiny grafted runs: every model's final weights, buffers and optimizer
 state, and every epoch's losses and alphas, hashed. `graft_digests.json` holds what the trainer
 gave before grafting was expressed as a population method (commit b7945d4); the test in
-`test_graft_unchanged.py` checks that it still gives exactly that. Made by
+`test_graft_unchanged.py` checks that it still gives exactly that. One change since, on purpose:
+an exchange is numbered by the epochs completed on both orders, so noise_k2_after's noise is
+what b7945d4 drew one epoch later (its digest is 7a2db7e's with `exchange(self.epoch + 1)` in
+the evaluate-after-graft branch, and nothing else changed). Made by
 `python -m tests.population.graft_digest > tests/population/graft_digests.json` on the CI
 machine (CPU, 2 intra-op threads, deterministic kernels)."""
 

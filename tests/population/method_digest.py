@@ -69,7 +69,7 @@ CASES: dict[str, dict[str, Any]] = {
 
 def ema_copies(trainer) -> list[torch.nn.Module]:
     """The run's EMA copies (none without --ema)."""
-    return trainer.ema.copies if trainer.ema is not None else []
+    return [copy for participant in trainer.participants for copy in getattr(participant, "copies", [])]
 
 
 def _tensor_bytes(digest, value: Any) -> None:

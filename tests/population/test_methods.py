@@ -82,10 +82,9 @@ def test_dml_trains_the_strong_recipe_on_the_classifier_logits_after_the_neck(sp
     )  # fmt: skip
     trainer = Trainer(config(population="dml", epochs=1, **strong), splits, tmp_path, log=lambda line: None)
     seen = []
-    original = trainer.population.step_loss
-    trainer.population.step_loss = lambda k, logits: (
-        seen.append([t.shape for t in logits]) or original(k, logits)
-    )
+    method = trainer.participants[0]
+    original = method.step_loss
+    method.step_loss = lambda k, logits: seen.append([t.shape for t in logits]) or original(k, logits)
     trainer.fit()
     classes = trainer.num_classes
     assert seen and all(shapes == [torch.Size([8, classes])] * 2 for shapes in seen)
@@ -94,7 +93,7 @@ def test_dml_trains_the_strong_recipe_on_the_classifier_logits_after_the_neck(sp
 
 def test_papa_at_rate_zero_is_nograft(splits, tmp_path):
     papa = Trainer(config(population="papa", papa_every=1), splits, tmp_path / "papa", log=lambda line: None)
-    papa.population.rate = 0.0  # (the config refuses 0: it would do nothing)
+    papa.participants[0].rate = 0.0  # (the config refuses 0: it would do nothing)
     papa.fit()
     assert_same_models(papa, train(splits, tmp_path / "none", population="none"))
     pulled = train(splits, tmp_path / "pulled", population="papa", papa_every=1, papa_rate=0.5)
@@ -110,14 +109,15 @@ def test_papa_all_every_epoch_at_k2_is_a_graft_at_alpha_half(splits, tmp_path):
 
 def test_ema_at_decay_zero_is_the_model_and_is_evaluated_and_saved(splits, tmp_path):
     trainer = train(splits, tmp_path / "ema", ema=0.0, epochs=1, eval_every=1)
-    for model, ema in zip(trainer.members, trainer.ema.copies, strict=True):
+    copies = trainer.participants[-1].copies
+    for model, ema in zip(trainer.members, copies, strict=True):
         mine = model.model.state_dict()
         for key, tensor in ema.state_dict().items():
             if "running" not in key:  # the copy's BN statistics were estimated anew to evaluate it
                 torch.testing.assert_close(tensor, mine[key], rtol=0, atol=0, msg=key)
     metrics = trainer.metrics_file()
     assert metrics["ema"]["decay"] == 0.0 and len(metrics["ema"]["final"]) == 2
-    assert len(load_checkpoint(tmp_path / "ema")["ema"]) == 2
+    assert len(load_checkpoint(tmp_path / "ema")["participants"]["ema"]["copies"]) == 2
     plain = train(splits, tmp_path / "plain", epochs=1, eval_every=1)
     assert_same_models(trainer, plain)  # keeping and evaluating the copies changes no training
 
@@ -150,11 +150,31 @@ def test_a_resumed_run_equals_a_straight_one(splits, tmp_path, method):
     resumed.fit()
     assert first.epoch == 2
     assert_same_models(straight, resumed)
-    if straight.ema is not None:
-        for a, b in zip(straight.ema.copies, resumed.ema.copies, strict=True):
+    if "ema" in method:
+        for a, b in zip(straight.participants[-1].copies, resumed.participants[-1].copies, strict=True):
             for key, tensor in a.state_dict().items():
                 torch.testing.assert_close(b.state_dict()[key], tensor, rtol=0, atol=0, msg=key)
     assert straight.metrics_file()["population"] == resumed.metrics_file()["population"]
+
+
+def test_an_ema_run_saved_before_participants_had_state_resumes_as_a_straight_one(splits, tmp_path):
+    from reidgraft.engine import TrainedRun
+
+    from ..engine.test_trainer import as_format_1
+
+    method = dict(population="none", ema=0.9, models=1)
+    straight = train(splits, tmp_path / "straight", epochs=2, **method)
+    train(splits, tmp_path / "old", epochs=1, **method)
+    checkpoint = tmp_path / "old" / "checkpoint.pt"
+    torch.save(as_format_1(torch.load(checkpoint, weights_only=True)), checkpoint)
+    assert TrainedRun(tmp_path / "old").has_ema  # its copies are read where format 1 kept them
+    resumed = Trainer(config(epochs=2, **method), splits, tmp_path / "old", log=lambda line: None)
+    resumed.load_state(load_checkpoint(tmp_path / "old"))
+    resumed.fit()
+    assert_same_models(straight, resumed)
+    for a, b in zip(straight.participants[-1].copies, resumed.participants[-1].copies, strict=True):
+        for key, tensor in a.state_dict().items():
+            torch.testing.assert_close(b.state_dict()[key], tensor, rtol=0, atol=0, msg=key)
 
 
 def test_papa_reports_its_average_beside_the_models(splits, tmp_path):
@@ -226,7 +246,7 @@ def test_an_epoch_whose_evaluation_fails_is_saved_and_resumes(splits, tmp_path):
     with pytest.raises(ValueError, match="no valid query"):
         trainer.fit()
     payload = load_checkpoint(tmp_path / "run")
-    assert payload["epoch"] == 1 and payload["graft_pending"]  # saved before its graft
+    assert payload["epoch"] == 1 and payload["exchange_pending"]  # saved before its graft
     assert payload["history"][0]["evaluation_failed"] and "metrics" not in payload["history"][0]
     resumed = Trainer(config(epochs=2, eval_every=1), splits, tmp_path / "run", log=lambda line: None)
     resumed.load_state(payload)
