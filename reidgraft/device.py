@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from typing import TYPE_CHECKING
 
-import torch
-
+if TYPE_CHECKING:  # (torch is imported in the functions: the config reads AMP_MODES without it)
+    import torch
 AMP_MODES = ("none", "bf16", "fp16")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Defaults chosen from measurements (`tools/bench_train.py --sweep`, docs/performance.md): a
 # setting is the default only where it was faster AND the quick recipe's mAP stayed within 1 point
@@ -24,6 +24,8 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when torch sees a GPU, else the CPU; `cuda` without one is an error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -33,6 +35,8 @@ def resolve_device(name: str) -> torch.device:
 
 def ring_devices(device: str, ids: list[int], count: int) -> list[torch.device]:
     """The device of each of `count` models: all on `device`, or model k on GPU ids[k % n]."""
+    import torch
+
     if not ids:
         return [resolve_device(device)] * count
     if not torch.cuda.is_available():
@@ -68,6 +72,8 @@ def resolve_precision(
 
     `bf16_refusal`: for training where CPU bf16 goes wrong (a backbone's spec words it): the
     default falls back to fp32, and an explicit `--amp bf16` is refused with that line."""
+    import torch
+
     default_amp, default_layout = default_precision(device, bf16_gains)
     if bf16_refusal and device.type == "cpu":
         if amp == "bf16":
@@ -105,9 +111,11 @@ def _cpu_flags() -> set[str]:
 
 def autocast(device: torch.device, amp: str):
     """Autocast to `amp`'s dtype on `device`, or nothing for `none`."""
+    import torch
+
     if amp == "none":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
 
 
 def make_deterministic() -> None:
@@ -117,6 +125,8 @@ def make_deterministic() -> None:
     loss's backward among those torchreid's backbones use); torch warns once for each and uses
     the fast one (`warn_only`), so a deterministic CUDA run trains instead of failing in its first
     backward, and is reproducible except for those ops. On CPU every op used is deterministic."""
+    import torch
+
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
     torch.backends.cudnn.benchmark = False
@@ -124,4 +134,6 @@ def make_deterministic() -> None:
 
 def allow_fast_kernels() -> None:
     """Not deterministic: let cuDNN pick the fastest convolution for each input shape."""
+    import torch
+
     torch.backends.cudnn.benchmark = True

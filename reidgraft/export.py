@@ -434,6 +434,8 @@ class RuntimeFault(RuntimeError):
     """The runtime that checks an export (onnxruntime, OpenVINO, torch.jit) could not load or run
     the written file: a fault of that runtime or of the graph, not of the user's input."""
 
+    exit_status = 1  # (cli/entry.py)
+
 
 def _in_runtime(fmt: str, call, *args):
     try:

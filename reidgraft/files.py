@@ -106,6 +106,8 @@ class DiskFull(OSError):
     """A write that found its device full (ENOSPC, or a quota: EDQUOT), named by the file it was
     writing: what a user must free or move. The half-written file is already removed."""
 
+    exit_status = 1  # a fault of the machine, not of the user's input (cli/entry.py)
+
     def __init__(self, path: Path | str):
         super().__init__(
             errno.ENOSPC,

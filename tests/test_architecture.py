@@ -101,6 +101,18 @@ def test_the_leaves_import_nothing_of_ours(leaf):
     assert not [target for target in imports(PACKAGE / f"{leaf}.py") if target.startswith("reidgraft")]
 
 
+def test_no_code_edits_the_import_path():
+    """reidgraft is installed (pip install -e . for a checkout): no module, tool, script or test
+    reaches it by editing sys.path."""
+    found = [
+        str(path.relative_to(PACKAGE.parent))
+        for folder in ("reidgraft", "tools", "scripts", "tests")
+        for path in sorted((PACKAGE.parent / folder).rglob("*.py"))
+        if "sys.path." in path.read_text() and path.name != "test_architecture.py"
+    ] + (["app.py"] if "sys.path." in (PACKAGE.parent / "app.py").read_text() else [])
+    assert not found
+
+
 def test_nothing_imports_the_commands():
     for path, module in modules():
         if part_of(module) != "cli":
@@ -117,6 +129,22 @@ def test_the_entry_of_every_command_imports_no_torch():
     )  # fmt: skip
     names = json.loads(loaded.stdout)
     assert "torch" not in names and "reidgraft.config" not in names
+
+
+def test_a_missing_dataset_is_said_before_torch_is_loaded(tmp_path):
+    """The commonest first error costs a Python start, not torch's import (tools/bench_startup.py
+    times it): the command, the config and the data check load none of torch, torchvision or
+    torchreid."""
+    program = (
+        "import sys, json\n"
+        "from reidgraft.cli import train\n"
+        f"code = train.main(['--dataset', 'market1501', '--root', {str(tmp_path)!r}, '--weights', 'none'])\n"
+        "print(json.dumps([code, sorted(sys.modules)]))"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    code, names = json.loads(done.stdout.splitlines()[-1])
+    assert code == 2 and "train: dataset not found" in done.stderr
+    assert not [name for name in names if name.split(".")[0] in ("torch", "torchvision", "torchreid")]
 
 
 def test_a_tracker_importing_the_extractor_loads_no_training_code():

@@ -197,7 +197,7 @@ def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_run, sma
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == (
-        f"reidgraft-export: no space left on the device holding {output}; nothing half-written was "
+        f"export: no space left on the device holding {output}; nothing half-written was "
         "kept: free space there (or choose another folder) and run again"
     ), result.stderr
     assert "Traceback" not in result.stderr

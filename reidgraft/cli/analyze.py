@@ -19,6 +19,7 @@ from ..analysis.report import analyse, plot, summary_lines
 from ..engine.run_dir import RunDir
 from ..engine.trained import TrainedRun
 from ..files import atomic_write_json, check_writable
+from .entry import USER_ERRORS, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,9 +69,8 @@ def main(argv=None) -> int:
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_json(output / "analysis.json", report)
         pictures = plot(report, output)
-    except (ValueError, OSError) as error:
-        print(f"analyze: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return report_error("analyze", error)
     for line in summary_lines(report):
         print(line)
     print(f"written: {output / 'analysis.json'}, " + ", ".join(path.name for path in pictures))

@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import ConfigError
-from ..data import DataMissingError
 from ..engine.comparison import COMPARE_METHODS, DEFAULT_METHODS, EMA_DECAY, PRIMARY, compare
 from ..engine.report import write_report
-from ..images import ImageReadError
+from .entry import USER_ERRORS, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,9 +95,8 @@ def main(argv=None) -> int:
             overrides={flag: getattr(args, flag) for flag in DATA_FLAGS if getattr(args, flag) is not None},
         )  # fmt: skip
         written = write_report(result)
-    except (ConfigError, DataMissingError, ImageReadError, ValueError) as error:
-        print(f"compare: {error}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:
+        return report_error("compare", error)
     print(written[0].read_text())
     print(f"written: {written[0]}, {written[1].name}, {written[2].name}")
     return 0

@@ -16,7 +16,6 @@ import sys
 import time
 
 from ..config import AMP_CHOICES, DEVICES
-from ..data import DataMissingError
 from ..demo import (
     DEFAULT_RUNS,
     DemoError,
@@ -29,10 +28,8 @@ from ..demo import (
     resolve_gallery,
 )
 from ..device import resolve_device
-from ..files import DiskFull
-from ..images import ImageReadError
 from ..index import KINDS
-from .entry import EXIT_TERMINATED, terminated
+from .entry import EXIT_TERMINATED, USER_ERRORS, report_error, terminated
 
 MAX_UPLOAD_MB = 10.0
 
@@ -133,9 +130,8 @@ def main(argv=None) -> int:
     try:
         app = build_app(*prepare(args))
         url = launch(app, args.host, args.port, max_upload_mb=args.max_upload_mb)
-    except (DemoError, DataMissingError, ImageReadError, ValueError, OSError) as error:
-        print(f"app: {error}", file=sys.stderr)
-        return 1 if isinstance(error, DiskFull) else 2  # (a full disk is a fault, not bad input)
+    except USER_ERRORS as error:  # (DemoError is a ValueError)
+        return report_error("demo", error)
     print(f"serving on {url} (Ctrl-C stops)")
     try:
         app.block_thread()  # (Gradio catches the interrupt itself and returns)

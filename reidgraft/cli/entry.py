@@ -10,11 +10,27 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
-from pathlib import Path
 
 from ..allocator import reexec_with_mimalloc, requested_device
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
+EXIT_USER_ERROR = 2
+
+# What every command reports in one line, `<command>: <what is wrong and the fix>`, instead of a
+# traceback, before any work where it can: a ValueError (the input is wrong: ConfigError,
+# DemoError, a bad checkpoint, ...) or an OSError (missing data, an unreadable image, a folder
+# that cannot be written). The exit status is 2, or the error's `exit_status` when it is a fault
+# of the machine rather than of the input (a full disk, a runtime that cannot run a file: 1).
+# The prefix is the command's name as `reidgraft <command>` takes it.
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
+
+
+def report_error(command: str, error: BaseException, where: str = "") -> int:
+    """Print `command: [where]first line of the error` to stderr; return the exit status."""
+    text = str(error).strip()
+    message = text.splitlines()[0] if text else type(error).__name__
+    print(f"{command}: {where}{message}", file=sys.stderr)
+    return getattr(error, "exit_status", EXIT_USER_ERROR)
 
 
 _signalled: list[int] = []  # SIGTERM was received (a handler's exception can be swallowed, as Gradio's)
@@ -58,8 +74,7 @@ def _run(command: str, allocator: bool) -> int:
         try:
             reexec_with_mimalloc(requested_device(sys.argv))
         except ValueError as error:
-            print(f"{Path(sys.argv[0]).stem}: {error}", file=sys.stderr)
-            return 2
+            return report_error(command, error)
     # one signal policy for every command: SIGTERM is handled as Ctrl-C, wherever it lands
     signal.signal(signal.SIGTERM, _terminate)
     from ..files import DiskFull
@@ -76,8 +91,7 @@ def _run(command: str, allocator: bool) -> int:
             return 128 + signal.SIGPIPE
         raise  # another pipe (a socket, a child process): a fault to be seen
     except DiskFull as full:  # a fault of the machine, not of the input: exit 1, one line
-        print(f"{command}: {full}", file=sys.stderr)
-        return 1
+        return report_error(command, full)
     except KeyboardInterrupt as interrupt:  # (train says more itself: what was saved)
         how = "terminated" if interrupt_exit(interrupt) == EXIT_TERMINATED else "interrupted"
         print(

@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ..config import AMP_CHOICES, DEVICES, build_config
-from ..data import REID, DataMissingError, dataset_spec, load_reid_dataset, load_run_splits
-from ..device import resolve_device
+from ..config import AMP_CHOICES, DEVICES
+from ..engine.evaluate import evaluate_run
 from ..engine.logging import metrics_table
-from ..engine.run_dir import RunDir
 from ..engine.tasks import REID_METRICS as METRIC_KEYS
-from ..engine.tasks import ReidTask
-from ..engine.trained import TrainedRun
-from ..evaluation import ranked_results_grid
-from ..files import atomic_write_json, check_own_outputs, check_writable, claim_outputs, record_outputs
-from ..images import ImageReadError
-from ..index import KINDS, GalleryIndex
+from ..index import KINDS
+from .entry import USER_ERRORS, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,91 +53,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def evaluate_run(args) -> int:
-    run = TrainedRun(args.run_dir)
-    run.require_reid(
-        "reidgraft-evaluate ranks re-ID galleries (its top-1/top-5 are in the run's metrics.json)"
-    )
-    dataset = args.dataset or run.raw_config["dataset"]
-    dataset_spec(dataset, REID)  # a clear error before anything is read
-    count = run.count
-    if args.model is not None and not 0 <= args.model < count:
-        raise ValueError(f"--model {args.model}: the run has models 0..{count - 1}")
-    if args.visualize < 0 or args.batch_size < 1:
-        raise ValueError("--visualize must be >= 0 and --batch-size >= 1")
-    output = Path(args.output) if args.output else RunDir(args.run_dir).path
-    check_writable(output)  # before the features are extracted, not after
-    written = ["evaluation.json", *(["ranked"] if args.visualize else [])]
-    check_own_outputs(output, written, "--output", ours=RunDir(output).is_ours())
-    chosen = list(range(count)) if args.model is None else [args.model]
-    config = build_config(
-        run.raw_config, dataset=dataset, root=args.root, eval_batch_size=args.batch_size,
-        workers=args.workers,
+def run(args) -> int:
+    found = evaluate_run(
+        args.run_dir, model=args.model, dataset=args.dataset, root=args.root, rerank=args.rerank,
+        visualize=args.visualize, output=args.output, device=args.device, amp=args.amp,
+        batch_size=args.batch_size, index=args.index, workers=args.workers,
     )  # fmt: skip
-    if args.dataset and args.dataset != run.raw_config["dataset"]:
-        splits = load_reid_dataset(dataset, config.root, config.to_dict())
-    else:  # the run's own data: it must be what the run recorded
-        splits = load_run_splits(dataset, config.root, run.data, args.run_dir, config.to_dict())
-    device = resolve_device(args.device)
-    amp, channels_last = run.precision(args.amp, device)
-    every_model = run.models(device, channels_last)
-    task = ReidTask(config, splits)
-    task.runs_on(amp, channels_last)
-    query_features, gallery_features = task.features([every_model[k] for k in chosen])
-    rows = task.score(query_features, gallery_features, model_ids=chosen, rerank=args.rerank)
-
-    claim_outputs(output, written)  # (now: a stopped write below leaves them reidgraft's)
-    if args.visualize:
-        draw_ranked(
-            splits,
-            chosen,
-            query_features,
-            gallery_features,
-            config.metric,
-            args.visualize,
-            output,
-            args.index,
-        )
-    atomic_write_json(output / "evaluation.json", {"dataset": dataset, "rerank": args.rerank, "models": rows})
-    record_outputs(output, written)
-    label = f"{dataset} (re-ranked)" if args.rerank else dataset
-    print(f"{label}: {len(splits.query)} queries, {len(splits.gallery)} gallery")
-    for line in metrics_table(rows, METRIC_KEYS):
+    label = f"{found.dataset} (re-ranked)" if found.rerank else found.dataset
+    print(f"{label}: {found.queries} queries, {found.gallery} gallery")
+    for line in metrics_table(found.rows, METRIC_KEYS):
         print(line)
-    print(
-        f"metrics: {output / 'evaluation.json'}"
-        + (f"; pictures: {output / 'ranked'}" if args.visualize else "")
-    )
+    print(f"metrics: {found.metrics_file}" + (f"; pictures: {found.pictures}" if found.pictures else ""))
     return 0
-
-
-def draw_ranked(
-    splits, chosen, query_features, gallery_features, metric, count, output: Path, kind: str = "auto"
-) -> None:
-    """PNG grids of the first `count` queries' top-10 for each chosen model."""
-    gallery_paths = [path for path, _, _ in splits.gallery]
-    gallery_pids = [pid for _, pid, _ in splits.gallery]
-    gallery_cams = [cam for _, _, cam in splits.gallery]
-    for k, query, gallery in zip(chosen, query_features, gallery_features, strict=True):
-        index = GalleryIndex(gallery.cpu().numpy(), metric, kind=kind)
-        if index.note:
-            print(f"note: {index.note}", file=sys.stderr)
-        # Enough neighbours that 10 remain after same-id-same-camera items are skipped.
-        _, ranked = index.search(query[:count].cpu().numpy(), 60)
-        for q, ((path, pid, cam), order) in enumerate(zip(splits.query, ranked, strict=False)):
-            ranked_results_grid(
-                path, pid, cam, gallery_paths, gallery_pids, gallery_cams, order.tolist(),
-                output / "ranked" / f"model{k}_query{q:04d}.png",
-            )  # fmt: skip
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        return evaluate_run(args)
-    except (DataMissingError, ImageReadError, ValueError) as error:
-        print(f"evaluate: {error}", file=sys.stderr)
-        return 2
+        return run(args)
+    except USER_ERRORS as error:
+        return report_error("evaluate", error)
 
 
 if __name__ == "__main__":

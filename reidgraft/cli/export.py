@@ -23,8 +23,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..export import CROP_SIZES, FORMATS, INPUTS, TRACKERS, RuntimeFault, boxmot_sidecar, export_model
-from ..files import DiskFull, check_writable
+from ..export import CROP_SIZES, FORMATS, INPUTS, TRACKERS, boxmot_sidecar, export_model
+from ..files import check_writable
+from .entry import USER_ERRORS, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,10 +77,8 @@ def main(argv=None) -> int:
             bgr=args.bgr,
             tracker=args.tracker,
         )
-    except (ValueError, OSError, ImportError, RuntimeError) as error:  # torch's export errors included
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"reidgraft-export: {message}", file=sys.stderr)
-        return 1 if isinstance(error, DiskFull | RuntimeFault) else 2  # (faults, not bad input)
+    except (*USER_ERRORS, ImportError, RuntimeError) as error:  # torch's export errors included
+        return report_error("export", error)
     batches = ", ".join(str(size) for size in report.checked_batches)
     parity = (
         f"parity with PyTorch on sample images (batches of {batches}): max abs difference "

@@ -20,27 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from ..config import ConfigError, TrainConfig, add_config_arguments, given_fields, resolve_config
-from ..data import REID, DataMissingError, ReidSplits
-from ..engine import RunDir, Trainer
-from ..engine.distributed import (
-    OneModelPerProcess,
-    check_distributed,
-    is_distributed_failure,
-    join_process_group,
-    leader_decides,
-    leave_process_group,
-    smallest_over_ranks,
-)
 from ..engine.logging import metrics_table, report_lines
-from ..engine.preflight import preflight
-from ..engine.run_dir import check_same_data
-from ..engine.runs import default_output, load_data
-from ..images import ImageReadError
-from ..population.registry import describe_run
-from .entry import interrupt_exit
+from ..engine.run_dir import RunDir
+from ..engine.runs import default_output, start_run
+from .entry import USER_ERRORS, interrupt_exit, report_error
+
+# (torch.distributed's glue, `engine.distributed`, is imported under torchrun alone: a mistyped
+# setting or missing data is said before torch loads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,8 +100,14 @@ def new_run(args: argparse.Namespace, distributed: bool, say=print) -> TrainConf
         RunDir(config.output).check_new()
         return config.output
 
-    # every rank writes into rank 0's folder, whatever its own clock said
-    config.output = leader_decides(checked) if distributed else checked()
+    if not distributed:
+        config.output = checked()
+        return config
+    from ..engine.distributed import leader_decides
+
+    config.output = leader_decides(
+        checked
+    )  # every rank writes into rank 0's folder, whatever its own clock said
     return config
 
 
@@ -121,7 +115,12 @@ def resumed_run(args: argparse.Namespace, rank: int | None) -> tuple[TrainConfig
     if args.config:
         raise ConfigError("--config cannot be combined with --resume (the run keeps its own config)")
     run = RunDir(args.resume)
-    payload = run.resume_payload(rank, smallest_over_ranks if rank is not None else None)
+    if rank is None:
+        payload = run.resume_payload()
+    else:
+        from ..engine.distributed import smallest_over_ranks
+
+        payload = run.resume_payload(rank, smallest_over_ranks)
     return run.resume_config(payload, given_fields(args)), payload
 
 
@@ -133,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             return print_config(args)
         group = None
         if args.distributed:
+            from ..engine.distributed import OneModelPerProcess, join_process_group
+
             rank = join_process_group(args.models, args.device, args.ring_timeout)
             group = OneModelPerProcess(rank, world=int(os.environ["WORLD_SIZE"]))
             args.models = group.world
@@ -142,33 +143,16 @@ def main(argv: list[str] | None = None) -> int:
             say(f"recipe: none (resumed: {RunDir(config.output).config_file} holds the run's settings)")
         else:
             config, payload = new_run(args, group is not None, say), None
-        # names, devices, precision, the weights file (found, or downloaded by rank 0 first) and
-        # the data's presence, before any data is read
-        if group is not None:
-            check_distributed(config)
-            leader_decides(lambda: preflight(config) and None)
-        plan = preflight(config)
-        say(f"initial weights: {plan.weights.description}")
-        if plan.task == REID and config.dataset != "synthetic" and plan.weights.source is None:
-            say(f"note: {config.arch} starts from random weights; the papers' numbers assume ImageNet's")
-        data = load_data(config, log=say)
-        if payload is not None:
-            check_same_data(
-                payload, data.fingerprint() if isinstance(data, ReidSplits) else None, config.output
-            )
-        trainer = Trainer(config, data, Path(config.output), log=say, group=group, plan=plan)
-        if payload is not None:
-            trainer.load_state(payload)
-            say(f"resuming {config.output} after epoch {trainer.epoch}, to epoch {config.epochs}")
-        say(describe(config, trainer, distributed=group is not None))
+        trainer = start_run(config, payload=payload, group=group, log=say)
         trainer.fit()
-    except (ConfigError, DataMissingError, ImageReadError, ValueError, RuntimeError) as error:
-        if isinstance(error, RuntimeError) and not is_distributed_failure(error):
-            raise
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        where = "" if rank is None or message.startswith(f"rank {rank}:") else f"rank {rank}: "
-        print(f"train: {where}{message}", file=sys.stderr)
-        return 2
+    except (*USER_ERRORS, RuntimeError) as error:
+        if isinstance(error, RuntimeError):
+            from ..engine.distributed import is_distributed_failure
+
+            if not is_distributed_failure(error):
+                raise
+        where = "" if rank is None or str(error).startswith(f"rank {rank}:") else f"rank {rank}: "
+        return report_error("train", error, where)
     except KeyboardInterrupt as interrupt:
         code = interrupt_exit(interrupt)
         how = "terminated" if code == 143 else "interrupted"
@@ -176,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         if rank is not None:
+            from ..engine.distributed import leave_process_group
+
             leave_process_group()
     if rank in (None, 0):
         best = trainer.best() if trainer.task.kind == "classification" else None
@@ -185,15 +171,6 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         print(f"metrics: {RunDir(config.output).metrics}")
     return 0
-
-
-def describe(config: TrainConfig, trainer: Trainer, distributed: bool) -> str:
-    mode = describe_run(config)
-    if distributed:
-        where = "one per process over torch.distributed"
-        return f"{config.models} x {config.arch} ({mode}), {where}; run: {config.output}"
-    rates = ", ".join(f"{m.initial_lr:.3g}" for m in trainer.members)
-    return f"{config.models} x {config.arch} ({mode}), initial lr {rates}; run: {config.output}"
 
 
 def interrupted(config: TrainConfig | None, rank: int | None) -> str:

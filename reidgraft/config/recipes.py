@@ -225,16 +225,30 @@ def _load(source: Source, folder: Source, chain: tuple[str, ...]) -> dict[str, A
     )
     if base is None:
         return values
-    if not isinstance(base, str) or not base.endswith(SUFFIX):
-        raise ConfigError(f"{BASE_KEY} in {name} must be the path of a {SUFFIX} file, got {base!r}")
-    if Path(base).is_absolute():
-        base_source: Source = Path(base)
-        base_folder: Source = Path(base).parent
-    else:
+    base_source, base_folder = _base(base, name, folder)
+    return {**_load(base_source, base_folder, (*chain, name)), **values}
+
+
+def _base(base: Any, name: str, folder: Source) -> tuple[Source, Source]:
+    """Where `base: VALUE` of recipe `name` (in `folder`) points, and the folder its own bases are
+    relative to: a YAML file (absolute, or relative to the recipe's folder), or else a shipped
+    recipe's name, as --config takes it (`base: cuhk01_mobilenetv2`)."""
+    stem = base.removesuffix(SUFFIX) if isinstance(base, str) else ""
+    shipped = isinstance(base, str) and "/" not in base and stem in shipped_recipes()
+    if isinstance(base, str) and base.endswith(SUFFIX):
+        if Path(base).is_absolute():
+            return Path(base), Path(base).parent
         parts = PurePosixPath(base).parts
         base_folder = folder.joinpath(*parts[:-1]) if len(parts) > 1 else folder
-        base_source = base_folder.joinpath(parts[-1])
-    return {**_load(base_source, base_folder, (*chain, name)), **values}
+        source = base_folder.joinpath(parts[-1])
+        if source.is_file() or not shipped:  # (a missing file is named by _load)
+            return source, base_folder
+    if not shipped:
+        raise ConfigError(
+            f"{BASE_KEY} in {name} must be the path of a {SUFFIX} file or a shipped recipe's name (one of: "
+            f"{', '.join(shipped_recipes())}), got {shown(base)}"
+        )
+    return RECIPES / f"{stem}{SUFFIX}", RECIPES
 
 
 def checked_value(name: str, value: Any) -> Any:

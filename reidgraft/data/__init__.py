@@ -3,49 +3,45 @@ CUHK03 and MSMT17, any folder in Market-1501 naming, our synthetic set; CIFAR-10
 for classification), what a loaded re-ID dataset is (`splits.py`), and the loaders that feed K
 models, each with its own order and augmentation (`loaders.py`, `classification.py`).
 
-`ClassificationData` is loaded on first use: its module imports torchvision's datasets."""
+Names are loaded from their module on first use: `ClassificationData`'s imports torchvision's
+datasets, the loaders torch and torchvision."""
 
-from .loaders import ImageListDataset, build_test_loader, build_train_loaders, read_rgb
-from .registry import (
-    CLASSIFICATION,
-    DATASETS,
-    DEFAULT_DATASET,
-    REID,
-    DatasetSpec,
-    dataset_names,
-    dataset_spec,
-    load_classification_dataset,
-    load_dataset,
-    load_reid_dataset,
-    load_run_splits,
-)
-from .splits import DataMissingError, ReidSplits
+from __future__ import annotations
 
-__all__ = [
-    "CLASSIFICATION",
-    "ClassificationData",
-    "DATASETS",
-    "DEFAULT_DATASET",
-    "DataMissingError",
-    "DatasetSpec",
-    "ImageListDataset",
-    "REID",
-    "ReidSplits",
-    "build_test_loader",
-    "build_train_loaders",
-    "dataset_names",
-    "dataset_spec",
-    "load_classification_dataset",
-    "load_dataset",
-    "load_reid_dataset",
-    "load_run_splits",
-    "read_rgb",
-]
+import importlib
+
+# public name -> the module of this package that defines it, loaded on first use (PEP 562): the
+# config reads the registry without loading torch and torchvision behind the loaders
+_EXPORTS = {
+    "ImageListDataset": "loaders",
+    "build_test_loader": "loaders",
+    "build_train_loaders": "loaders",
+    "read_rgb": "loaders",
+    "CLASSIFICATION": "registry",
+    "DATASETS": "registry",
+    "DEFAULT_DATASET": "registry",
+    "REID": "registry",
+    "DatasetSpec": "registry",
+    "dataset_names": "registry",
+    "dataset_spec": "registry",
+    "load_classification_dataset": "registry",
+    "load_dataset": "registry",
+    "load_reid_dataset": "registry",
+    "load_run_splits": "registry",
+    "DataMissingError": "splits",
+    "ReidSplits": "splits",
+    "ClassificationData": "classification",
+}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name == "ClassificationData":
-        from .classification import ClassificationData
-
-        return ClassificationData
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # found once
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

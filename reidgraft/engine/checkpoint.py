@@ -9,8 +9,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..files import atomic_write
 
 # 2: each participant's state under "participants" and the trainer's "exchange_pending"; a
@@ -40,12 +38,19 @@ def upgrade_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+# (torch is imported in the functions: the run folder's checks run before torch is loaded)
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    import torch
+
     atomic_write(path, lambda file: torch.save(payload, file))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """One checkpoint file, loaded on the CPU; ValueError naming the file if it is not one."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}")
@@ -92,6 +97,8 @@ def _structure_problem(payload: dict[str, Any]) -> str | None:
 
 def rng_state() -> dict[str, Any]:
     """Every RNG the training loop draws from, in a weights_only-loadable form."""
+    import torch
+
     version, internal, gauss = random.getstate()
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss]}
     if torch.cuda.is_available():
@@ -102,6 +109,8 @@ def rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Every RNG as saved. CUDA generators are restored for the GPUs both hosts have: a run saved
     with 4 visible GPUs resumes on a host that shows 1 (or none)."""
+    import torch
+
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))

@@ -3,26 +3,24 @@ and backbone names (and that they belong to one task), the settings of the other
 input size, the augmentations, the devices, the precision, the initial weights (found, or
 downloaded once where there is internet), and the data's presence. `preflight(config)` returns
 the `Plan` the trainer then follows, so nothing is resolved twice; train and compare both call it.
+
+The data's presence is checked right after the dataset's name, before anything that needs torch,
+torchvision or torchreid is loaded: a dataset not found, the commonest first error, is said in
+the time Python takes to start.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError, TrainConfig, check_task_fields
-from ..data import CLASSIFICATION, REID, DatasetSpec, dataset_spec
-from ..device import ring_devices
-from ..models import (
-    BackboneSpec,
-    InitialWeights,
-    WeightsError,
-    backbone_names,
-    backbone_spec,
-    resolve_weights,
-)
-from ..progress import log_seconds
+from ..data.registry import CLASSIFICATION, REID, DatasetSpec, dataset_spec
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models import BackboneSpec, InitialWeights
 
 
 @dataclass(frozen=True)
@@ -41,11 +39,21 @@ class Plan:
         return self.dataset.task
 
 
+def check_dataset(config: TrainConfig) -> DatasetSpec:
+    """The dataset's name."""
+    try:
+        return dataset_spec(config.dataset)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def check_names(config: TrainConfig) -> tuple[DatasetSpec, BackboneSpec]:
     """Dataset and backbone names, that they belong to the same task, and the settings that
     depend on both (input size, last stride, augmentations, the other task's fields)."""
+    from ..models import backbone_names, backbone_spec
+
+    dataset = check_dataset(config)
     try:
-        dataset = dataset_spec(config.dataset)
         backbone = backbone_spec(config.arch)
     except ValueError as error:
         raise ConfigError(str(error).replace("unknown backbone", "unknown arch")) from None
@@ -78,12 +86,17 @@ def check_names(config: TrainConfig) -> tuple[DatasetSpec, BackboneSpec]:
 
 
 def preflight(config: TrainConfig, *, data: bool = True, download: bool | None = None) -> Plan:
-    """Check `config` against this machine and the files it names, in this order: names,
-    devices, precision, initial weights, the progress setting, then (with `data`) that the data
-    is there. Every
-    problem is a ConfigError or a DataMissingError with one line naming it and the fix.
-    `download`: whether missing ImageNet weights may be downloaded (default: unless
-    REIDGRAFT_OFFLINE is set)."""
+    """Check `config` against this machine and the files it names, in this order: the dataset's
+    name, (with `data`) that the data is there, the backbone's name and what depends on both,
+    devices, precision, initial weights, the progress setting. Every problem is a ConfigError or
+    a DataMissingError with one line naming it and the fix. `download`: whether missing ImageNet
+    weights may be downloaded (default: unless REIDGRAFT_OFFLINE is set)."""
+    if data:
+        check_dataset(config).check_data(config.root, config.to_dict())
+    from ..device import ring_devices
+    from ..models import WeightsError, resolve_weights
+    from ..progress import log_seconds
+
     dataset, backbone = check_names(config)
     try:
         devices = tuple(ring_devices(config.device, config.device_ids(), config.models))
@@ -94,6 +107,4 @@ def preflight(config: TrainConfig, *, data: bool = True, download: bool | None =
         log_seconds()  # REIDGRAFT_LOG_SECONDS, read by the progress lines of the epochs
     except (ValueError, WeightsError) as error:
         raise ConfigError(str(error)) from None
-    if data:
-        dataset.check_data(config.root, config.to_dict())
     return Plan(dataset, backbone, devices, amp, channels_last, weights)

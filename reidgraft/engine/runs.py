@@ -1,29 +1,34 @@
-"""Starting runs from a config (checked first by `preflight`): the task's data loaded, and a
-run carried to its last epoch (reusing or resuming what its folder already holds,
-under the run folder's resume policy). Shared by tools/train.py and tools/compare.py; `train`
-is the same for Python (`reidgraft.train`)."""
+"""Starting runs from a config (checked first by `preflight`): the task's data loaded, a run
+started (`start_run`: what reidgraft-train and the Python API `train` share, torchrun's ranks
+and resumes included), and a run carried to its last epoch (reusing or resuming what its folder
+already holds, under the run folder's resume policy: what compare does)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, TrainConfig, current_names, runtime_fields
-from ..data import ClassificationData, ReidSplits, load_dataset
-from ..data.splits import UNKNOWN_CAMERA
+from ..data.registry import load_dataset
+from ..data.splits import UNKNOWN_CAMERA, ReidSplits
 from ..files import json_fingerprint
 from .preflight import preflight
 from .run_dir import RunDir, check_same_data, check_same_method
-from .trainer import Trainer, threads_warning
+
+if TYPE_CHECKING:
+    from ..data.classification import ClassificationData
+    from .distributed import OneModelPerProcess
+    from .trainer import Trainer
+
+# (the trainer, and with it torch, is imported where a run starts, after the preflight: a bad
+# setting or missing data is said before they load)
 
 
 def load_data(config: TrainConfig, log: Callable[[str], None] = print) -> ReidSplits | ClassificationData:
     data = load_dataset(config.dataset, config.root, download=config.download, options=config.to_dict())
-    if isinstance(data, ClassificationData):
+    if not isinstance(data, ReidSplits):  # (classification)
         log(
             f"{config.dataset}: {len(data.train_images)} train and {len(data.test_images)} test images, "
             f"{data.num_classes} classes"
@@ -126,6 +131,10 @@ def finish_run(
     from its checkpoint if it was interrupted, else train it in a new folder, once
     `check_run_folder` allows it. Returns (metrics.json, what was done). `label` goes before
     the trainer's progress lines."""
+    import torch
+
+    from .trainer import Trainer, threads_warning
+
     run = RunDir(config.output)
     payload = check_run_folder(config, data)
     if payload is None:
@@ -142,6 +151,53 @@ def finish_run(
     trainer.load_state(payload)
     trainer.fit()
     return trainer.metrics_file(), f"resumed after epoch {payload['epoch']}"
+
+
+def start_run(
+    config: TrainConfig,
+    *,
+    payload: dict[str, Any] | None = None,
+    group: OneModelPerProcess | None = None,
+    log: Callable[[str], None] = print,
+) -> Trainer:
+    """A run ready to `fit`: the preflight (under torchrun, rank 0's first, so that it alone
+    fetches the weights), the data loaded (and checked against the run's record when resuming
+    `payload`), the trainer built and its state loaded; it says what it will run. Its folder,
+    `config.output`, was checked by the caller (new, or the resumed run's)."""
+    from ..data import REID
+
+    if group is not None:
+        from .distributed import check_distributed, leader_decides
+
+        check_distributed(config)
+        leader_decides(lambda: preflight(config) and None)
+    plan = preflight(config)
+    log(f"initial weights: {plan.weights.description}")
+    if plan.task == REID and config.dataset != "synthetic" and plan.weights.source is None:
+        log(f"note: {config.arch} starts from random weights; the papers' numbers assume ImageNet's")
+    data = load_data(config, log=log)
+    if payload is not None:
+        check_same_data(payload, data.fingerprint() if isinstance(data, ReidSplits) else None, config.output)
+    from .trainer import Trainer
+
+    trainer = Trainer(config, data, Path(config.output), log=log, group=group, plan=plan)
+    if payload is not None:
+        trainer.load_state(payload)
+        log(f"resuming {config.output} after epoch {trainer.epoch}, to epoch {config.epochs}")
+    log(describe(config, trainer, distributed=group is not None))
+    return trainer
+
+
+def describe(config: TrainConfig, trainer: Trainer, distributed: bool = False) -> str:
+    """`2 x mobilenetv2_x1_0 (grafted), initial lr 0.0003, 0.00015; run: runs/...`."""
+    from ..population.registry import describe_run
+
+    mode = describe_run(config)
+    if distributed:
+        where = "one per process over torch.distributed"
+        return f"{config.models} x {config.arch} ({mode}), {where}; run: {config.output}"
+    rates = ", ".join(f"{m.initial_lr:.3g}" for m in trainer.members)
+    return f"{config.models} x {config.arch} ({mode}), initial lr {rates}; run: {config.output}"
 
 
 def default_output(config: TrainConfig) -> str:
@@ -185,7 +241,5 @@ def train(
         log(line)
     config.output = config.output or default_output(config)
     RunDir(config.output).check_new()
-    plan = preflight(config)
-    data = load_data(config, log=log)
-    Trainer(config, data, Path(config.output), log=log, plan=plan).fit()
+    start_run(config, log=log).fit()
     return TrainedRun(config.output)

@@ -567,7 +567,7 @@ class Trainer:
         found: dict[str, Any] = {}
         for participant in self.participants:
             with self._untouched_rng():
-                models = participant.extra_models(last, lambda: self.task.bn_images(BN_IMAGES))
+                models = participant.extra_evaluations(last, lambda: self.task.bn_images(BN_IMAGES))
                 if not models:
                     continue
                 name = participant.evaluates

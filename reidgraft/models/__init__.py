@@ -2,38 +2,41 @@
 CIFAR classifiers (`cifar.py`), each spec holding what reidgraft knows about it; their ImageNet
 weights (`imagenet.py`, `pretrained.py`) and the re-ID head (`reid_head.py`)."""
 
-from .cifar import CIFAR_MODELS
-from .imagenet import IMAGENET, SCRATCH, InitialWeights, WeightsError
-from .pretrained import DEEP_SORT_MOBILENETV2, load_pretrained
-from .registry import (
-    CLASSIFICATION,
-    REID,
-    BackboneSpec,
-    ReidBackbone,
-    backbone_names,
-    backbone_spec,
-    build_backbone,
-    imagenet_archs,
-    resolve_weights,
-    torchreid_names,
-)
+from __future__ import annotations
 
-__all__ = [
-    "CIFAR_MODELS",
-    "CLASSIFICATION",
-    "DEEP_SORT_MOBILENETV2",
-    "IMAGENET",
-    "REID",
-    "SCRATCH",
-    "BackboneSpec",
-    "InitialWeights",
-    "ReidBackbone",
-    "WeightsError",
-    "backbone_names",
-    "backbone_spec",
-    "build_backbone",
-    "imagenet_archs",
-    "load_pretrained",
-    "resolve_weights",
-    "torchreid_names",
-]
+import importlib
+
+# public name -> the module of this package that defines it, loaded on first use (PEP 562): the
+# config reads `IMAGENET` without loading torch, torchvision and torchreid behind the registry
+_EXPORTS = {
+    "CIFAR_MODELS": "cifar",
+    "IMAGENET": "imagenet",
+    "SCRATCH": "imagenet",
+    "InitialWeights": "imagenet",
+    "WeightsError": "imagenet",
+    "DEEP_SORT_MOBILENETV2": "pretrained",
+    "load_pretrained": "pretrained",
+    "CLASSIFICATION": "registry",
+    "REID": "registry",
+    "BackboneSpec": "registry",
+    "ReidBackbone": "registry",
+    "backbone_names": "registry",
+    "backbone_spec": "registry",
+    "build_backbone": "registry",
+    "imagenet_archs": "registry",
+    "resolve_weights": "registry",
+    "torchreid_names": "registry",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # found once
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import torch
-
 IMAGENET = "imagenet"
 SCRATCH = "none"
 # Set to 1 to never try a download (a machine without internet that should fail at once).
@@ -54,6 +52,8 @@ def downloads_allowed(download: bool | None) -> bool:
 
 def hub_checkpoint_dir() -> Path:
     """torch hub's cache of downloaded weights: `$TORCH_HOME/hub/checkpoints`."""
+    import torch  # (here: the config reads this module's names without loading torch)
+
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -145,6 +145,8 @@ def _download_checked(url: str, path: Path) -> None:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a silent network must not hang the run
     try:
         hash_prefix = path.stem.rsplit("-", 1)[-1]
+        import torch
+
         torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=True)
     finally:
         socket.setdefaulttimeout(previous)

@@ -63,7 +63,7 @@ class EmaCopies(Participant):
     def after_step(self, step: int, lr_shares: Sequence[float]) -> None:
         self.update()
 
-    def extra_models(self, last: bool, bn_batches: BatchSource) -> list[nn.Module]:
+    def extra_evaluations(self, last: bool, bn_batches: BatchSource) -> list[nn.Module]:
         for ema in self.copies:
             reestimate_batch_norm(ema, bn_batches())
         return self.copies

@@ -61,7 +61,7 @@ class PopulationAveraging(Participant):
             average_into_([self.models[k] for k in group])
         return groups
 
-    def extra_models(self, last: bool, bn_batches: BatchSource) -> list[nn.Module]:
+    def extra_evaluations(self, last: bool, bn_batches: BatchSource) -> list[nn.Module]:
         return [weight_average(self.models, bn_batches())] if last else []
 
 

@@ -7,7 +7,7 @@ One training run, in order (docs/method.md sections 4 and 10):
   none), given the logits of this step's batch: every model's when the method shares a batch,
   model k's alone otherwise (the others None: they saw other images);
 - once all K models stepped: `after_step(step, lr_shares)`;
-- at an epoch end, with `completed` epochs done: train, evaluate (when due: `extra_models` adds
+- at an epoch end, with `completed` epochs done: train, evaluate (when due: `extra_evaluations` adds
   models to evaluate beside the trained ones), save, then `exchange(completed)` when
   `exchanges_after(completed)` (the authors' order; never after the last epoch). With
   `eval_after_graft`, the exchange comes first and also follows the last epoch. The same number
@@ -64,7 +64,7 @@ class Participant:
         None to say nothing."""
         return None
 
-    def extra_models(self, last: bool, bn_batches: BatchSource) -> list[nn.Module]:
+    def extra_evaluations(self, last: bool, bn_batches: BatchSource) -> list[nn.Module]:
         """Models to evaluate beside the trained ones at this evaluation (`last`: the run's last
         epoch), their batch-norm statistics ready; [] for none. The random generators are
         restored around the call and the evaluation."""

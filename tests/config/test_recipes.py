@@ -121,14 +121,36 @@ def test_a_cycle_of_bases_is_refused(tmp_path):
     "text, message",
     [
         ("base: missing.yaml\n", r"config file not found: .*missing\.yaml \(the base of .*mine\.yaml\)"),
-        ("base: 3\n", "base in .* must be the path of a .yaml file, got 3"),
-        ("base: other.txt\n", "must be the path of a .yaml file"),
+        (
+            "base: 3\n",
+            r"base in .* must be the path of a .yaml file or a shipped recipe's name \(one of: .*\), got 3",
+        ),
+        ("base: other.txt\n", "must be the path of a .yaml file or a shipped recipe's name"),
+        ("base: nosuchrecipe\n", r"one of: .*cuhk01_mobilenetv2.*got 'nosuchrecipe'"),
+        ("base: recipes/cuhk01_mobilenetv2\n", "must be the path of a .yaml file or a shipped recipe's name"),
     ],
 )
 def test_a_bad_base_is_one_line(tmp_path, text, message):
     (tmp_path / "mine.yaml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_yaml(tmp_path / "mine.yaml")
+
+
+def test_a_base_may_be_a_shipped_recipes_name(tmp_path):
+    shipped = load_yaml("cuhk01_mobilenetv2")
+    for base in ("cuhk01_mobilenetv2", "cuhk01_mobilenetv2.yaml"):  # as --config takes it
+        (tmp_path / "mine.yaml").write_text(f"base: {base}\nepochs: 30\n")
+        assert load_yaml(tmp_path / "mine.yaml") == {**shipped, "epochs": 30}
+    # a file beside the recipe wins over a shipped recipe of the same name
+    (tmp_path / "cuhk01_mobilenetv2.yaml").write_text("epochs: 3\n")
+    (tmp_path / "mine.yaml").write_text("base: cuhk01_mobilenetv2.yaml\nlr: 0.1\n")
+    assert load_yaml(tmp_path / "mine.yaml") == {"epochs": 3, "lr": 0.1}
+    # bases still nest through it, and a cycle is still refused
+    (tmp_path / "outer.yaml").write_text("base: mine.yaml\nmodels: 2\n")
+    assert load_yaml(tmp_path / "outer.yaml") == {"epochs": 3, "lr": 0.1, "models": 2}
+    (tmp_path / "cuhk01_mobilenetv2.yaml").write_text("base: outer.yaml\n")
+    with pytest.raises(ConfigError, match="cycle of bases"):
+        load_yaml(tmp_path / "outer.yaml")
 
 
 def test_a_base_with_a_bad_value_names_the_base(tmp_path):

@@ -228,7 +228,7 @@ def test_app_without_a_run_names_the_command_that_makes_one(tmp_path):
     result = app_cli(cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == (
-        "app: no trained run under runs/; make one with: "
+        "demo: no trained run under runs/; make one with: "
         "bash scripts/setup.sh && .venv/bin/python tools/train.py"
     )
 
@@ -240,7 +240,7 @@ def test_app_bad_arguments_are_one_line(demo_run, tmp_path):
     result = app_cli("--checkpoint", tmp_path)
     assert (
         result.returncode == 2
-        and result.stderr.strip() == f"app: no checkpoint at {tmp_path / 'checkpoint.pt'}"
+        and result.stderr.strip() == f"demo: no checkpoint at {tmp_path / 'checkpoint.pt'}"
     )
 
 

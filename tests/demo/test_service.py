@@ -80,7 +80,7 @@ def test_a_full_cache_disk_is_one_line_naming_the_file(demo_run, run_config, tmp
     assert result.returncode == 1, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(
-        f"app: no space left on the device holding {cache}/model0-"
+        f"demo: no space left on the device holding {cache}/model0-"
     ) and "Traceback" not in (result.stderr)
     assert not [path for path in cache.iterdir() if path.name.endswith(".tmp")]
 

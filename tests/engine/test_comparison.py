@@ -248,3 +248,64 @@ def test_single_long_trains_one_model_k_times_as_long(task, tmp_path):
         "seed1-k1-ema",
         "seed1-k4-dml",
     ]
+
+
+def test_a_compare_method_is_one_registry_entry(task, tmp_path, monkeypatch):
+    from reidgraft.engine.comparison import (
+        COMPARE_METHODS,
+        CompareMethod,
+        Comparison,
+        Contrast,
+        Pairing,
+        exploratory_contrasts,
+    )
+
+    every_epoch = {"population": "papa", "papa_mode": "all", "papa_every_epochs": 1}
+    monkeypatch.setitem(
+        COMPARE_METHODS,
+        "average",
+        CompareMethod(
+            every_epoch,
+            contrasts=(Pairing("nograft"), Pairing("average", ("best_of_k",), ours="graft", listed=1)),
+        ),
+    )
+    recipe = {"dataset": "synthetic", "root": task.config.root, "epochs": 2, "height": 32, "width": 16}
+    comparison = Comparison(recipe, build_config(recipe), tmp_path, data=task.splits)
+    assert comparison.changes("average", 3, seed=1) == {"models": 3, **every_epoch, "seed": 1000}
+    assert (
+        comparison.run_name("average", 3, 1) == "seed1-k3-average"
+        and comparison.run_method("average") == "average"
+    )
+    present = {"graft", "nograft", "average", "dml"}.__contains__
+    found = exploratory_contrasts(present, [])
+    assert Contrast("average", "mean", "nograft", "mean") in found
+    # grafting against the rivals comes after every method against its baselines, in registry order
+    rivals = [c for c in found if c.ours == "graft" and c.theirs in ("dml", "average")]
+    assert [c.theirs for c in rivals] == ["dml", "average"] and found[-2:] == rivals
+    assert not [c for c in exploratory_contrasts(present, []) if "papa" in (c.ours, c.theirs)]  # not compared
+
+
+def test_the_rows_and_contrasts_of_the_registry_are_those_of_the_tables_they_replaced():
+    from reidgraft.engine.comparison import COMPARE_METHODS, DEFAULT_METHODS, exploratory_contrasts
+
+    assert DEFAULT_METHODS == (
+        "single", "single_long", "nograft", "nograft_ensemble", "nograft_average", "graft", "graft_same_lr",
+    )  # fmt: skip
+    derived = {name: m.derived_from for name, m in COMPARE_METHODS.items() if m.derived_from}
+    assert derived == {"nograft_ensemble": "nograft", "nograft_average": "nograft", "papa_average": "papa"}
+    assert [name for name, m in COMPARE_METHODS.items() if m.one_model] == ["single", "single_long", "ema"]
+    assert [name for name, m in COMPARE_METHODS.items() if m.same_for_every_k] == ["single", "ema"]
+    names = [c.name for c in exploratory_contrasts(lambda method: True, ["v"])]
+    reports = ("model0", "mean", "best_of_k")
+    baselines = ("nograft", "nograft_ensemble", "nograft_average", "single")
+    expected = [
+        *(f"graft:{r}-{theirs}:{r}" for theirs in baselines for r in reports),
+        *(f"graft:{r}-single_long:model0" for r in reports),
+        "graft_same_lr:model0-single:model0",
+        *(f"{rival}:{r}-nograft:{r}" for rival in ("dml", "papa") for r in reports),
+        "papa_average:model0-nograft_average:model0", "papa_average:model0-single:model0",
+        "ema:model0-single:model0",
+        "graft:best_of_k-dml:best_of_k", "graft:best_of_k-papa:best_of_k",
+        *(f"v:{r}-nograft:{r}" for r in reports),
+    ]  # fmt: skip
+    assert names == expected

@@ -90,17 +90,29 @@ def test_archs_without_imagenet_weights_name_those_that_have_them(offline):
     [("resnet50", "resnet50-0676ba61.pth"), ("osnet_x1_0", "osnet_x1_0_imagenet.pth")],
 )
 def test_the_cli_stops_before_reading_data(tmp_path, arch, file):
+    from PIL import Image
+
     env = {"PATH": "/usr/bin:/bin", "TORCH_HOME": str(tmp_path / "torch"), "REIDGRAFT_OFFLINE": "1"}
     command = [sys.executable, str(REPO / "tools" / "train.py"), "--dataset", "market1501", "--arch", arch]
-    result = subprocess.run(
-        [*command, "--root", str(tmp_path / "data")], capture_output=True, text=True, cwd=tmp_path, env=env,
-        timeout=300,
-    )  # fmt: skip
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and "Traceback" not in result.stderr and len(lines) == 1, result.stderr
-    assert f"ImageNet weights for {arch} not found: {file}" in lines[0]
-    assert "dataset not found" not in result.stderr  # the data was never looked at
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+    def train():
+        done = subprocess.run(
+            [*command, "--root", str(tmp_path / "data")], capture_output=True, text=True, cwd=tmp_path,
+            env=env, timeout=300,
+        )  # fmt: skip
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and "Traceback" not in done.stderr and len(lines) == 1, done.stderr
+        return lines[0]
+
+    # the data's presence is checked first: a cheap look, before any download of weights
+    assert "dataset not found" in train() and not (tmp_path / "torch").exists()
+    market = tmp_path / "data" / "market1501" / "Market-1501-v15.09.15"
+    for subset in ("bounding_box_train", "query", "bounding_box_test"):
+        (market / subset).mkdir(parents=True)
+        Image.new("RGB", (64, 128)).save(market / subset / "0002_c1s1_000001_00.jpg")
+    line = train()  # the data is there: the missing weights stop the run before any image is read
+    assert f"ImageNet weights for {arch} not found: {file}" in line and "dataset" not in line
+    assert not (tmp_path / "runs").exists()
 
 
 def test_osnet_imagenet_comes_from_torchreids_own_file(offline):
