@@ -8,7 +8,7 @@ datasets, the loaders torch and torchvision."""
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_names
 
 # public name -> the module of this package that defines it, loaded on first use (PEP 562): the
 # config reads the registry without loading torch and torchvision behind the loaders
@@ -35,13 +35,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value  # found once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

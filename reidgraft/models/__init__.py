@@ -4,7 +4,7 @@ weights (`imagenet.py`, `pretrained.py`) and the re-ID head (`reid_head.py`)."""
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_names
 
 # public name -> the module of this package that defines it, loaded on first use (PEP 562): the
 # config reads `IMAGENET` without loading torch, torchvision and torchreid behind the registry
@@ -30,13 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value  # found once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

@@ -7,26 +7,11 @@ import math
 import pytest
 import torch
 
-from reidgraft.config import ConfigError, build_config, check_method_settings
-from reidgraft.data.datasets import synthetic_splits
+from reidgraft.config import ConfigError, check_method_settings
 from reidgraft.engine import Trainer, load_checkpoint
 from reidgraft.population import EmaCopies, mutual_loss
 
-TINY = dict(train_ids=8, test_ids=6, images_per_id=6, distractors=6, height=32, width=16)
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    return synthetic_splits(tmp_path_factory.mktemp("data"), **TINY)
-
-
-def config(**overrides):
-    values = dict(
-        dataset="synthetic", arch="mobilenetv2_x1_0", models=2, epochs=2, batch_size=8, height=32,
-        width=16, lr=0.01, optimizer="sgd", eval_batch_size=32, deterministic=True, device="cpu",
-        weights="none", amp="none",
-    )  # fmt: skip
-    return build_config(**{**values, **overrides})
+from .tiny import config
 
 
 def train(splits, folder, **overrides) -> Trainer:

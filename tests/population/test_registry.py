@@ -5,8 +5,7 @@ of epoch ends on both orders, and a step loss honoured whatever batches a method
 import pytest
 import torch
 
-from reidgraft.config import FIELDS, ConfigError, build_config
-from reidgraft.data.datasets import synthetic_splits
+from reidgraft.config import FIELDS, ConfigError
 from reidgraft.engine import Trainer
 from reidgraft.engine.distributed import check_distributed
 from reidgraft.engine.runs import default_output
@@ -14,21 +13,7 @@ from reidgraft.population import POPULATIONS, PopulationSpec
 from reidgraft.population.participant import Participant
 from reidgraft.population.registry import describe_run
 
-TINY = dict(train_ids=8, test_ids=6, images_per_id=6, distractors=6, height=32, width=16)
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    return synthetic_splits(tmp_path_factory.mktemp("data"), **TINY)
-
-
-def config(**overrides):
-    values = dict(
-        dataset="synthetic", arch="mobilenetv2_x1_0", models=2, epochs=2, batch_size=8, height=32,
-        width=16, lr=0.01, optimizer="sgd", eval_batch_size=32, deterministic=True, device="cpu",
-        weights="none", amp="none",
-    )  # fmt: skip
-    return build_config(**{**values, **overrides})
+from .tiny import config
 
 
 def test_every_field_of_a_method_names_a_registered_one():
