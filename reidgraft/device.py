@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # (torch is imported in the functions: the config reads AMP_MODES without it)
     import torch
+
 AMP_MODES = ("none", "bf16", "fp16")
 
 # Defaults chosen from measurements (`tools/bench_train.py --sweep`, docs/performance.md): a

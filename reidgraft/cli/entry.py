@@ -7,6 +7,7 @@ only); the command modules are imported inside each function."""
 
 from __future__ import annotations
 
+import errno
 import importlib
 import signal
 import sys
@@ -16,20 +17,29 @@ from ..allocator import reexec_with_mimalloc, requested_device
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
 EXIT_USER_ERROR = 2
 
+EXIT_FAULT = 1
+
 # What every command reports in one line, `<command>: <what is wrong and the fix>`, instead of a
 # traceback, before any work where it can: a ValueError (the input is wrong: ConfigError,
 # DemoError, a bad checkpoint, ...) or an OSError (missing data, an unreadable image, a folder
-# that cannot be written). The exit status is 2, or the error's `exit_status` when it is a fault
-# of the machine rather than of the input (a full disk, a runtime that cannot run a file: 1).
-# The prefix is the command's name as `reidgraft <command>` takes it.
+# that cannot be written). The exit status is 2, or 1 for a fault of the machine rather than of
+# the input (an error's own `exit_status`, as a full disk's; an OSError of FAULT_ERRNOS). The
+# prefix is the command's name as `reidgraft <command>` takes it. A closed stdout (`| head`) is
+# no error: `_run` ends the command quietly.
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
+FAULT_ERRNOS = frozenset({errno.EIO, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 def report_error(command: str, error: BaseException, where: str = "") -> int:
-    """Print `command: [where]first line of the error` to stderr; return the exit status."""
+    """Print `command: [where]first line of the error` to stderr; return the exit status. A
+    broken pipe is raised again, for `_run`."""
+    if isinstance(error, BrokenPipeError):
+        raise error
     text = str(error).strip()
     message = text.splitlines()[0] if text else type(error).__name__
     print(f"{command}: {where}{message}", file=sys.stderr)
+    if isinstance(error, OSError) and error.errno in FAULT_ERRNOS:
+        return EXIT_FAULT
     return getattr(error, "exit_status", EXIT_USER_ERROR)
 
 
@@ -53,6 +63,19 @@ def interrupt_exit(interrupt: KeyboardInterrupt) -> int:
     from ..files import Terminated
 
     return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
+
+
+def _stdout_closed() -> bool:
+    """Whether nobody reads stdout any more: its pipe's other end is closed (asked of the file
+    itself, as a failed write may have emptied Python's buffer, so a flush would pass)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (OSError, ValueError):  # (no file number: a replaced stdout)
+        return False
 
 
 def version() -> str:
@@ -84,12 +107,10 @@ def _run(command: str, allocator: bool) -> int:
     except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as shell tools do
         import os
 
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
-            return 128 + signal.SIGPIPE
-        raise  # another pipe (a socket, a child process): a fault to be seen
+        if not _stdout_closed():
+            raise  # another pipe (a socket, a child process): a fault to be seen
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
+        return 128 + signal.SIGPIPE
     except DiskFull as full:  # a fault of the machine, not of the input: exit 1, one line
         return report_error(command, full)
     except KeyboardInterrupt as interrupt:  # (train says more itself: what was saved)

@@ -53,26 +53,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def run(args) -> int:
-    found = evaluate_run(
-        args.run_dir, model=args.model, dataset=args.dataset, root=args.root, rerank=args.rerank,
-        visualize=args.visualize, output=args.output, device=args.device, amp=args.amp,
-        batch_size=args.batch_size, index=args.index, workers=args.workers,
-    )  # fmt: skip
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        found = evaluate_run(
+            args.run_dir, model=args.model, dataset=args.dataset, root=args.root, rerank=args.rerank,
+            visualize=args.visualize, output=args.output, device=args.device, amp=args.amp,
+            batch_size=args.batch_size, index=args.index, workers=args.workers,
+        )  # fmt: skip
+    except USER_ERRORS as error:
+        return report_error("evaluate", error)
     label = f"{found.dataset} (re-ranked)" if found.rerank else found.dataset
     print(f"{label}: {found.queries} queries, {found.gallery} gallery")
     for line in metrics_table(found.rows, METRIC_KEYS):
         print(line)
     print(f"metrics: {found.metrics_file}" + (f"; pictures: {found.pictures}" if found.pictures else ""))
     return 0
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as error:
-        return report_error("evaluate", error)
 
 
 if __name__ == "__main__":

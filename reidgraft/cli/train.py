@@ -27,7 +27,7 @@ from ..engine.run_dir import RunDir
 from ..engine.runs import default_output, start_run
 from .entry import USER_ERRORS, interrupt_exit, report_error
 
-# (torch.distributed's glue, `engine.distributed`, is imported under torchrun alone: a mistyped
+# (torch.distributed's glue, `engine.distributed`, is imported where it is used: a mistyped
 # setting or missing data is said before torch loads)
 
 
@@ -105,9 +105,8 @@ def new_run(args: argparse.Namespace, distributed: bool, say=print) -> TrainConf
         return config
     from ..engine.distributed import leader_decides
 
-    config.output = leader_decides(
-        checked
-    )  # every rank writes into rank 0's folder, whatever its own clock said
+    # every rank writes into rank 0's folder, whatever its own clock said
+    config.output = leader_decides(checked)
     return config
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from ..files import atomic_write
 
+# (torch is imported in the functions that use it: the run folder's checks run before torch loads)
+
 # 2: each participant's state under "participants" and the trainer's "exchange_pending"; a
 # format 1 checkpoint is read through OLD_KEYS (`upgrade_checkpoint`)
 CHECKPOINT_FORMAT = 2
@@ -36,9 +38,6 @@ def upgrade_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
             name, entry = inner
             payload[key] = {**payload[key], name: {entry: value}}
     return payload
-
-
-# (torch is imported in the functions: the run folder's checks run before torch is loaded)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

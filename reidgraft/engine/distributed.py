@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config import ConfigError, TrainConfig
 from ..grafting import GraftRing, RingExchangeError, SelfGraft, distributed_graft, peer_lost
-from ..population.registry import POPULATIONS, active_specs
+from ..population.registry import POPULATIONS, PopulationSpec, active_specs
 
 
 def self_graft(models: list[nn.Module], model_ids: list[int], config: TrainConfig) -> SelfGraft:
@@ -34,14 +34,16 @@ def check_distributed(config: TrainConfig) -> None:
     """What one model per process cannot do yet, refused in one line: the specs say which
     methods and companions run in one process (DML needs every model's logits each step and
     PAPA their mean, a collective per step; EMA copies are evaluated in one process)."""
+    able = " and ".join(name for name, spec in POPULATIONS.items() if spec.distributed)
     for flag, spec in active_specs(config):
-        if not spec.distributed:
-            able = " and ".join(name for name, other in POPULATIONS.items() if other.distributed)
-            method = flag.startswith("--population")
+        if spec.distributed:
+            continue
+        if isinstance(spec, PopulationSpec):
             raise ConfigError(
-                f"{flag} {'trains its K models' if method else 'runs'} in one process; run it without "
-                f"torchrun and --distributed{f' ({able} run distributed)' if method else ''}"
+                f"{flag} trains its K models in one process; run it without torchrun and --distributed "
+                f"({able} run distributed)"
             )
+        raise ConfigError(f"{flag} runs in one process; run it without torchrun and --distributed")
 
 
 class SingleProcess:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..grafting.weighting import mean_alphas
+
 # Every epoch record has these entries: `alphas` stays None unless a graft filed its alphas there
 # (the epoch line, TensorBoard and the readers of metrics.json look for it)
 EPOCH_RECORD_DEFAULTS = {"alphas": None}
@@ -54,26 +56,24 @@ class EpochLog:
                 scalar(f"{key}/model{result['model']}", result[key], epoch)
         self.log(f"{epoch_line(record, self.epochs, self.primary)}  ({record['seconds']:.1f} s)")
 
-    def exchange(self, done: dict[str, Any], line: str) -> None:
-        """An exchange made after epoch `done["epoch"]` was saved (the authors' order), on its own
-        line (`line`, the participant's words): the epoch's line was written before it happened."""
+    def exchange(self, done: dict[str, Any], lines: list[str]) -> None:
+        """An exchange made after epoch `done["epoch"]` was saved (the authors' order), on lines of
+        its own (the participants' words): the epoch's line was written before it happened."""
         self._alpha_scalars(done)
-        self.log(line)
+        for line in lines:
+            self.log(line)
 
     def _alpha_scalars(self, record: dict[str, Any]) -> None:
         """Each model's mean alpha, when a graft filed alphas in `record`."""
-        for k, alphas in enumerate(record.get("alphas") or []):
-            self.writer.add_scalar(
-                f"alpha_mean/model{k}", sum(alphas.values()) / len(alphas), record["epoch"]
-            )
+        for k, mean in enumerate(mean_alphas(record.get("alphas") or [])):
+            self.writer.add_scalar(f"alpha_mean/model{k}", mean, record["epoch"])
 
 
 def epoch_line(record: dict[str, Any], epochs: int, primary: str) -> str:
     """`epoch 3/60  loss 1.234 1.301  mean alpha 0.512 0.488  mAP 0.412 0.398`."""
     line = f"epoch {record['epoch']}/{epochs}  loss " + " ".join(f"{v:.3f}" for v in record["loss"])
     if record["alphas"]:
-        means = [sum(a.values()) / len(a) for a in record["alphas"]]
-        line += "  mean alpha " + " ".join(f"{v:.3f}" for v in means)
+        line += "  mean alpha " + " ".join(f"{v:.3f}" for v in mean_alphas(record["alphas"]))
     if record.get("metrics"):
         line += f"  {primary} " + " ".join(f"{r[primary]:.3f}" for r in record["metrics"])
     return line

@@ -323,7 +323,8 @@ def method_version(payload: dict[str, Any]) -> int:
 
 
 def check_same_method(payload: dict[str, Any], where: str) -> None:
-    """ConfigError unless the run at `where` was trained by this code's METHOD_VERSION."""
+    """ConfigError unless the run at `where` was trained by this code's METHOD_VERSION, and is
+    not one of the few whose epoch ends were numbered otherwise (`renumbered`)."""
     version = method_version(payload)
     if version != METHOD_VERSION:
         raise ConfigError(
@@ -331,6 +332,29 @@ def check_same_method(payload: dict[str, Any], where: str) -> None:
             f"version {METHOD_VERSION}: its weights are not what this version trains; use another "
             "--output, or delete that run"
         )
+    what = renumbered(payload)
+    if what:
+        raise ConfigError(
+            f"{where} was trained with eval_after_graft and {what} before an epoch end was numbered "
+            "by the epochs completed on both orders: its weights are not what this version trains; use "
+            "another --output, or delete that run"
+        )
+
+
+def renumbered(payload: dict[str, Any]) -> str | None:
+    """What numbered a format 1 run's epoch ends otherwise than this code: with eval_after_graft an
+    exchange after epoch e was numbered e - 1, which the noise scion's noise and PAPA's random
+    pairs (of more than two models) read. (Every other run trains as it did: no version bump, so
+    they are reused and resumed.) None when nothing did."""
+    config = current_names(payload.get("config") or {})
+    if payload.get("format", 1) >= 2 or not config.get("eval_after_graft"):
+        return None
+    models, population = config.get("models", 1), config.get("population", "graft")
+    if population == "graft" and config.get("scion") == "noise" and models > 1:
+        return "the noise scion"
+    if population == "papa" and config.get("papa_mode") == "pairs" and models > 2:
+        return "PAPA pairs"
+    return None
 
 
 def check_same_data(payload: dict[str, Any], found: dict[str, Any] | None, where: str) -> None:

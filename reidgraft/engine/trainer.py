@@ -326,7 +326,7 @@ class Trainer:
                 self.run.unlock()
         if self.final is None:  # resumed a run that had already reached its epochs
             self.final = self.evaluate()
-            self.final_extras = self._evaluate_extras(last=True)
+            self.final_extras = self._evaluate_extras(last=True, kept_only=True)
             if self.group.leader:
                 self.run.write_metrics(self.metrics_file())
         return self.final
@@ -362,26 +362,27 @@ class Trainer:
             record.update(extras)
         except Exception:
             if self.group.rank is None:
-                self._end_epoch(record, started, evaluated=False)
+                self._end_epoch(record, started, evaluation_failed=True)
             raise
         if last:
             self.final, self.final_extras = record["metrics"], extras
 
-    def _end_epoch(self, record: dict[str, Any], started: float, evaluated: bool = True) -> None:
+    def _end_epoch(self, record: dict[str, Any], started: float, evaluation_failed: bool = False) -> None:
         """File the epoch's record (gathered over the ranks; what the previous exchange did goes
-        to the epoch it ended), log it, and save the checkpoint and metrics.json."""
-        if not evaluated:
+        to the epoch it ended), log it, and save the checkpoint and metrics.json. An epoch whose
+        evaluation failed is filed without metrics, in this process alone."""
+        if evaluation_failed:
             record = {key: value for key, value in record.items() if "metrics" not in key}
         record["seconds"] = round(time.perf_counter() - started, 3)
-        if not evaluated:
+        if evaluation_failed:
             record["evaluation_failed"] = True
         if self.exchanged:
             record["exchanged"], self.exchanged = self.exchanged, {}
-        if evaluated:
-            keys = [*PER_MODEL_KEYS, *(p.record_key for p in self.participants)]
-            record = self.group.gather_record(record, keys)
+        if not evaluation_failed:
+            keys = dict.fromkeys([*PER_MODEL_KEYS, *(p.record_key for p in self.participants)])
+            record = self.group.gather_record(record, list(keys))
         self.history.append(self._file_exchanged(record))
-        if evaluated and self.group.leader:
+        if not evaluation_failed and self.group.leader:
             self.epoch_log.record(self.history[-1])
         self.exchange_pending = not self.config.eval_after_graft and any(
             participant.exchanges_after(self.epoch) for participant in self.participants
@@ -406,10 +407,9 @@ class Trainer:
         self.exchanged, self.exchange_pending = self._exchange(), False
         if say and self.group.leader:
             done = {"epoch": self.epoch, **self.exchanged}
-            for participant in self.participants:
-                line = participant.describe(done)
-                if line:
-                    self.epoch_log.exchange(done, line)
+            lines = [line for participant in self.participants if (line := participant.describe(done))]
+            if lines:
+                self.epoch_log.exchange(done, lines)
 
     def _file_exchanged(self, record: dict[str, Any]) -> dict[str, Any]:
         """Move what the exchange before this epoch did (and the ring's traffic) into the record
@@ -560,12 +560,15 @@ class Trainer:
         cuda = sorted({d.index or 0 for d in self.devices if d.type == "cuda"})
         return torch.random.fork_rng(devices=cuda)
 
-    def _evaluate_extras(self, last: bool) -> dict[str, Any]:
+    def _evaluate_extras(self, last: bool, kept_only: bool = False) -> dict[str, Any]:
         """The models the participants add (EMA copies, PAPA's average), evaluated as the run is:
         {record entry: metrics}. Copies kept one per model are numbered as the models are and
-        also evaluated on the validation set; one model for the population gets one result."""
+        also evaluated on the validation set; one model for the population gets one result.
+        `kept_only`: only the copies kept one per model, whose final metrics metrics.json keeps."""
         found: dict[str, Any] = {}
         for participant in self.participants:
+            if kept_only and not participant.evaluates_each_model:
+                continue
             with self._untouched_rng():
                 models = participant.extra_evaluations(last, lambda: self.task.bn_images(BN_IMAGES))
                 if not models:

@@ -19,6 +19,7 @@ differences are in the hundreds, so `c` must be scaled down accordingly (e.g. c 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 from .options import GraftOptions, check_adaptive_parameters, check_fixed_alpha
 
@@ -43,4 +44,10 @@ def alpha_share(options: GraftOptions, score_own: float | None, score_other: flo
     return adaptive_alpha(score_own, score_other, options.A, options.c) - 0.5
 
 
-__all__ = ["adaptive_alpha", "alpha_share", "check_adaptive_parameters", "fixed_alpha"]
+def mean_alphas(alphas: Sequence[Mapping[str, float]]) -> list[float]:
+    """Each model's alpha averaged over its layers, from a graft's alphas (one mapping per model):
+    what the console and TensorBoard show of a graft."""
+    return [sum(layers.values()) / len(layers) for layers in alphas]
+
+
+__all__ = ["adaptive_alpha", "alpha_share", "check_adaptive_parameters", "fixed_alpha", "mean_alphas"]

@@ -140,13 +140,13 @@ def _fetch(download: bool | None, get) -> str | None:
 def _download_checked(url: str, path: Path) -> None:
     """Into torch hub's cache, checked against the hash prefix in torchvision's file name (torch
     hub writes to a temporary file and renames it when complete)."""
+    import torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a silent network must not hang the run
     try:
         hash_prefix = path.stem.rsplit("-", 1)[-1]
-        import torch
-
         torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=True)
     finally:
         socket.setdefaulttimeout(previous)

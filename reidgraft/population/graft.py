@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..grafting.weighting import mean_alphas
 from .participant import Participant
 
 
@@ -18,8 +19,8 @@ class Graft(Participant):
 
     name = "graft"
 
-    def __init__(self, graft: Callable[[int], Any], *, scion: str, options: dict[str, Any], models: int):
-        self._graft, self.scion, self.options, self.models = graft, scion, options, models
+    def __init__(self, graft: Callable[[int], Any], *, scion: str, options: dict[str, Any], count: int):
+        self._graft, self.scion, self.options, self.count = graft, scion, options, count
         self.record_key = "grafted_filters" if scion != "external" else "alphas"
 
     def settings(self) -> dict[str, Any]:
@@ -34,10 +35,10 @@ class Graft(Participant):
     def describe(self, record: dict[str, Any]) -> str | None:
         """Every model's mean alpha (once all K models' alphas are here: not on one rank)."""
         alphas = record.get("alphas")
-        if self.record_key != "alphas" or not alphas or len(alphas) != self.models:
+        if self.record_key != "alphas" or not alphas or len(alphas) != self.count:
             return None
-        means = [sum(a.values()) / len(a) for a in alphas]
-        return f"graft after epoch {record['epoch']}  mean alpha " + " ".join(f"{v:.3f}" for v in means)
+        means = " ".join(f"{v:.3f}" for v in mean_alphas(alphas))
+        return f"graft after epoch {record['epoch']}  mean alpha {means}"
 
 
 def build(models: list, config: Any, group: Any) -> Participant:
@@ -46,4 +47,4 @@ def build(models: list, config: Any, group: Any) -> Participant:
         return Participant()
     # a neighbour's scion does not depend on the epoch; noise decays with it
     graft = ring.graft if config.scion != "external" else (lambda completed: ring.graft())
-    return Graft(graft, scion=config.scion, options=config.graft_options(), models=config.models)
+    return Graft(graft, scion=config.scion, options=config.graft_options(), count=config.models)

@@ -32,68 +32,60 @@ class _Fields(dict):
         return getattr(self.config, name)
 
 
-def _label(template: str, config: Any) -> str:
-    return template.format_map(_Fields(config))
-
-
 @dataclass(frozen=True)
-class PopulationSpec:
-    """What K models trained side by side exchange (`--population NAME`)."""
+class _Spec:
+    """What a population method and a companion share: where the participant is built, and how
+    a run names it."""
 
     module: str  # its module (in this package, or dotted): `build(models, config, group)` makes it
-    help: str  # a few words for --population's help
-    label: str  # how a run describes itself: "grafted", "PAPA {papa_mode}" (config fields in braces)
-    min_models: int = 1
-    distributed: bool = True  # may train one model per process under torchrun
-    shared_batch: bool = False  # every model steps on the same batch (model 0's, read once)
-    run_suffix: str | None = None  # after k<K> in a default run folder's name; None: "-<name>"
+    label: str  # how a run describes it: "grafted", "PAPA {papa_mode}" (config fields in braces)
+    distributed: bool = True  # may run one model per process under torchrun
 
     def build(self, models: list, config: Any, group: Any):
-        """The method's participant over this process's `models`."""
+        """The participant over this process's `models`."""
         return _module(self.module).build(models, config, group)
 
     def describe(self, config: Any) -> str:
-        return _label(self.label, config)
+        return self.label.format_map(_Fields(config))
 
 
 @dataclass(frozen=True)
-class CompanionSpec:
+class PopulationSpec(_Spec):
+    """What K models trained side by side exchange (`--population NAME`)."""
+
+    help: str = ""  # a few words for --population's help
+    min_models: int = 1
+    shared_batch: bool = False  # every model steps on the same batch (model 0's, read once)
+    run_suffix: str | None = None  # after k<K> in a default run folder's name; None: "-<name>"
+
+
+@dataclass(frozen=True)
+class CompanionSpec(_Spec):
     """A participant beside the population method, on when its config field is set (EMA)."""
 
-    module: str
-    field: str  # the config field that switches it on (set: not None)
-    label: str  # appended to the run's description: "EMA {ema:g}"
-    distributed: bool = True
+    field: str = ""  # the config field that switches it on (set: not None)
 
     def active(self, config: Any) -> bool:
         return getattr(config, self.field) is not None
 
-    def build(self, models: list, config: Any, group: Any):
-        return _module(self.module).build(models, config, group)
-
-    def describe(self, config: Any) -> str:
-        return _label(self.label, config)
-
 
 POPULATIONS: dict[str, PopulationSpec] = {
-    "none": PopulationSpec(
-        "independent", help="independent models", label="independent", run_suffix="-nograft"
-    ),
+    "none": PopulationSpec("independent", "independent", help="independent models", run_suffix="-nograft"),
     "graft": PopulationSpec(
-        "graft", help="a ring graft at every epoch end, the papers'", label="grafted", run_suffix=""
+        "graft", "grafted", help="a ring graft at every epoch end, the papers'", run_suffix=""
     ),
     "dml": PopulationSpec(
         "dml",
+        "mutual learning",
         help="deep mutual learning: a KL term to the peers' predictions on the same batch every step",
-        label="mutual learning",
         min_models=2,
         distributed=False,  # every model's logits, every step: a collective per step
         shared_batch=True,
     ),
     "papa": PopulationSpec(
         "papa",
+        "PAPA {papa_mode}",
         help="population parameter averaging",
-        label="PAPA {papa_mode}",
         min_models=2,
         distributed=False,  # the population's mean every few steps: a collective per pull
     ),
@@ -101,7 +93,7 @@ POPULATIONS: dict[str, PopulationSpec] = {
 
 COMPANIONS: dict[str, CompanionSpec] = {
     # evaluated (BN statistics re-estimated) in one process beside the models
-    "ema": CompanionSpec("ema", field="ema", label="EMA {ema:g}", distributed=False),
+    "ema": CompanionSpec("ema", "EMA {ema:g}", field="ema", distributed=False),
 }
 
 

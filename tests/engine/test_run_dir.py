@@ -174,3 +174,27 @@ def test_a_run_folder_below_a_file_is_left_to_the_writability_check(tmp_path):
     RunDir(tmp_path / "a-file" / "run").check_unlocked()  # no OSError: check_new says why
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         RunDir(tmp_path / "a-file" / "run").check_new()
+
+
+def test_a_run_numbered_otherwise_before_format_2_is_refused_the_rest_reused():
+    from reidgraft.engine.run_dir import check_same_method
+
+    def saved(format_, **settings):
+        return {"format": format_, "config": build_config(eval_after_graft=True, **settings).to_dict()}
+
+    with pytest.raises(
+        ConfigError, match="eval_after_graft and the noise scion before an epoch end was numbered"
+    ):
+        check_same_method(saved(1, scion="noise", models=2), "runs/old")
+    with pytest.raises(ConfigError, match="eval_after_graft and PAPA pairs"):
+        check_same_method(saved(1, population="papa", papa_mode="pairs", models=3), "runs/old")
+    # what the numbering never reached trains as it did: reused and resumed
+    check_same_method(saved(1, scion="external", models=2), "runs/old")
+    check_same_method(
+        saved(1, population="papa", papa_mode="pairs", models=2), "runs/old"
+    )  # one pair: no draw
+    check_same_method(saved(1, scion="noise", models=1), "runs/old")
+    check_same_method(saved(2, scion="noise", models=2), "runs/new")
+    old = saved(1, scion="noise", models=2)
+    old["config"]["eval_after_graft"] = False
+    check_same_method(old, "runs/old")
