@@ -8,8 +8,6 @@ it would use (`config/recipes.py`), `TrainedRun` reads a finished run and `Featu
 turns one into a function from images to features (`extractor.py`). Each is imported on first
 use, so `import reidgraft` stays light (and `FeatureExtractor` loads no training code)."""
 
-from .lazy import lazy_names
-
 __version__ = "0.1.0"
 _EXPORTS = {
     "FeatureExtractor": "reidgraft.extractor",
@@ -20,4 +18,10 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
+def __getattr__(name: str):
+    # (not reidgraft.lazy's helper: importing one part, such as reidgraft.grafting, loads no other)
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'reidgraft' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """A package's public names loaded from their module on first use (PEP 562), so that importing
 one module of a package does not load the rest, nor torch, torchvision and torchreid behind it.
-(`grafting/` and `population/` keep their own copy: they import nothing of ours but the method.)"""
+(`grafting/` and `population/` keep their own copy, as they import nothing of ours but the
+method, and so does the root package, which every import of a part loads.)"""
 
 from __future__ import annotations
 
