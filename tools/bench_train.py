@@ -16,6 +16,11 @@ Goal: on a GPU, K = 4 in lockstep at least 0.9x the plain loop's images/s in tot
 With --population, the K-model step of each population method (dml, papa, papa_all, ema: the
 EMA of every model) against independent models (none), alternating; goal on this CPU for
 K = 2: DML and PAPA add at most 10%.
+With --techniques, ways of making the K-model CPU step faster against today's (K models one
+after another, every op on all threads, fp32 eager), alternating: torch.compile of each model
+(inductor; its first step, the compile, is printed apart), bf16 autocast, the K models fused into
+one vmapped model (torch.func), and a thread per model with one intra-op thread each; with the
+GFLOP/s each reaches and its share of the CPU's peak (`peak_gflops`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,31 @@ from reidgraft.models import build_backbone
 
 CLASSES = 64
 DISTINCT_BATCHES = 4  # cycled through: enough that no cache holds one batch's answers
+
+
+def peak_gflops() -> dict[str, tuple[float, str]]:
+    """This CPU's peak GFLOP/s in fp32 and bf16, from /proc/cpuinfo (cores, clock, flags), and
+    what it assumes: fp32, two FMA units per core (AVX-512: 16 lanes, else AVX2: 8; 2 flops
+    each); bf16, AMX's tile unit where the machine exposes it (1024 multiply-adds per cycle), else
+    AVX512-BF16's dot products (twice fp32's rate), else fp32's. The clock is the one read now."""
+    import os
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(
+        next((line.split(":")[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    )
+    clocks = [float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")]
+    ghz, cores = (clocks[0] / 1000 if clocks else 2.0), os.cpu_count() or 1
+    lanes = 16 if "avx512f" in flags else 8
+    fp32 = cores * ghz * 2 * lanes * 2
+    if "amx_bf16" in flags:
+        bf16 = (cores * ghz * 1024 * 2, "AMX")
+    elif "avx512_bf16" in flags:
+        bf16 = (2 * fp32, "AVX512-BF16")
+    else:
+        bf16 = (fp32, "no bf16 instructions")
+    where = f"{cores} cores at {ghz:.2f} GHz"
+    return {"fp32": (fp32, f"fp32 FMA, {where}"), "bf16": (bf16[0], f"bf16 {bf16[1]}, {where}")}
 
 
 class MemoryBatches:
@@ -178,6 +208,115 @@ def sweep(args) -> None:
         print(f"{name:<24}{speed:>9.1f} images/s   {speed / base:.2f} x fp32   (rounds {spread})")
 
 
+def step_flops(args) -> float:
+    """One training step's floating-point operations per image: the forward's (torch's count)
+    times three (the backward computes about twice the forward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_backbone(args.arch, CLASSES, seed=0).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 3, args.height, args.width))
+    return 3.0 * counter.get_total_flops()
+
+
+def technique_steps(args, name: str):
+    """A function training K models on step i's in-memory batches, the way `name` does."""
+    import copy
+    import threading
+
+    from torch.func import functional_call, stack_module_state, vmap
+
+    layout = torch.channels_last
+    data = MemoryBatches(DISTINCT_BATCHES, args.batch_size, args.height, args.width, torch.device("cpu"), 0)
+    batches = [(images.contiguous(memory_format=layout), labels) for images, labels, _, _ in data]
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    models = [
+        build_backbone(args.arch, CLASSES, seed=k).to(memory_format=layout).train()
+        for k in range(args.models)
+    ]
+    optimizers = [torch.optim.Adam(m.parameters(), lr=3e-4, weight_decay=5e-4, amsgrad=True) for m in models]
+
+    def one(k: int, forward, i: int, amp: str = "none") -> None:
+        images, labels = batches[(i + k) % len(batches)]
+        with autocast(torch.device("cpu"), amp):
+            loss = criterion(forward(images), labels)
+        optimizers[k].zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers[k].step()
+
+    if name in ("eager", "bf16"):
+        amp = "bf16" if name == "bf16" else "none"
+        return lambda i: [one(k, model, i, amp) for k, model in enumerate(models)]
+    if name == "compile":
+        compiled = [torch.compile(model) for model in models]
+        return lambda i: [one(k, forward, i) for k, forward in enumerate(compiled)]
+    if name == "thread_per_model":
+
+        def step(i: int) -> None:
+            def work(k: int) -> None:
+                torch.set_num_threads(1)  # (this thread's pool only)
+                one(k, models[k], i)
+
+            threads = [threading.Thread(target=work, args=(k,)) for k in range(len(models))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+        return step
+    # fused: the K models as one vmapped model over stacked weights, one optimizer for all
+    params, buffers = stack_module_state(models)
+    skeleton = copy.deepcopy(models[0]).to("meta")
+    optimizer = torch.optim.Adam(list(params.values()), lr=3e-4, weight_decay=5e-4, amsgrad=True)
+
+    def forward(p, b, images):
+        return functional_call(skeleton, (p, b), (images,))
+
+    def fused(i: int) -> None:
+        chosen = [batches[(i + k) % len(batches)] for k in range(len(models))]
+        logits = vmap(forward, randomness="different")(params, buffers, torch.stack([x for x, _ in chosen]))
+        loss = sum(criterion(logits[k], labels) for k, (_, labels) in enumerate(chosen))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return fused
+
+
+TECHNIQUES = ("eager", "compile", "bf16", "fused", "thread_per_model")
+
+
+def compare_techniques(args) -> None:
+    """Each technique's K-model step against today's (eager), alternating rounds."""
+    names = ["eager", *[name for name in args.techniques if name != "eager"]]
+    steps = {}
+    for name in names:
+        step = technique_steps(args, name)
+        started = time.perf_counter()
+        step(0)  # (allocations, kernel choice; for compile, the compile)
+        first = time.perf_counter() - started
+        step(1)
+        steps[name] = step
+        print(f"{name}: first step {first:.1f} s")
+    rounds = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            started = time.perf_counter()
+            for i in range(args.steps):
+                steps[name](i)
+            rounds[name].append(args.models * args.steps * args.batch_size / (time.perf_counter() - started))
+    flops, peaks = step_flops(args), peak_gflops()
+    base = statistics.median(rounds["eager"])
+    for name, values in rounds.items():
+        speed = statistics.median(values)
+        achieved = speed * flops / 1e9
+        peak, assumed = peaks["bf16" if name == "bf16" else "fp32"]
+        print(
+            f"{name:<18}{speed:>9.1f} images/s   {speed / base:.2f} x eager   {achieved:6.1f} GFLOP/s, "
+            f"{achieved / peak:.1%} of {peak:.0f} ({assumed})   (rounds {min(values):.1f}-{max(values):.1f})"
+        )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -201,6 +340,12 @@ def main(argv=None) -> int:
         choices=list(POPULATION_SETTINGS),
         help="time these population methods' K-model step against independent models (none)",
     )
+    parser.add_argument(
+        "--techniques",
+        nargs="+",
+        choices=TECHNIQUES,
+        help="time these ways of making the K-model CPU step faster against today's (eager)",
+    )
     args = parser.parse_args(argv)
     if min(args.models, args.steps, args.rounds, args.batch_size) < 1:
         parser.error("--models, --steps, --rounds and --batch-size must be at least 1")
@@ -217,6 +362,10 @@ def main(argv=None) -> int:
     )
     if args.sweep:
         sweep(args)
+    elif args.techniques:
+        if args.device != "cpu":
+            parser.error("--techniques measures the CPU step: give --device cpu")
+        compare_techniques(args)
     elif args.population:
         if args.models < 2:
             parser.error("--population compares K-model methods: give --models 2 or more")
