@@ -17,8 +17,8 @@ AMP_MODES = ("none", "bf16", "fp16")
 # setting is the default only where it was faster AND the quick recipe's mAP stayed within 1 point
 # of fp32. On the project's 2-core AVX512-BF16 CPU channels_last helped every backbone and size
 # measured (1.1-1.7x); whether bf16 autocast pays depends on the backbone and the input size, which
-# its spec says (`models/registry.py`). bf16 training is never the default where CPU bf16 goes
-# wrong (the caller's `bf16_refusal`). On one H200 at batch 32 the step is launch-bound: bf16 was
+# its spec says (`models/registry.py`). bf16 is never the default where CPU bf16 goes wrong (the
+# caller's `bf16_refusal`). On one H200 at batch 32 the step is launch-bound: bf16 was
 # slower than fp32 (0.84-0.92x) and channels_last gained 1.03-1.19x, unchecked on the quick
 # recipe's mAP; so CUDA keeps fp32 (cuDNN's TF32 convolutions) in the contiguous layout by default.
 
@@ -71,8 +71,8 @@ def resolve_precision(
     """(amp, channels_last) with `auto`/None replaced by the measured default; ValueError (one
     line) for a precision this hardware lacks.
 
-    `bf16_refusal`: for training where CPU bf16 goes wrong (a backbone's spec words it): the
-    default falls back to fp32, and an explicit `--amp bf16` is refused with that line."""
+    `bf16_refusal`: where CPU bf16 goes wrong (a backbone's spec words it): the default falls
+    back to fp32, and an explicit `--amp bf16` is refused with that line."""
     import torch
 
     default_amp, default_layout = default_precision(device, bf16_gains)

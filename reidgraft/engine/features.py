@@ -65,7 +65,15 @@ def extract_features(
         for k, (model, device) in enumerate(zip(models, devices, strict=True)):
             with autocast(device, amp):
                 parts[k].append(model(inputs[device]).float())
-    return [torch.cat(chunks) for chunks in parts]
+    features = [torch.cat(chunks) for chunks in parts]
+    if amp == "bf16":
+        for k, values in enumerate(features):
+            if not bool(torch.isfinite(values).all()):
+                raise ValueError(
+                    f"model {k}'s features hold NaN or infinite values under bf16 autocast ({what}); "
+                    "bf16 is the likely cause: run with --amp none"
+                )
+    return features
 
 
 @torch.no_grad()

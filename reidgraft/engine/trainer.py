@@ -518,9 +518,16 @@ class Trainer:
         """A diverged model would poison its neighbours at the graft: stop with the reason."""
         for k, loss in zip(self.model_ids, losses, strict=True):
             if not math.isfinite(loss):
+                if self.amp == "bf16":  # (oneDNN's bf16 kernels fail at some sizes: see bf16_hazard)
+                    raise ValueError(
+                        f"model {k}'s training loss became {loss} in epoch {self.epoch + 1} under bf16 "
+                        "autocast; bf16 is the likely cause: train with --amp none (if fp32 diverges "
+                        "too, lower the learning rate)"
+                    )
                 raise ValueError(
                     f"model {k}'s training loss became {loss} in epoch {self.epoch + 1} (amp {self.amp}); "
-                    "lower the learning rate, or train with --amp none"
+                    "lower the learning rate"
+                    + ("" if self.amp == "none" else ", or train with --amp none")
                 )
 
     def _to_device(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -118,15 +118,34 @@ class BackboneSpec:
                     f"--{name} {smallest} or more (re-ID recipes use 256x128)"
                 )
 
-    def bf16_training_hazard(self, height: int, width: int) -> str | None:
-        """The first layer where CPU bf16 training would go wrong at this input size, or None.
+    def bf16_hazard(self, height: int, width: int) -> str | None:
+        """The first layer where CPU bf16 goes wrong at this input size, or None.
 
-        oneDNN's bf16 weight gradient of a strided convolution (kernel > 1) reads memory it never
-        wrote when the input is one pixel wide (torch 2.14 on AVX512-BF16/AMX: NaN weights, at
-        random; fp32 and wider inputs are exact). Found by poisoning the heap with NaN before a step.
+        oneDNN's bf16 convolutions (torch 2.14 on AVX512-BF16/AMX CPUs) read memory they never
+        wrote where a strided convolution (kernel > 1) makes a map one pixel wide: the forward
+        pass of a 3x3, stride-2 convolution from a map 2 pixels wide (96 channels or more; in
+        training and inference alike), and the weight gradient of one fed a map 1 pixel wide.
+        The results then depend on what that memory held before; fp32, and maps 2 pixels or more
+        on each side, are exact. Found by filling freed memory with 0, NaN and 1e30 before a step
+        (`tests/engine/heap_fill_step.py`), which `tests/engine/test_precision.py` runs for every
+        backbone and size class.
         """
         narrow = shape_probe(self.name, (height, width)).narrow_strided_convs
         return narrow[0] if narrow else None
+
+    def bf16_safe_size(self, height: int, width: int) -> tuple[int, int] | None:
+        """The smallest input at least this large (in steps of 8 pixels) where CPU bf16 is safe,
+        for the refusal to suggest; None if no side up to 4x its length is. (A convolution's
+        sides shrink independently, so each is grown beside a large other side.)"""
+        wide = PROBE_SIDE
+
+        def smallest(side: int, probe) -> int | None:
+            grown = (side + extra for extra in range(0, 3 * side + 1, 8))
+            return next((length for length in grown if self.bf16_hazard(*probe(length)) is None), None)
+
+        safe_height = smallest(height, lambda length: (length, wide))
+        safe_width = smallest(width, lambda length: (wide, length))
+        return (safe_height, safe_width) if safe_height and safe_width else None
 
     def precision(
         self,
@@ -138,15 +157,22 @@ class BackboneSpec:
         training=False,
     ) -> tuple[str, bool]:
         """(amp, channels_last) for this backbone at input `size` on `device`: `auto`/None become
-        the measured default; for training, CPU bf16 is refused (explicit) or not chosen (auto)
-        where it goes wrong at this size. ValueError (one line) for what this hardware lacks."""
+        the measured default; CPU bf16 is refused (explicit) or not chosen (auto) where it goes
+        wrong at this size, for training and inference alike. ValueError (one line) for what this
+        hardware lacks."""
         refusal = None
-        hazard = self.bf16_training_hazard(*size) if training and self.task == REID else None
+        hazard = self.bf16_hazard(*size) if self.task == REID else None
         if hazard:
+            safe = self.bf16_safe_size(*size)
+            larger = (
+                "use a larger input" if not safe
+                else f"use --width {safe[1]} or more" if safe[0] == size[0]
+                else f"use --height {safe[0]} --width {safe[1]} or more"
+            )  # fmt: skip
             refusal = (
-                f"--amp bf16 cannot train {self.name} at {size[0]}x{size[1]} on the CPU: {hazard} gets a map "
-                "one pixel wide, where oneDNN's bf16 weight gradient turns to NaN; "
-                f"use --width {2 * size[1]} or more, or --amp none"
+                f"--amp bf16 cannot {'train' if training else 'run'} {self.name} at {size[0]}x{size[1]} on "
+                f"the CPU: {hazard} makes a map one pixel wide, where oneDNN's bf16 convolution reads "
+                f"memory it never wrote (its results are at random); {larger}, or --amp none"
             )
         return resolve_precision(
             amp, channels_last, device, bf16_gains=self.bf16_gains_on_cpu(size), bf16_refusal=refusal
@@ -274,9 +300,9 @@ def check_input_size(arch: str, height: int, width: int) -> None:
     backbone_spec(arch).check_input_size(height, width)
 
 
-def bf16_training_hazard(arch: str, height: int, width: int) -> str | None:
-    """The first layer of `arch` where CPU bf16 training would go wrong at this size, or None."""
-    return backbone_spec(arch).bf16_training_hazard(height, width)
+def bf16_hazard(arch: str, height: int, width: int) -> str | None:
+    """The first layer of `arch` where CPU bf16 goes wrong at this size, or None."""
+    return backbone_spec(arch).bf16_hazard(height, width)
 
 
 def imagenet_archs() -> list[str]:

@@ -1,6 +1,6 @@
 """What a network does to an input size, found by running it on shapes alone (the meta device:
-no memory, no arithmetic): its final map, and the layers that meet a feature map one pixel wide;
-and where its ResNet-style last stage is. Per backbone name, `registry.py` asks these."""
+no memory, no arithmetic): its final map, and the strided convolutions that make a map one pixel
+wide or tall; and where its ResNet-style last stage is. Per backbone name, `registry.py` asks these."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ PROBE_SIDE = 512  # large enough that every backbone's final map is many pixels 
 @dataclass(frozen=True)
 class ShapeProbe:
     stride: tuple[int, int]  # total downsampling (height, width) before global pooling
-    narrow_strided_convs: tuple[str, ...]  # strided k>1 convolutions whose input is 1 pixel wide
+    narrow_strided_convs: tuple[str, ...]  # strided k>1 convolutions whose output is 1 pixel on a side
 
     @property
     def min_size(self) -> tuple[int, int]:
@@ -26,15 +26,15 @@ class ShapeProbe:
 
 def run_on_shapes(model: nn.Module, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[str, ...]]:
     """Run a model built on the meta device on a (height, width) input: the last convolution's
-    output map, and the strided k>1 convolutions whose input is one pixel wide."""
+    output map, and the strided k>1 convolutions whose output is one pixel wide or tall."""
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    widths: dict[str, int] = {}
+    outputs: dict[str, tuple[int, int]] = {}
     last_map: list[tuple[int, int]] = []
 
     def record(name):
         def hook(module, inputs, output):
-            widths[name] = inputs[0].shape[-1]
-            last_map[:] = [tuple(output.shape[-2:])]
+            outputs[name] = tuple(output.shape[-2:])
+            last_map[:] = [outputs[name]]
 
         return hook
 
@@ -46,7 +46,9 @@ def run_on_shapes(model: nn.Module, size: tuple[int, int]) -> tuple[tuple[int, i
         for handle in handles:
             handle.remove()
     narrow = tuple(
-        name for name, m in convs if widths.get(name) == 1 and max(m.stride) > 1 and max(m.kernel_size) > 1
+        name
+        for name, m in convs
+        if name in outputs and min(outputs[name]) == 1 and max(m.stride) > 1 and max(m.kernel_size) > 1
     )
     return last_map[0], narrow
 

@@ -15,7 +15,7 @@ from reidgraft.device import cpu_has_bf16, default_precision
 from reidgraft.engine import Trainer, load_checkpoint
 from reidgraft.engine.trained import TrainedRun
 from reidgraft.models import backbone_spec
-from reidgraft.models.registry import bf16_training_hazard, check_input_size
+from reidgraft.models.registry import bf16_hazard, check_input_size
 from tests.engine.test_trainer import splits, tiny_config  # noqa: F401 (a fixture)
 
 CPU = torch.device("cpu")
@@ -33,8 +33,8 @@ needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no nati
 @needs_bf16
 def test_bf16_channels_last_trains_and_its_checkpoint_loads(splits, tmp_path):  # noqa: F811
     # ResNet18: bf16's default backbones are ResNets (see reidgraft/device.py about MobileNetV2)
-    # 32 wide: at 16, layer4.0.conv1 would get a map one pixel wide (see the tests below)
-    config = tiny_config(arch="resnet18", amp="bf16", channels_last=True, width=32)
+    # 64x48: smaller, and a strided convolution would make a map one pixel wide (see below)
+    config = tiny_config(arch="resnet18", amp="bf16", channels_last=True, height=64, width=48)
     trainer = Trainer(config, splits, tmp_path, log=lambda line: None)
     final = trainer.fit()
     assert all(0.0 <= row["mAP"] <= 1.0 for row in final)
@@ -45,7 +45,7 @@ def test_bf16_channels_last_trains_and_its_checkpoint_loads(splits, tmp_path):  
     assert all(t.dtype == torch.float32 for t in payload["models"][0].values() if t.is_floating_point())
     (model, _) = TrainedRun(tmp_path).models(CPU)
     with torch.no_grad():
-        assert model(torch.randn(2, 3, 32, 16)).shape[0] == 2
+        assert model(torch.randn(2, 3, 64, 48)).shape[0] == 2
 
 
 def defaults(arch: str, size: tuple[int, int], device: torch.device = CPU) -> tuple[str, bool]:
@@ -83,7 +83,7 @@ print(json.dumps(finite))
 
 @needs_bf16
 def test_onednn_bf16_weight_gradient_is_wrong_on_one_pixel_wide_maps():
-    # The fault bf16_training_hazard steers around (depthwise convolutions have it too). Should
+    # One of the faults bf16_hazard steers around (depthwise convolutions have it too). Should
     # this start failing, torch fixed it, and the guard in resolve_precision can go. A fresh
     # process: what a read of unwritten memory finds depends on the heap's history.
     done = subprocess.run(
@@ -94,23 +94,84 @@ def test_onednn_bf16_weight_gradient_is_wrong_on_one_pixel_wide_maps():
     assert finite[3:] == [False] * 3  # one pixel wide: NaN
 
 
-def test_the_shape_probe_finds_one_pixel_wide_strided_convolutions():
-    assert bf16_training_hazard("resnet18", 32, 16) == "layer4.0.conv1"
-    assert bf16_training_hazard("mobilenetv2_x1_0", 32, 16) == "conv7.0.dwconv2.conv"
-    assert bf16_training_hazard("resnet18", 32, 32) is None
-    assert bf16_training_hazard("resnet50", 256, 128) is None
+# Every backbone family the recipes use, at each size class: 128x64 (the recipes' small size),
+# 64x32 and 48x24 (where ResNets' layer4 makes a map one pixel wide), 32x16 (layer3 too).
+HEAP_CASES = [
+    f"{arch}:{size}"
+    for arch in ("resnet18", "resnet50", "mobilenetv2_x1_0", "osnet_x1_0")
+    for size in ("128x64", "64x32", "48x24", "32x16")
+]
+needs_amx = pytest.mark.skipif(
+    "amx_bf16" not in open("/proc/cpuinfo").read(), reason="the forward fault needs AMX (seen on AMX CPUs)"
+)
 
 
-def test_bf16_training_is_refused_or_avoided_where_it_would_go_wrong():
-    resnet18 = backbone_spec("resnet18")
-    with pytest.raises(
-        ValueError, match="--amp bf16 cannot train resnet18 at 32x16 .*layer4.0.conv1.*--width 32"
-    ):
-        resnet18.precision("bf16", None, CPU, (32, 16), training=True)
-    assert resnet18.precision("auto", None, CPU, (32, 16), training=True) == ("none", True)
-    # inference has no weight gradient: evaluation keeps bf16 at any size
+@pytest.fixture(scope="module")
+def heap_fill_counts() -> dict[str, int]:
+    """How many gradients of one bf16 step differ with what freed memory held (heap_fill_step.py),
+    per backbone and size, from a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.engine.heap_fill_step", *HEAP_CASES],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout)
+
+
+@needs_bf16
+def test_bf16_is_never_chosen_nor_allowed_where_its_step_reads_unwritten_memory(heap_fill_counts):
+    wrong = []
+    for case, differing in heap_fill_counts.items():
+        arch, size = case.split(":")
+        height, width = map(int, size.split("x"))
+        spec = backbone_spec(arch)
+        for training in (True, False):
+            try:
+                amp = spec.precision("bf16", None, CPU, (height, width), training=training)[0]
+            except ValueError:
+                amp = "refused"
+            if differing and amp == "bf16":
+                wrong.append(f"{case}: {differing} gradients differ, yet --amp bf16 is allowed")
+            if differing and spec.precision("auto", None, CPU, (height, width), training=training)[0] == "bf16":
+                wrong.append(f"{case}: {differing} gradients differ, yet auto picks bf16")
+    assert not wrong, wrong
+    assert heap_fill_counts["resnet50:128x64"] == 0  # the guard lets bf16 run where it is right
+
+
+@needs_bf16
+@needs_amx
+def test_onednn_bf16_forward_reads_unwritten_memory_on_amx(heap_fill_counts):
+    # The fault of issue 35: a 3x3, stride-2 convolution from a map 2 pixels wide (ResNet50's
+    # layer4.0.conv2 at 64x32) gives every gradient at random. Should this start failing, torch
+    # fixed it, and bf16_hazard can allow these sizes again.
+    assert heap_fill_counts["resnet50:64x32"] == 161
+    assert heap_fill_counts["resnet18:48x24"] > 0
+
+
+def test_the_shape_probe_finds_strided_convolutions_that_make_one_pixel_maps():
+    assert bf16_hazard("resnet18", 32, 16) == "layer3.0.conv1"
+    assert bf16_hazard("resnet50", 64, 32) == "layer4.0.conv2"  # from a map 2 pixels wide
+    assert bf16_hazard("mobilenetv2_x1_0", 48, 24) == "conv7.0.dwconv2.conv"
+    assert bf16_hazard("resnet18", 32, 32) == "layer4.0.conv1"  # one pixel tall as well
+    assert bf16_hazard("resnet18", 64, 48) is None
+    assert bf16_hazard("resnet50", 256, 128) is None
+
+
+def test_bf16_is_refused_or_avoided_where_it_would_go_wrong():
+    resnet50 = backbone_spec("resnet50")
+    for training, verb in ((True, "train"), (False, "run")):
+        with pytest.raises(
+            ValueError,
+            match=f"--amp bf16 cannot {verb} resnet50 at 64x32 .*layer4.0.conv2 makes a map one pixel wide"
+            ".*; use --width 40 or more, or --amp none",
+        ):
+            resnet50.precision("bf16", None, CPU, (64, 32), training=training)
+        assert resnet50.precision("auto", None, CPU, (64, 32), training=training) == ("none", True)
     bf16 = "bf16" if cpu_has_bf16() else "none"
-    assert resnet18.precision("auto", None, CPU, (32, 16)) == (bf16, True)
+    assert resnet50.precision("auto", None, CPU, (64, 48), training=True) == (bf16, True)
+    with pytest.raises(ValueError, match="; use --height 40 --width 40 or more, or --amp none$"):
+        backbone_spec("resnet18").precision("bf16", None, CPU, (32, 32), training=True)
+    assert backbone_spec("resnet18").bf16_safe_size(32, 16) == (40, 40)
+    assert bf16_hazard("resnet18", 40, 40) is None and bf16_hazard("resnet18", 40, 32) is not None
 
 
 def test_input_sizes_a_backbone_cannot_take_are_refused():
@@ -169,3 +230,43 @@ def test_a_diverged_model_stops_the_run_before_it_is_grafted(splits, tmp_path, m
     with pytest.raises(ValueError, match=r"model 1's training loss became nan in epoch 1 \(amp none\)"):
         trainer.fit()
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_nan_loss_under_bf16_names_bf16(splits, tmp_path, monkeypatch):  # noqa: F811
+    trainer = Trainer(tiny_config(models=2), splits, tmp_path, log=lambda line: None)
+    trainer.amp = "bf16"  # (as chosen for a size where bf16 is allowed)
+    monkeypatch.setattr(
+        trainer, "train_epoch", lambda epoch: {"loss": [float("nan"), 0.5], "train_accuracy": [0, 0]}
+    )
+    with pytest.raises(
+        ValueError, match=r"model 0's training loss became nan in epoch 1 under bf16 autocast; bf16 is the "
+        r"likely cause: train with --amp none"
+    ):
+        trainer.fit()
+
+
+class Spoiled(torch.nn.Module):
+    """Features that turn NaN from the second image on (what a kernel's stray read gives)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, images):
+        features = images.flatten(1)[:, :4] * self.scale
+        features[1:] = float("nan")
+        return features
+
+
+def test_nan_features_under_bf16_name_bf16(splits):  # noqa: F811
+    from reidgraft.engine.features import extract_features
+
+    query = splits.query[:3]
+    shape = dict(height=32, width=16, batch_size=4, workers=0)
+    (fine,) = extract_features([Spoiled()], query, amp="none", **shape)  # fp32: left to the evaluator
+    assert fine.isnan().any()
+    with pytest.raises(
+        ValueError, match=r"model 0's features hold NaN or infinite values under bf16 autocast \(features\); "
+        r"bf16 is the likely cause: run with --amp none"
+    ):
+        extract_features([Spoiled()], query, amp="bf16", **shape)
