@@ -15,6 +15,7 @@ business (`distributed.py`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -44,6 +45,7 @@ from .losses import CenterLoss, center_optimizer, step_centers
 from .optim import build_optimizer, build_scheduler, replay_schedule
 from .preflight import Plan, preflight
 from .run_dir import METHOD_VERSION, RunDir
+from .side_by_side import Workers, plan_side_by_side
 from .tasks import REID_METRICS, Task, make_task
 from .trained import TrainedRun
 
@@ -57,6 +59,34 @@ PER_MODEL_KEYS = (
     "invalid_ratio_1e-3",
     "network_entropy",
 )
+
+
+class Outputs:
+    """One step's logits and pre-neck features per model (None until computed)."""
+
+    def __init__(self, count: int):
+        self.logits: list[torch.Tensor | None] = [None] * count
+        self.features: list[torch.Tensor | None] = [None] * count
+
+
+class EpochTotals:
+    """Each model's summed loss, hits and images over an epoch, on its device (read once)."""
+
+    def __init__(self, members: list[Member]):
+        self.loss = [torch.zeros((), dtype=torch.float64, device=m.device) for m in members]
+        self.hits = [torch.zeros((), dtype=torch.int64, device=m.device) for m in members]
+        self.seen = [0] * len(members)
+
+    def add(self, k: int, loss: torch.Tensor, logits: torch.Tensor, pids: torch.Tensor) -> None:
+        self.loss[k] += loss.detach().double() * len(pids)
+        self.hits[k] += (logits.detach().argmax(dim=1) == pids).sum()
+        self.seen[k] += len(pids)
+
+    def means(self) -> dict[str, list[float]]:
+        return {
+            "loss": [float(total) / max(n, 1) for total, n in zip(self.loss, self.seen, strict=True)],
+            "train_accuracy": [int(hits) / max(n, 1) for hits, n in zip(self.hits, self.seen, strict=True)],
+        }
 
 
 @dataclass
@@ -125,6 +155,10 @@ class Trainer:
         # the population method, then its companions (EMA copies), over this process's models
         self.participants = build_participants([m.model for m in self.members], config, self.group)
         self.shared_batch = POPULATIONS[config.population].shared_batch
+        self.side_by_side = plan_side_by_side(
+            config.parallel_models, [m.device for m in self.members], [m.model for m in self.members],
+            self.shared_batch,
+        )  # fmt: skip
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
         # with a shared batch every model sees model 0's order and augmentation, read once
@@ -268,6 +302,7 @@ class Trainer:
             initialisation=self.initial_weights.description,
             precision={"amp": self.amp, "channels_last": self.channels_last},
             intra_op_threads=torch.get_num_threads(),
+            step=self.side_by_side.record(),
             data=self.task.data_fingerprint(),
             method_version=METHOD_VERSION,
         )
@@ -427,13 +462,13 @@ class Trainer:
     def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
         """One epoch of K models in lockstep (or its first `max_steps` steps, for benchmarks);
         returns mean loss and training accuracy per model. Losses and hits add up on each model's
-        device and are read once at the end: no host synchronisation per step."""
+        device and are read once at the end: no host synchronisation per step. On the CPU the
+        models may step side by side (`side_by_side.py`); the next batches are then read while
+        they do."""
         set_epoch(self.train_loaders, epoch)
         for member in self.members:
             member.model.train()
-        loss_sums = [torch.zeros((), dtype=torch.float64, device=m.device) for m in self.members]
-        correct = [torch.zeros((), dtype=torch.int64, device=m.device) for m in self.members]
-        seen = [0] * len(self.members)
+        totals = EpochTotals(self.members)
         steps = min(len(self.train_loaders[0]), max_steps or len(self.train_loaders[0]))
         shared = self.shared_batch
         bar = progress(
@@ -443,47 +478,66 @@ class Trainer:
             what=f"{self.label}epoch {epoch + 1}/{self.config.epochs}" if self.group.leader else "",
             per_step=self.config.batch_size * (1 if shared else len(self.members)),
         )
-        for step, batches in enumerate(bar):
-            if shared:  # one batch for every model
-                batches = batches * len(self.members)
-            inputs = [
-                (self._to_device(images, member.device), pids.to(member.device, non_blocking=True))
-                for member, (images, pids, *_) in zip(self.members, batches, strict=True)
-            ]
-            # on a shared batch every model's logits come first: each loss may read its peers'
-            logits: list[torch.Tensor | None] = [None] * len(self.members)
-            features: list[torch.Tensor | None] = [None] * len(self.members)
-            if shared:
-                for k, (member, (images, _)) in enumerate(zip(self.members, inputs, strict=True)):
-                    logits[k], features[k] = self._forward(member, images)
-            for k, (member, (images, pids)) in enumerate(zip(self.members, inputs, strict=True)):
-                if not shared:
-                    logits[k], features[k] = self._forward(member, images)
-                with autocast(member.device, self.amp):
-                    loss = self.task.loss(logits[k], features[k], pids, self.criterion)
-                    if member.center is not None:
-                        loss = loss + self.config.center_loss_weight * member.center(features[k], pids)
-                    if self.teachers:
-                        loss = loss + self.config.kd_weight * distillation_loss(
-                            logits[k], self._teacher_logits(images, member.device), self.config.kd_tau
-                        )
-                    for participant in self.participants:
-                        term = participant.step_loss(k, logits)
-                        if term is not None:
-                            loss = loss + term
-                self._step(member, loss)
-                loss_sums[k] += loss.detach().double() * len(pids)
-                correct[k] += (logits[k].detach().argmax(dim=1) == pids).sum()
-                seen[k] += len(pids)
-                if not shared:  # (the next model's term sees its own logits alone)
-                    logits[k] = features[k] = None
-            shares = self._lr_shares()
+        batches_left = iter(bar)
+        batches = next(batches_left, None)
+        step = 0
+        with Workers(self.side_by_side) as workers:
+            while batches is not None:
+                if shared:  # one batch for every model
+                    batches = batches * len(self.members)
+                inputs = [
+                    (self._to_device(images, member.device), pids.to(member.device, non_blocking=True))
+                    for member, (images, pids, *_) in zip(self.members, batches, strict=True)
+                ]
+                # on a shared batch every model's logits come first: each loss may read its peers'
+                outputs = Outputs(len(self.members))
+                if shared:
+                    for k, (member, (images, _)) in enumerate(zip(self.members, inputs, strict=True)):
+                        outputs.logits[k], outputs.features[k] = self._forward(member, images)
+                wait = workers.start(
+                    [
+                        functools.partial(self._train_model, k, member, *inputs[k], outputs, totals)
+                        for k, member in enumerate(self.members)
+                    ]
+                )
+                batches = next(batches_left, None)
+                wait()
+                shares = self._lr_shares()
+                for participant in self.participants:
+                    participant.after_step(step, shares)
+                step += 1
+        return totals.means()
+
+    def _train_model(
+        self,
+        k: int,
+        member: Member,
+        images: torch.Tensor,
+        pids: torch.Tensor,
+        outputs: Outputs,
+        totals: EpochTotals,
+    ) -> None:
+        """Model k's step on its batch: forward (unless a shared batch's was done), loss with
+        every term, backward, optimizer; its loss and hits added to `totals`."""
+        if outputs.logits[k] is None:
+            outputs.logits[k], outputs.features[k] = self._forward(member, images)
+        logits, features = outputs.logits[k], outputs.features[k]
+        with autocast(member.device, self.amp):
+            loss = self.task.loss(logits, features, pids, self.criterion)
+            if member.center is not None:
+                loss = loss + self.config.center_loss_weight * member.center(features, pids)
+            if self.teachers:
+                loss = loss + self.config.kd_weight * distillation_loss(
+                    logits, self._teacher_logits(images, member.device), self.config.kd_tau
+                )
             for participant in self.participants:
-                participant.after_step(step, shares)
-        return {
-            "loss": [float(total) / max(n, 1) for total, n in zip(loss_sums, seen, strict=True)],
-            "train_accuracy": [int(hits) / max(n, 1) for hits, n in zip(correct, seen, strict=True)],
-        }
+                term = participant.step_loss(k, outputs.logits)
+                if term is not None:
+                    loss = loss + term
+        self._step(member, loss)
+        totals.add(k, loss, logits, pids)
+        if not self.shared_batch:  # (the next model's term sees its own logits alone)
+            outputs.logits[k] = outputs.features[k] = None
 
     def _forward(self, member: Member, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A training forward pass: (logits, the pre-neck feature or None)."""
