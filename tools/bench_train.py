@@ -21,6 +21,12 @@ after another, every op on all threads, fp32 eager), alternating: torch.compile 
 (inductor; its first step, the compile, is printed apart), bf16 autocast, the K models fused into
 one vmapped model (torch.func), and a thread per model with one intra-op thread each; with the
 GFLOP/s each reaches and its share of the CPU's peak (`peak_gflops`).
+With --real-epoch, whole epochs of a real dataset through the real loader (the synthetic set by
+default; --dataset/--root for others), the default path (K models side by side on the CPU where
+it pays) against today's (one after another), alternating, in the recipes' default precision;
+its last line is `speedup: X.XXx` (default over eager):
+
+    python tools/bench_train.py --real-epoch --models 2 --rounds 3 --root /tmp/synthetic
 """
 
 from __future__ import annotations
@@ -144,7 +150,7 @@ def trainer_run(args, models: int, amp: str, channels_last: bool, steps: int, **
     config = build_config(
         dataset="synthetic", arch=args.arch, models=models, height=args.height, width=args.width,
         batch_size=args.batch_size, optimizer="amsgrad", lr=3e-4, device=args.device, amp=amp,
-        channels_last=channels_last, weights=None, **settings,
+        channels_last=channels_last, weights=None, parallel_models="none", **settings,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, splits, Path(run_dir), log=lambda line: None)
@@ -317,13 +323,66 @@ def compare_techniques(args) -> None:
         )
 
 
+def real_epoch(args) -> None:
+    """Whole epochs of a real dataset through the real loader (workers 0, the default): the
+    default path (`--parallel-models auto`: side by side where it pays) against today's (`none`:
+    one model after another on every thread), alternating rounds, in the recipes' default
+    precision (`--amp auto` unless given)."""
+    from reidgraft.engine.runs import load_data
+
+    def config(parallel: str):
+        return build_config(
+            dataset=args.dataset, root=args.root, arch=args.arch, models=args.models, height=args.height,
+            width=args.width, batch_size=args.batch_size, device="cpu", amp=args.amp or "auto",
+            weights="none", parallel_models=parallel,
+        )  # fmt: skip
+
+    data = load_data(config("auto"), log=print)
+    paths = {"default": "auto", "eager": "none"}
+    with tempfile.TemporaryDirectory() as folder:
+        trainers = {
+            name: Trainer(config(setting), data, Path(folder) / name, log=lambda line: None)
+            for name, setting in paths.items()
+        }
+        steps = min(len(trainers["default"].train_loaders[0]), args.max_steps or 10**9)
+        images = steps * args.batch_size * args.models
+        first = trainers["default"]
+        print(
+            f"{args.dataset}: {steps} steps of {args.batch_size} images x {args.models} models an epoch; "
+            f"amp {first.amp}, channels_last {first.channels_last}; default path: {first.side_by_side.reason}, "
+            f"{first.side_by_side.at_once} at once, {first.side_by_side.threads_each} threads each"
+        )
+        for trainer in trainers.values():
+            trainer.train_epoch(0, max_steps=2)  # warm-up (allocations, kernel choice)
+        rounds = {name: [] for name in paths}
+        for epoch in range(1, args.rounds + 1):
+            for name, trainer in trainers.items():
+                started = time.perf_counter()
+                trainer.train_epoch(epoch, max_steps=steps)
+                rounds[name].append(images / (time.perf_counter() - started))
+                print(f"  round {epoch}, {name}: {rounds[name][-1]:.1f} images/s", flush=True)
+    flops, peaks = step_flops(args), peak_gflops()
+    peak, assumed = peaks["bf16" if first.amp == "bf16" else "fp32"]
+    for name, values in rounds.items():
+        speed = statistics.median(values)
+        achieved = speed * flops / 1e9
+        print(
+            f"{name + ' (' + paths[name] + ')':<16}{speed:>9.1f} images/s   {achieved:6.1f} GFLOP/s, "
+            f"{achieved / peak:.1%} of {peak:.0f} ({assumed})   (rounds {min(values):.1f}-{max(values):.1f})"
+        )
+    speedup = statistics.median(rounds["default"]) / statistics.median(rounds["eager"])
+    print(f"speedup: {speedup:.2f}x")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--arch", default="mobilenetv2_x1_0")
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    parser.add_argument(
+        "--amp", choices=("auto", "none", "bf16", "fp16"), help="default: none; with --real-epoch, auto"
+    )
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model per step (default: 32)")
     parser.add_argument("--models", type=int, default=4, help="K for the lockstep run (default: 4)")
@@ -346,7 +405,25 @@ def main(argv=None) -> int:
         choices=TECHNIQUES,
         help="time these ways of making the K-model CPU step faster against today's (eager)",
     )
+    parser.add_argument(
+        "--real-epoch",
+        action="store_true",
+        help="time whole epochs through the real loader: the default path against today's (eager)",
+    )
+    parser.add_argument("--dataset", default="synthetic", help="with --real-epoch (default: synthetic)")
+    parser.add_argument("--root", default="data", help="with --real-epoch: the dataset's folder")
+    parser.add_argument(
+        "--max-steps", type=int, help="with --real-epoch: stop each epoch after this many steps"
+    )
     args = parser.parse_args(argv)
+    if args.real_epoch:
+        if args.device != "cpu" or args.models < 1 or args.rounds < 1 or (args.max_steps or 1) < 1:
+            parser.error("--real-epoch measures the CPU: --device cpu, and counts of at least 1")
+        real_epoch(args)
+        return 0
+    args.amp = args.amp or "none"
+    if args.amp == "auto":
+        parser.error("--amp auto is for --real-epoch")
     if min(args.models, args.steps, args.rounds, args.batch_size) < 1:
         parser.error("--models, --steps, --rounds and --batch-size must be at least 1")
     device = resolve_device(args.device)

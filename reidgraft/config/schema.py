@@ -31,7 +31,7 @@ SAMPLERS = ("random", "identity")
 METRIC_PROTOCOLS = ("market1501", "cuhk03")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_CHOICES = ("auto", *AMP_MODES)
-PARALLEL_MODELS = ("auto", "off")  # how K models step on the CPU (engine/side_by_side.py)
+PARALLEL_MODELS = ("auto", "none")  # how K models step on the CPU (engine/side_by_side.py)
 GRAFT_OPTIONS = tuple(f.name for f in dataclasses.fields(GraftOptions))
 LR_SPREADS = ("cosine", "none")
 ROLES = ("identity", "result", "runtime")
@@ -580,10 +580,10 @@ class TrainConfig:
         metadata=_doc(
             "run",
             "CPU: train the K models side by side, a thread each with its share of the cores (auto: "
-            "where it pays, i.e. 2+ models on 2+ threads, each on its own batch, no dropout); off: one "
-            "after another on every core. Equal to off within float rounding",
+            "where it pays, i.e. fp32, 2+ models on 2+ threads, each on its own batch, no dropout); none: "
+            "one after another on every core. Equal to none within float rounding",
             PARALLEL_MODELS,
-            resumable=True,
+            role="runtime",
         ),
     )
     output: str | None = field(

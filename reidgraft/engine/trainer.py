@@ -36,6 +36,7 @@ from ..grafting import distillation_loss, ring_learning_rates
 from ..models import load_pretrained
 from ..models.reid_head import build_reid_model, head_options
 from ..population import BN_IMAGES
+from ..population.participant import Participant
 from ..population.registry import POPULATIONS, build_participants
 from ..progress import progress
 from .checkpoint import CHECKPOINT_FORMAT, restore_rng_state, rng_state, upgrade_checkpoint
@@ -157,7 +158,8 @@ class Trainer:
         self.shared_batch = POPULATIONS[config.population].shared_batch
         self.side_by_side = plan_side_by_side(
             config.parallel_models, [m.device for m in self.members], [m.model for m in self.members],
-            self.shared_batch,
+            amp=self.amp, shared_batch=self.shared_batch,
+            loss_terms=any(type(p).step_loss is not Participant.step_loss for p in self.participants),
         )  # fmt: skip
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
@@ -572,7 +574,7 @@ class Trainer:
         """A diverged model would poison its neighbours at the graft: stop with the reason."""
         for k, loss in zip(self.model_ids, losses, strict=True):
             if not math.isfinite(loss):
-                if self.amp == "bf16":  # (oneDNN's bf16 kernels fail at some sizes: see bf16_hazard)
+                if self.amp == "bf16" and self.device.type == "cpu":  # (oneDNN's: see bf16_hazard)
                     raise ValueError(
                         f"model {k}'s training loss became {loss} in epoch {self.epoch + 1} under bf16 "
                         "autocast; bf16 is the likely cause: train with --amp none (if fp32 diverges "

@@ -164,15 +164,16 @@ class BackboneSpec:
         hazard = self.bf16_hazard(*size) if self.task == REID else None
         if hazard:
             safe = self.bf16_safe_size(*size)
-            larger = (
-                "use a larger input" if not safe
-                else f"use --width {safe[1]} or more" if safe[0] == size[0]
-                else f"use --height {safe[0]} --width {safe[1]} or more"
+            fix = (
+                "run with --amp none (or auto)" if not training  # (a trained model's size is fixed)
+                else "use a larger input, or --amp none" if not safe
+                else f"use --width {safe[1]} or more, or --amp none" if safe[0] == size[0]
+                else f"use --height {safe[0]} --width {safe[1]} or more, or --amp none"
             )  # fmt: skip
             refusal = (
                 f"--amp bf16 cannot {'train' if training else 'run'} {self.name} at {size[0]}x{size[1]} on "
-                f"the CPU: {hazard} makes a map one pixel wide, where oneDNN's bf16 convolution reads "
-                f"memory it never wrote (its results are at random); {larger}, or --amp none"
+                f"the CPU: {hazard} makes a map one pixel wide or tall, where oneDNN's bf16 convolution "
+                f"reads memory it never wrote (its results are at random); {fix}"
             )
         return resolve_precision(
             amp, channels_last, device, bf16_gains=self.bf16_gains_on_cpu(size), bf16_refusal=refusal

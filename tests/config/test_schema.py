@@ -30,7 +30,9 @@ def test_every_field_has_help_a_group_a_role_and_a_task():
 def test_the_resume_policy_comes_from_the_roles():
     assert identity_fields() == ["dataset", "arch", "models"]
     # runtime settings may change when a run continues, but the run keeps its own folder
-    assert runtime_fields() == {"output", "workers", "download", "ring_timeout", "eval_batch_size"}
+    assert runtime_fields() == {
+        "output", "workers", "download", "ring_timeout", "eval_batch_size", "parallel_models"
+    }  # fmt: skip
     assert resumable_fields() == (runtime_fields() - {"output"}) | {
         "epochs",
         "device",

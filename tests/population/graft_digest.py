@@ -34,7 +34,7 @@ def run_digest(splits, run_dir: Path, **overrides) -> str:
     values = dict(
         dataset="synthetic", arch="mobilenetv2_x1_0", batch_size=8, height=32, width=16, lr=0.01,
         optimizer="sgd", eval_batch_size=32, deterministic=True, device="cpu", weights="none",
-        parallel_models="off",
+        parallel_models="none",
     )  # fmt: skip
     trainer = Trainer(build_config(**{**values, **overrides}), splits, run_dir, log=lambda line: None)
     trainer.fit()

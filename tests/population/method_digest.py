@@ -6,7 +6,7 @@ methods became registered participants (commit 7a2db7e); `test_methods_unchanged
 it still gives exactly that. Made by
 `python -m tests.population.method_digest > tests/population/method_digests.json` on the CI
 machine (CPU, 2 intra-op threads, deterministic kernels). The models step one after another
-(`parallel_models="off"`), as they all did then; `test_side_by_side.py` holds the side-by-side
+(`parallel_models="none"`), as they all did then; `test_side_by_side.py` holds the side-by-side
 path to these runs within float tolerance."""
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ TINY = dict(train_ids=8, test_ids=6, images_per_id=6, distractors=6, height=32, 
 REID = dict(
     dataset="synthetic", arch="mobilenetv2_x1_0", models=2, epochs=2, batch_size=8, height=32, width=16,
     lr=0.01, optimizer="sgd", eval_batch_size=32, deterministic=True, device="cpu", weights="none",
-    amp="none", parallel_models="off",
+    amp="none", parallel_models="none",
 )  # fmt: skip
 DIGITS = dict(
     dataset="digits", arch="resnet20", models=2, epochs=2, batch_size=64, optimizer="sgd", lr=0.1,
     scheduler="cosine", label_smooth=0.0, transforms=["random_crop"], eval_every=1, eval_batch_size=450,
-    device="cpu", deterministic=True, amp="none", parallel_models="off",
+    device="cpu", deterministic=True, amp="none", parallel_models="none",
 )  # fmt: skip
 STRONG = dict(
     loss=["softmax", "triplet"], sampler="identity", num_instances=2, bnneck=True, center_loss_weight=0.0005

@@ -106,11 +106,12 @@ def test_epoch_ends_are_numbered_by_the_epochs_completed_on_both_orders(splits, 
 
 
 def test_a_step_loss_counts_whatever_batches_the_method_reads(splits, tmp_path):
-    plain = Trainer(config(population="none", epochs=1), splits, tmp_path / "plain", log=lambda line: None)
+    # (one after another, as the trainer steps a run whose participant adds a loss term; this
+    # one is appended after the trainer planned how its models step)
+    settings = dict(population="none", epochs=1, parallel_models="none")
+    plain = Trainer(config(**settings), splits, tmp_path / "plain", log=lambda line: None)
     plain.fit()
-    counted = Trainer(
-        config(population="none", epochs=1), splits, tmp_path / "counted", log=lambda line: None
-    )
+    counted = Trainer(config(**settings), splits, tmp_path / "counted", log=lambda line: None)
     recorder = Recorder()
     counted.participants.append(recorder)
     counted.fit()

@@ -69,13 +69,15 @@ def test_side_by_side_is_one_after_another_on_a_thread_each(splits, tmp_path, me
     settings = METHODS[method]
     side = train(splits, tmp_path / "side", **settings)
     each = side.side_by_side.threads_each
-    after = train(splits, tmp_path / "after", threads=each, **settings, parallel_models="off")
-    assert side.side_by_side.at_once == 2 and after.side_by_side.at_once == 1
+    after = train(splits, tmp_path / "after", threads=each, **settings, parallel_models="none")
+    models, threads = settings.get("models", 2), torch.get_num_threads()
+    at_once = min(models, threads)
+    assert side.side_by_side.at_once == at_once and after.side_by_side.at_once == 1
     assert_same(side, after)
     metrics = json.loads((tmp_path / "side" / "metrics.json").read_text())
     assert metrics["step"] == {
-        "parallel_models": "auto", "models_at_once": 2, "threads_per_model": each,
-        "why": f"{settings.get('models', 2)} models on {torch.get_num_threads()} threads",
+        "parallel_models": "auto", "models_at_once": at_once, "threads_per_model": threads // at_once,
+        "why": f"{models} models on {threads} threads",
     }  # fmt: skip
 
 
@@ -98,9 +100,11 @@ def gradient_error(arch: str, size: tuple[int, int], threads: int | None, refere
     if threads is None:
         found["g"] = gradients()
     else:
+        saved = torch.get_num_threads()
         worker = threading.Thread(target=lambda: torch.set_num_threads(threads) or found.update(g=gradients()))
         worker.start()
         worker.join()
+        torch.set_num_threads(saved)  # (torch keeps one process-wide count as well)
     return ((found["g"] - reference).norm() / reference.norm()).item()
 
 
@@ -119,8 +123,8 @@ def test_a_model_stepped_in_its_thread_is_as_accurate_as_on_every_thread():
 
 @needs_two_threads
 def test_checkpoints_resume_either_way(splits, tmp_path):
-    straight = {mode: train(splits, tmp_path / mode, epochs=3, parallel_models=mode) for mode in ("auto", "off")}
-    for made, resumed in (("off", "auto"), ("auto", "off")):
+    straight = {mode: train(splits, tmp_path / mode, epochs=3, parallel_models=mode) for mode in ("auto", "none")}
+    for made, resumed in (("none", "auto"), ("auto", "none")):
         run = tmp_path / f"{made}-then-{resumed}"
         train(splits, run, epochs=2, parallel_models=made)
         trainer = Trainer(config(epochs=3, parallel_models=resumed), splits, run, log=lambda line: None)
@@ -137,21 +141,23 @@ def test_side_by_side_is_used_only_where_it_changes_nothing_but_rounding():
     models = [torch.nn.Sequential(torch.nn.Linear(2, 2)) for _ in range(2)]
     threads = torch.get_num_threads()
 
-    def plan(setting="auto", devices=(CPU, CPU), chosen=models, shared=False):
-        return plan_side_by_side(setting, list(devices), chosen, shared)
+    def plan(setting="auto", devices=(CPU, CPU), chosen=models, shared=False, amp="none", terms=False):
+        return plan_side_by_side(setting, list(devices), chosen, amp=amp, shared_batch=shared, loss_terms=terms)
 
     if threads >= 2:
         assert plan().at_once == 2 and plan().threads_each == threads // 2
-    assert plan("off").reason == "--parallel-models off"
+    assert plan("none").reason == "--parallel-models none"
     assert plan(chosen=models[:1]).reason == "one model"
     assert plan(devices=(CPU, torch.device("cuda", 0))).reason == "not on the CPU"
     dropout = [torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)) for _ in range(2)]
     no_op = [torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.0)) for _ in range(2)]
     if threads >= 2:
         assert plan(shared=True).reason == "the population method shares one batch"
+        assert plan(terms=True).reason == "a participant adds a loss term"
+        assert plan(amp="bf16").reason == "bf16 autocast (measured no faster side by side)"
         assert plan(chosen=dropout).reason == "the backbone has dropout"
         assert plan(chosen=no_op).at_once == 2
-    for reasoned in (plan("off"), plan(chosen=models[:1]), plan(chosen=dropout)):
+    for reasoned in (plan("none"), plan(chosen=models[:1]), plan(chosen=dropout)):
         assert reasoned.at_once == 1
 
 
