@@ -349,8 +349,9 @@ def real_epoch(args) -> None:
         first = trainers["default"]
         print(
             f"{args.dataset}: {steps} steps of {args.batch_size} images x {args.models} models an epoch; "
-            f"amp {first.amp}, channels_last {first.channels_last}; default path: {first.side_by_side.reason}, "
-            f"{first.side_by_side.at_once} at once, {first.side_by_side.threads_each} threads each"
+            f"amp {first.amp}, channels_last {first.channels_last}; "
+            f"default path: {first.side_by_side.reason}, {first.side_by_side.at_once} at once, "
+            f"{first.side_by_side.threads_each} threads each"
         )
         for trainer in trainers.values():
             trainer.train_epoch(0, max_steps=2)  # warm-up (allocations, kernel choice)

@@ -83,7 +83,9 @@ def plan_side_by_side(
         return one_after_another("the population method shares one batch")
     if loss_terms:
         return one_after_another("a participant adds a loss term")
-    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for model in models for m in model.modules()):
+    if any(
+        isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for model in models for m in model.modules()
+    ):
         return one_after_another("the backbone has dropout")
     at_once = min(len(models), threads)
     return SideBySide(setting, at_once, threads // at_once, f"{len(models)} models on {threads} threads")

@@ -582,8 +582,7 @@ class Trainer:
                     )
                 raise ValueError(
                     f"model {k}'s training loss became {loss} in epoch {self.epoch + 1} (amp {self.amp}); "
-                    "lower the learning rate"
-                    + ("" if self.amp == "none" else ", or train with --amp none")
+                    "lower the learning rate" + ("" if self.amp == "none" else ", or train with --amp none")
                 )
 
     def _to_device(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -42,7 +42,9 @@ def differing(arch: str, height: int, width: int) -> int:
     model = build_backbone(arch, classes, seed=0).to(memory_format=torch.channels_last).train()
     state = {name: value.clone() for name, value in model.state_dict().items()}
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(4, 3, height, width, generator=generator).contiguous(memory_format=torch.channels_last)
+    images = torch.randn(4, 3, height, width, generator=generator).contiguous(
+        memory_format=torch.channels_last
+    )
     labels = torch.arange(4) % classes
     first, *others = (gradients(model, state, images, labels, fill) for fill in FILLS)
     return sum(

@@ -134,7 +134,10 @@ def test_bf16_is_never_chosen_nor_allowed_where_its_step_reads_unwritten_memory(
                 amp = "refused"
             if differing and amp == "bf16":
                 wrong.append(f"{case}: {differing} gradients differ, yet --amp bf16 is allowed")
-            if differing and spec.precision("auto", None, CPU, (height, width), training=training)[0] == "bf16":
+            if (
+                differing
+                and spec.precision("auto", None, CPU, (height, width), training=training)[0] == "bf16"
+            ):
                 wrong.append(f"{case}: {differing} gradients differ, yet auto picks bf16")
     assert not wrong, wrong
     assert heap_fill_counts["resnet50:128x64"] == 0  # the guard lets bf16 run where it is right
@@ -245,8 +248,9 @@ def test_a_nan_loss_under_bf16_names_bf16(splits, tmp_path, monkeypatch):  # noq
         trainer, "train_epoch", lambda epoch: {"loss": [float("nan"), 0.5], "train_accuracy": [0, 0]}
     )
     with pytest.raises(
-        ValueError, match=r"model 0's training loss became nan in epoch 1 under bf16 autocast; bf16 is the "
-        r"likely cause: train with --amp none"
+        ValueError,
+        match=r"model 0's training loss became nan in epoch 1 under bf16 autocast; bf16 is the "
+        r"likely cause: train with --amp none",
     ):
         trainer.fit()
 
@@ -272,7 +276,8 @@ def test_nan_features_under_bf16_name_bf16(splits):  # noqa: F811
     (fine,) = extract_features([Spoiled()], query, amp="none", **shape)  # fp32: left to the evaluator
     assert fine.isnan().any()
     with pytest.raises(
-        ValueError, match=r"model 0's features hold NaN or infinite values under bf16 autocast \(features\); "
-        r"bf16 is the likely cause: run with --amp none"
+        ValueError,
+        match=r"model 0's features hold NaN or infinite values under bf16 autocast \(features\); "
+        r"bf16 is the likely cause: run with --amp none",
     ):
         extract_features([Spoiled()], query, amp="bf16", **shape)

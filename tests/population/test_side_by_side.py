@@ -27,8 +27,13 @@ METHODS = {
     "papa_all": dict(population="papa", papa_mode="all", papa_every_epochs=1),
     "ema_graft": dict(ema=0.9),
     "strong": dict(
-        loss=["softmax", "triplet"], sampler="identity", num_instances=2, bnneck=True,
-        center_loss_weight=0.0005, optimizer="adam", lr=3.5e-4,
+        loss=["softmax", "triplet"],
+        sampler="identity",
+        num_instances=2,
+        bnneck=True,
+        center_loss_weight=0.0005,
+        optimizer="adam",
+        lr=3.5e-4,
     ),  # fmt: skip
 }
 
@@ -101,7 +106,9 @@ def gradient_error(arch: str, size: tuple[int, int], threads: int | None, refere
         found["g"] = gradients()
     else:
         saved = torch.get_num_threads()
-        worker = threading.Thread(target=lambda: torch.set_num_threads(threads) or found.update(g=gradients()))
+        worker = threading.Thread(
+            target=lambda: torch.set_num_threads(threads) or found.update(g=gradients())
+        )
         worker.start()
         worker.join()
         torch.set_num_threads(saved)  # (torch keeps one process-wide count as well)
@@ -123,7 +130,9 @@ def test_a_model_stepped_in_its_thread_is_as_accurate_as_on_every_thread():
 
 @needs_two_threads
 def test_checkpoints_resume_either_way(splits, tmp_path):
-    straight = {mode: train(splits, tmp_path / mode, epochs=3, parallel_models=mode) for mode in ("auto", "none")}
+    straight = {
+        mode: train(splits, tmp_path / mode, epochs=3, parallel_models=mode) for mode in ("auto", "none")
+    }
     for made, resumed in (("none", "auto"), ("auto", "none")):
         run = tmp_path / f"{made}-then-{resumed}"
         train(splits, run, epochs=2, parallel_models=made)
@@ -142,7 +151,9 @@ def test_side_by_side_is_used_only_where_it_changes_nothing_but_rounding():
     threads = torch.get_num_threads()
 
     def plan(setting="auto", devices=(CPU, CPU), chosen=models, shared=False, amp="none", terms=False):
-        return plan_side_by_side(setting, list(devices), chosen, amp=amp, shared_batch=shared, loss_terms=terms)
+        return plan_side_by_side(
+            setting, list(devices), chosen, amp=amp, shared_batch=shared, loss_terms=terms
+        )
 
     if threads >= 2:
         assert plan().at_once == 2 and plan().threads_each == threads // 2
