@@ -5,6 +5,8 @@ the cases where it must not be used."""
 
 import json
 import math
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -183,3 +185,16 @@ def test_a_failing_step_stops_the_epoch_with_its_error(splits, tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="the step broke"):
         trainer.train_epoch(0, max_steps=2)
     assert torch.get_num_threads() >= 2  # the calling thread's count is back
+
+
+def test_the_side_by_side_step_reads_no_memory_it_did_not_write():
+    # Issue 35's check (tests/engine/heap_fill_step.py), on the step as a thread runs it: the
+    # same gradients whatever freed memory held. A fresh process: the heap's history matters.
+    cases = ["mobilenetv2_x1_0:128x64:side", "resnet50:64x32:side", "osnet_x1_0:64x32:side"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.engine.heap_fill_step", *cases],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout) == dict.fromkeys(cases, 0)
