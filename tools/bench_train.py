@@ -23,8 +23,10 @@ one vmapped model (torch.func), and a thread per model with one intra-op thread 
 GFLOP/s each reaches and its share of the CPU's peak (`peak_gflops`).
 With --real-epoch, whole epochs of a real dataset through the real loader (the synthetic set by
 default; --dataset/--root for others), the default path (K models side by side on the CPU where
-it pays) against today's (one after another), alternating, in the recipes' default precision;
-its last line is `speedup: X.XXx` (default over eager):
+it pays, decoded images kept between epochs) against today's (one after another, every image
+decoded at every read), alternating, after one whole warm-up epoch of each (printed apart: the
+default path's first epoch fills its cache), in the recipes' default precision; its last line is
+`speedup: X.XXx` (default over eager):
 
     python tools/bench_train.py --real-epoch --models 2 --rounds 3 --root /tmp/synthetic
 """
@@ -325,16 +327,17 @@ def compare_techniques(args) -> None:
 
 def real_epoch(args) -> None:
     """Whole epochs of a real dataset through the real loader (workers 0, the default): the
-    default path (`--parallel-models auto`: side by side where it pays) against today's (`none`:
-    one model after another on every thread), alternating rounds, in the recipes' default
+    default path (`--parallel-models auto --image-cache auto`: side by side where it pays, decoded
+    images kept) against today's (`none` for both: one model after another on every thread, every
+    image decoded at each read), alternating rounds, in the recipes' default
     precision (`--amp auto` unless given)."""
     from reidgraft.engine.runs import load_data
 
-    def config(parallel: str):
+    def config(setting: str):
         return build_config(
             dataset=args.dataset, root=args.root, arch=args.arch, models=args.models, height=args.height,
             width=args.width, batch_size=args.batch_size, device="cpu", amp=args.amp or "auto",
-            weights="none", parallel_models=parallel,
+            weights="none", parallel_models=setting, image_cache=setting,
         )  # fmt: skip
 
     data = load_data(config("auto"), log=print)
@@ -347,14 +350,20 @@ def real_epoch(args) -> None:
         steps = min(len(trainers["default"].train_loaders[0]), args.max_steps or 10**9)
         images = steps * args.batch_size * args.models
         first = trainers["default"]
+        images_kept = first.task.images
         print(
             f"{args.dataset}: {steps} steps of {args.batch_size} images x {args.models} models an epoch; "
             f"amp {first.amp}, channels_last {first.channels_last}; "
             f"default path: {first.side_by_side.reason}, {first.side_by_side.at_once} at once, "
-            f"{first.side_by_side.threads_each} threads each"
+            f"{first.side_by_side.threads_each} threads each; decoded images "
+            f"{'kept' if images_kept.cache else 'not kept'} ({images_kept.reason})"
         )
-        for trainer in trainers.values():
-            trainer.train_epoch(0, max_steps=2)  # warm-up (allocations, kernel choice)
+        # Epoch 0, whole: warm-up (allocations, kernel choice) and the default path's image cache
+        # filled, as a run's first epoch fills it; printed apart, not in the rounds.
+        for name, trainer in trainers.items():
+            started = time.perf_counter()
+            trainer.train_epoch(0, max_steps=steps)
+            print(f"  epoch 0 (warm-up), {name}: {images / (time.perf_counter() - started):.1f} images/s")
         rounds = {name: [] for name in paths}
         for epoch in range(1, args.rounds + 1):
             for name, trainer in trainers.items():

@@ -48,6 +48,11 @@ def check_config(config: TrainConfig) -> TrainConfig:
             ) from None
         if config.device == "cpu":
             raise ConfigError("devices names GPUs; it cannot be combined with device cpu")
+    if config.test_scoring == "last" and config.eval_every and not config.val_ids:
+        raise ConfigError(
+            "test_scoring last scores only validation before the last epoch: it needs val_ids (e.g. "
+            "--val-ids 97), or set eval_every 0"
+        )
     _check_population(config)
     try:
         GraftOptions(**config.graft_options())
@@ -88,6 +93,10 @@ def _check_population(config: TrainConfig) -> None:
         )
     if config.ema is not None and not (math.isfinite(config.ema) and 0 <= config.ema < 1):
         raise ConfigError(f"ema must be a decay in [0, 1) (e.g. 0.999), got {config.ema}")
+    if config.ema_warmup != "none" and config.ema is None:
+        raise ConfigError(
+            f"ema_warmup {config.ema_warmup} starts an EMA: give its decay with --ema (e.g. 0.998)"
+        )
 
 
 def check_method_settings(config: TrainConfig, given: dict) -> None:

@@ -32,6 +32,9 @@ METRIC_PROTOCOLS = ("market1501", "cuhk03")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_CHOICES = ("auto", *AMP_MODES)
 PARALLEL_MODELS = ("auto", "none")  # how K models step on the CPU (engine/side_by_side.py)
+IMAGE_CACHES = ("auto", "none")  # whether decoded images are kept (data/image_cache.py)
+EMA_WARMUPS = ("none", "power", "unbiased")  # how an EMA copy starts (population/ema.py)
+TEST_SCORINGS = ("when_due", "last")  # when training scores the test set (engine/trainer.py)
 GRAFT_OPTIONS = tuple(f.name for f in dataclasses.fields(GraftOptions))
 LR_SPREADS = ("cosine", "none")
 ROLES = ("identity", "result", "runtime")
@@ -141,6 +144,18 @@ class TrainConfig:
         default=0,
         metadata=_doc(
             "data", "data loader worker processes (0: load in the main one)", role="runtime", minimum=0
+        ),
+    )
+    image_cache: str = field(
+        default="auto",
+        metadata=_doc(
+            "data",
+            "re-ID: keep each image decoded and resized after its first read, for the next models and "
+            "epochs (auto: when loading in the main process and the images fit 2 GiB and a quarter of "
+            "the free memory); none: decode every read. Batches are the same either way",
+            IMAGE_CACHES,
+            task=REID,
+            role="runtime",
         ),
     )
     sampler: str = field(
@@ -284,6 +299,18 @@ class TrainConfig:
             "updated every step, evaluated (BN statistics re-estimated) and saved beside it; unset: none",
         )
         | {"kind": "float"},
+    )
+    ema_warmup: str = field(
+        default="none",
+        metadata=_doc(
+            "population",
+            "how the EMA starts: none (the decay from the first update, so the first weights, a random "
+            "head included, linger: 11% of them after 218 steps at 0.99); power (update t from 0 uses "
+            "min(ema, 1 - (1 + t)^(-2/3)): reaches 0.99 after about 1,000 updates, 0.998 after 11,200); "
+            "unbiased (a bias-corrected EMA: update t from 1 moves by (1 - ema) / (1 - ema^t), so the "
+            "copy is the decay-weighted mean of every weight seen, from the first update, at any decay)",
+            EMA_WARMUPS,
+        ),
     )
     eval_after_graft: bool = field(
         default=False,
@@ -506,6 +533,17 @@ class TrainConfig:
         default=0,
         metadata=_doc(
             "evaluation", "evaluate every N epochs (0: only after the last)", resumable=True, minimum=0
+        ),
+    )
+    test_scoring: str = field(
+        default="when_due",
+        metadata=_doc(
+            "evaluation",
+            "when the test set is scored during training: when_due (at every evaluation, as the papers "
+            "did) or last (only after the last epoch: the evaluations before it score the validation "
+            "set alone, so nothing chosen during training sees the test set; needs val_ids)",
+            TEST_SCORINGS,
+            resumable=True,
         ),
     )
     eval_batch_size: int = field(

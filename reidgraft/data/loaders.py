@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..images import ImageReadError, read_rgb  # noqa: F401 (ImageReadError: also importable from here)
+from .image_cache import DecodedImages
 from .splits import Item
 
 PREFETCH_BATCHES = 4  # batches each worker reads ahead
@@ -71,12 +72,28 @@ def sample_key(key: int | tuple[int, ...]) -> tuple[int, int, int]:
 
 
 class ImageListDataset(Dataset):
-    """(image, pid, camid, index) for a list of items; seeded per item when `seed` is given."""
+    """(image, pid, camid, index) for a list of items; seeded per item when `seed` is given.
+    With a `cache` (`image_cache.DecodedImages`), the transform's leading resize is done once per
+    image and kept; the rest of it runs on a copy, drawing the same random numbers."""
 
-    def __init__(self, items: Sequence[Item], transform: Callable, seed: int | None = None):
+    def __init__(
+        self,
+        items: Sequence[Item],
+        transform: Callable,
+        seed: int | None = None,
+        cache: DecodedImages | None = None,
+    ):
         self.items = list(items)
         self.transform = transform
         self.seed = seed
+        self.cache = cache
+        if cache is not None:
+            from torchvision import transforms as T
+
+            steps = list(getattr(transform, "transforms", []))
+            if not steps or not isinstance(steps[0], T.Resize):
+                raise ValueError("an image cache needs a transform that starts with a Resize")
+            self.resize, self.rest = steps[0], T.Compose(steps[1:])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -84,7 +101,10 @@ class ImageListDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]):
         epoch, index, copy = sample_key(key)
         path, pid, camid = self.items[index]
-        tensor = transformed(self.transform, read_rgb(path), self.seed, epoch, index, copy)
+        if self.cache is None:
+            tensor = transformed(self.transform, read_rgb(path), self.seed, epoch, index, copy)
+        else:
+            tensor = transformed(self.rest, self.cache.read(path, self.resize), self.seed, epoch, index, copy)
         return tensor, pid, camid, index
 
 
@@ -265,11 +285,12 @@ def build_train_loaders(
     num_instances: int = 4,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    cache: DecodedImages | None = None,
 ) -> list[DataLoader]:
     """`count` loaders over the same items; loader k uses seed + k. `sampler` random: shuffled
     images, incomplete batches dropped; identity: P = batch_size / num_instances identities of
     num_instances images each (`IdentitySampler`). Images are normalised by the backbone's `mean`
-    and `std` (default ImageNet's)."""
+    and `std` (default ImageNet's); `cache` keeps them decoded (main-process loading only)."""
     if len(items) < batch_size:
         raise ValueError(f"the training set has {len(items)} images, fewer than one batch ({batch_size})")
     train_transform, _ = reid_transforms(height, width, augment, mean=mean, std=std)
@@ -282,7 +303,7 @@ def build_train_loaders(
 
     return [
         _loader(
-            ImageListDataset(items, train_transform, seed=seed + k),
+            ImageListDataset(items, train_transform, seed=seed + k, cache=cache),
             batch_size,
             workers,
             seed + k,
@@ -310,9 +331,15 @@ def build_test_loader(
     pin_memory: bool = False,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    cache: DecodedImages | None = None,
 ) -> DataLoader:
-    """Unaugmented images in list order, normalised by `mean` and `std` (default ImageNet's)."""
+    """Unaugmented images in list order, normalised by `mean` and `std` (default ImageNet's);
+    `cache` keeps them decoded (main-process loading only)."""
     _, test_transform = reid_transforms(height, width, [], mean=mean, std=std)
     return _loader(
-        ImageListDataset(items, test_transform), batch_size, workers, shuffle=False, pin_memory=pin_memory
+        ImageListDataset(items, test_transform, cache=cache),
+        batch_size,
+        workers,
+        shuffle=False,
+        pin_memory=pin_memory,
     )

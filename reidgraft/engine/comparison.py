@@ -35,6 +35,7 @@ by `report.py`.
 
 from __future__ import annotations
 
+import copy
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -66,6 +67,7 @@ from ..files import (
 )
 from ..population import BN_IMAGES
 from ..population import weight_average as population_average
+from ..population.averaging import model_stock
 from .intervals import infer
 from .optim import stretched_schedule
 from .preflight import preflight
@@ -132,6 +134,34 @@ def score_ensemble(comparison: Comparison, name: str, run: FinishedRun) -> dict[
     return _one_value(scores)
 
 
+def score_model_stock(comparison: Comparison, name: str, run: FinishedRun) -> dict[str, Any]:
+    """The run's K models merged by Model Stock toward their common pretrained start, layer by
+    layer, BN statistics re-estimated (`population.averaging.model_stock`)."""
+
+    def merged(models: list) -> list[Scores]:
+        start = pretrained_start(run.run.config, models[0])
+        model, _ = model_stock(models, start, comparison.task.bn_images(BN_IMAGES))
+        return comparison.task.item_scores([model])
+
+    (scores,) = comparison.scored(run, name, merged)
+    return _one_value(scores)
+
+
+def pretrained_start(config: TrainConfig, like: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights every model of a run started from: `like`'s entries that its pretrained file
+    fills (the re-ID head, initialised per model, has none). ValueError without pretrained
+    weights (plan_comparison refuses that before training)."""
+    from ..models import resolve_weights
+    from ..models.pretrained import load_pretrained
+
+    source = resolve_weights(config.arch, config.weights, download=False).source
+    if source is None:
+        raise ValueError(f"weights {config.weights}: the models share no pretrained start")
+    start = copy.deepcopy(like).cpu()
+    own = load_pretrained(start, source)
+    return {key: tensor for key, tensor in start.state_dict().items() if key not in own}
+
+
 def score_weight_average(comparison: Comparison, name: str, run: FinishedRun) -> dict[str, Any]:
     """The run's K models' weight average, BN statistics re-estimated ("model soup")."""
     (scores,) = comparison.scored(
@@ -152,6 +182,7 @@ class CompareMethod:
     stretched: bool = False  # its schedule stretched K-fold: K x E epochs (`stretched_schedule`)
     default: bool = False  # compared unless --methods says otherwise
     contrasts: tuple[Pairing, ...] = ()  # the exploratory contrasts it enters
+    needs_pretrained: bool = False  # built from the models' common pretrained start (model_stock)
 
 
 ONE_MODEL_RUN = {"models": 1, "population": "none"}
@@ -162,11 +193,18 @@ COMPARE_METHODS: dict[str, CompareMethod] = {
     "nograft": CompareMethod({"population": "none"}, default=True),
     "nograft_ensemble": CompareMethod(derived_from="nograft", score=score_ensemble, default=True),
     "nograft_average": CompareMethod(derived_from="nograft", score=score_weight_average, default=True),
+    "nograft_model_stock": CompareMethod(  # Model Stock (Jang et al., ECCV 2024), post hoc
+        derived_from="nograft",
+        score=score_model_stock,
+        needs_pretrained=True,
+        contrasts=(Pairing("nograft_average", ("model0",)),),
+    ),
     "graft": CompareMethod(
         {"population": "graft"},
         default=True,
         contrasts=(
             *(Pairing(theirs) for theirs in ("nograft", "nograft_ensemble", "nograft_average", "single")),
+            Pairing("nograft_model_stock"),
             Pairing("single_long", theirs_report="model0"),
         ),
     ),
@@ -195,6 +233,12 @@ COMPARE_METHODS: dict[str, CompareMethod] = {
         one_model=True,
         same_for_every_k=True,
         contrasts=(Pairing("single", ("model0",)),),
+    ),
+    # grafting without its entropy weighting: the K models averaged (alpha 0.5) at the same
+    # epoch ends, everything else as graft's run (at K = 2 both models leave each graft equal)
+    "average": CompareMethod(
+        {"population": "graft", "criterion": "fixed", "fixed_alpha": 0.5},
+        contrasts=(*AGAINST_NOGRAFT, Pairing("average", ("mean", "best_of_k"), ours="graft", listed=1)),
     ),
 }
 DEFAULT_METHODS = tuple(name for name, method in COMPARE_METHODS.items() if method.default)
@@ -601,7 +645,16 @@ def plan_comparison(
     log(f"compare: recipe: {recipe_label(find_recipe(recipe))}")
     for line in settings_lines(base, recipe_values, overrides):
         log(f"compare: {line} (every run; each method changes its own)")
-    task = preflight(base).task  # names, devices, precision, weights and the data's presence, before any work
+    checked = preflight(base)  # names, devices, precision, weights and the data's presence, before any work
+    task = checked.task
+    for method in methods:  # what a method needs of the recipe, before any training
+        needs_start = method in COMPARE_METHODS and COMPARE_METHODS[method].needs_pretrained
+        if needs_start and checked.weights.source is None:
+            raise ConfigError(
+                f"{method} merges the models toward their common pretrained start, and the recipe's "
+                f"models start from {checked.weights.description}: set weights: imagenet in the recipe, "
+                f"or leave {method} out of --methods"
+            )
     for changes in extra.values():  # a variant's settings too (a teacher file, say)
         preflight(build_config(values, **changes), data=False)
     output = Path(output or Path("runs") / f"compare-{Path(str(recipe)).stem}")

@@ -47,15 +47,17 @@ def extract_features(
     what: str = "features",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    cache=None,
 ) -> list[torch.Tensor]:
     """Each model's float32 features (eval mode, under `amp` autocast) for `items` (normalised by
-    the backbone's `mean` and `std`), every batch read once for all models. The features stay on
-    each model's device: on CUDA the evaluator's distance GEMMs run there too."""
+    the backbone's `mean` and `std`), every batch read once for all models, decoded images from
+    `cache` (a `DecodedImages`) where given. The features stay on each model's device: on CUDA
+    the evaluator's distance GEMMs run there too."""
     devices = [model_device(model) for model in models]
     pin_memory = any(device.type == "cuda" for device in devices)
     loader = build_test_loader(
         items, height=height, width=width, batch_size=batch_size, workers=workers, pin_memory=pin_memory,
-        mean=mean, std=std,
+        mean=mean, std=std, cache=cache,
     )  # fmt: skip
     for model in models:
         model.eval()

@@ -54,6 +54,9 @@ class EpochLog:
         for result in record.get("metrics") or []:
             for key in self.metric_keys:
                 scalar(f"{key}/model{result['model']}", result[key], epoch)
+        for result in record.get("val_metrics") or []:
+            for key in self.metric_keys:
+                scalar(f"validation_{key}/model{result['model']}", result[key], epoch)
         self.log(f"{epoch_line(record, self.epochs, self.primary)}  ({record['seconds']:.1f} s)")
 
     def exchange(self, done: dict[str, Any], lines: list[str]) -> None:
@@ -76,6 +79,8 @@ def epoch_line(record: dict[str, Any], epochs: int, primary: str) -> str:
         line += "  mean alpha " + " ".join(f"{v:.3f}" for v in mean_alphas(record["alphas"]))
     if record.get("metrics"):
         line += f"  {primary} " + " ".join(f"{r[primary]:.3f}" for r in record["metrics"])
+    elif record.get("val_metrics"):  # test_scoring last: validation alone before the last epoch
+        line += f"  validation {primary} " + " ".join(f"{r[primary]:.3f}" for r in record["val_metrics"])
     return line
 
 

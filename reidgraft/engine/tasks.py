@@ -21,6 +21,7 @@ from ..data.classification import (
     build_classification_loaders,
     build_classification_test_loader,
 )
+from ..data.image_cache import CachePlan, plan_image_cache
 from ..data.validation import hold_out_identities, hold_out_images
 from ..evaluation import CollapsedEmbeddingWarning, evaluate, topk_accuracy
 from ..models import backbone_spec
@@ -58,14 +59,20 @@ class Task:
         """What the run records about its data (`ReidSplits.fingerprint`); None: nothing yet."""
         return None
 
+    def image_cache(self) -> dict[str, Any] | None:
+        """Whether decoded images are kept between epochs, for metrics.json; None: not planned."""
+        return None
+
 
 class ReidTask(Task):
     kind = "reid"
     metric_keys = REID_METRICS
     primary = "mAP"
 
-    def __init__(self, config: TrainConfig, splits: ReidSplits):
+    def __init__(self, config: TrainConfig, splits: ReidSplits, images: CachePlan | None = None):
         self.config, self.splits = config, splits
+        # decoded images kept between epochs and models (shared with the validation task)
+        self.images = images or plan_reid_images(config, splits)
         self.num_classes = splits.num_train_pids
         # images are normalised as the backbone expects, in training, evaluation and the extractor
         spec = backbone_spec(config.arch)
@@ -78,6 +85,9 @@ class ReidTask(Task):
             self._fingerprint = self.splits.fingerprint()
         return self._fingerprint
 
+    def image_cache(self) -> dict[str, Any]:
+        return self.images.record()
+
     def train_loaders(self, model_ids: list[int], pin_memory: bool = False) -> list[DataLoader]:
         """A loader per model; model k's order and augmentation come from seed + k alone."""
         config = self.config
@@ -86,7 +96,7 @@ class ReidTask(Task):
                 self.splits.train, count=1, seed=config.seed + order_of(config, k), height=config.height,
                 width=config.width, augment=config.transforms, batch_size=config.batch_size,
                 workers=config.workers, pin_memory=pin_memory, sampler=config.sampler,
-                num_instances=config.num_instances, **self.normalisation,
+                num_instances=config.num_instances, cache=self.images.cache, **self.normalisation,
             )[0]
             for k in model_ids
         ]  # fmt: skip
@@ -134,7 +144,8 @@ class ReidTask(Task):
         config, query, gallery = self.config, self.splits.query, self.splits.gallery
         shape = dict(
             height=config.height, width=config.width, batch_size=config.eval_batch_size,
-            workers=config.workers, amp=self.amp, channels_last=self.channels_last, **self.normalisation,
+            workers=config.workers, amp=self.amp, channels_last=self.channels_last, cache=self.images.cache,
+            **self.normalisation,
         )  # fmt: skip
         query_features = extract_features(models, query, what="features query", **shape)
         gallery_features = extract_features(models, gallery, what="features gallery", **shape)
@@ -163,7 +174,8 @@ class ReidTask(Task):
         config = self.config
         loader = build_test_loader(
             self.splits.train[:limit], height=config.height, width=config.width,
-            batch_size=config.batch_size, workers=config.workers, **self.normalisation,
+            batch_size=config.batch_size, workers=config.workers, cache=self.images.cache,
+            **self.normalisation,
         )  # fmt: skip
         for images, *_ in loader:
             if len(images) > 1:
@@ -286,6 +298,14 @@ class ClassificationTask(Task):
         return results
 
 
+def plan_reid_images(config: TrainConfig, splits: ReidSplits) -> CachePlan:
+    """Whether the run keeps its images decoded (`data/image_cache.py`), over every image it reads."""
+    paths = [item[0] for part in (splits.train, splits.query, splits.gallery) for item in part]
+    return plan_image_cache(
+        config.image_cache, paths, height=config.height, width=config.width, workers=config.workers
+    )
+
+
 def make_task(config: TrainConfig, data: ReidSplits | ClassificationData) -> ReidTask | ClassificationTask:
     """The task of the config's dataset (the registry says which), over its loaded data; with
     `config.val_ids`, training data without the held-out part, which `task.validation` scores."""
@@ -295,8 +315,11 @@ def make_task(config: TrainConfig, data: ReidSplits | ClassificationData) -> Rei
         return kind(config, data)
     hold_out = hold_out_images if classification else hold_out_identities
     train, held = hold_out(data, config.val_ids)
-    task = kind(config, train)
-    task.validation = kind(config, held)
+    if classification:
+        task, task.validation = kind(config, train), kind(config, held)
+    else:  # one image cache for both, planned over the data as loaded
+        images = plan_reid_images(config, data)
+        task, task.validation = kind(config, train, images), kind(config, held, images)
     if not classification:
         task._fingerprint = data.fingerprint()  # the data as loaded, before the hold-out
     return task

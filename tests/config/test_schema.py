@@ -31,12 +31,13 @@ def test_the_resume_policy_comes_from_the_roles():
     assert identity_fields() == ["dataset", "arch", "models"]
     # runtime settings may change when a run continues, but the run keeps its own folder
     assert runtime_fields() == {
-        "output", "workers", "download", "ring_timeout", "eval_batch_size", "parallel_models"
+        "output", "workers", "download", "ring_timeout", "eval_batch_size", "parallel_models", "image_cache"
     }  # fmt: skip
     assert resumable_fields() == (runtime_fields() - {"output"}) | {
         "epochs",
         "device",
         "eval_every",
+        "test_scoring",
         "deterministic",
     }
     assert not resumable_fields() & set(identity_fields())

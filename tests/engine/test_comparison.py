@@ -263,25 +263,25 @@ def test_a_compare_method_is_one_registry_entry(task, tmp_path, monkeypatch):
     every_epoch = {"population": "papa", "papa_mode": "all", "papa_every_epochs": 1}
     monkeypatch.setitem(
         COMPARE_METHODS,
-        "average",
+        "papa_epochs",
         CompareMethod(
             every_epoch,
-            contrasts=(Pairing("nograft"), Pairing("average", ("best_of_k",), ours="graft", listed=1)),
+            contrasts=(Pairing("nograft"), Pairing("papa_epochs", ("best_of_k",), ours="graft", listed=1)),
         ),
     )
     recipe = {"dataset": "synthetic", "root": task.config.root, "epochs": 2, "height": 32, "width": 16}
     comparison = Comparison(recipe, build_config(recipe), tmp_path, data=task.splits)
-    assert comparison.changes("average", 3, seed=1) == {"models": 3, **every_epoch, "seed": 1000}
+    assert comparison.changes("papa_epochs", 3, seed=1) == {"models": 3, **every_epoch, "seed": 1000}
     assert (
-        comparison.run_name("average", 3, 1) == "seed1-k3-average"
-        and comparison.run_method("average") == "average"
+        comparison.run_name("papa_epochs", 3, 1) == "seed1-k3-papa_epochs"
+        and comparison.run_method("papa_epochs") == "papa_epochs"
     )
-    present = {"graft", "nograft", "average", "dml"}.__contains__
+    present = {"graft", "nograft", "papa_epochs", "dml"}.__contains__
     found = exploratory_contrasts(present, [])
-    assert Contrast("average", "mean", "nograft", "mean") in found
+    assert Contrast("papa_epochs", "mean", "nograft", "mean") in found
     # grafting against the rivals comes after every method against its baselines, in registry order
-    rivals = [c for c in found if c.ours == "graft" and c.theirs in ("dml", "average")]
-    assert [c.theirs for c in rivals] == ["dml", "average"] and found[-2:] == rivals
+    rivals = [c for c in found if c.ours == "graft" and c.theirs in ("dml", "papa_epochs")]
+    assert [c.theirs for c in rivals] == ["dml", "papa_epochs"] and found[-2:] == rivals
     assert not [c for c in exploratory_contrasts(present, []) if "papa" in (c.ours, c.theirs)]  # not compared
 
 
@@ -292,20 +292,52 @@ def test_the_rows_and_contrasts_of_the_registry_are_those_of_the_tables_they_rep
         "single", "single_long", "nograft", "nograft_ensemble", "nograft_average", "graft", "graft_same_lr",
     )  # fmt: skip
     derived = {name: m.derived_from for name, m in COMPARE_METHODS.items() if m.derived_from}
-    assert derived == {"nograft_ensemble": "nograft", "nograft_average": "nograft", "papa_average": "papa"}
+    assert derived == {
+        "nograft_ensemble": "nograft", "nograft_average": "nograft", "nograft_model_stock": "nograft",
+        "papa_average": "papa",
+    }  # fmt: skip
+    assert [name for name, m in COMPARE_METHODS.items() if m.needs_pretrained] == ["nograft_model_stock"]
     assert [name for name, m in COMPARE_METHODS.items() if m.one_model] == ["single", "single_long", "ema"]
     assert [name for name, m in COMPARE_METHODS.items() if m.same_for_every_k] == ["single", "ema"]
     names = [c.name for c in exploratory_contrasts(lambda method: True, ["v"])]
     reports = ("model0", "mean", "best_of_k")
     baselines = ("nograft", "nograft_ensemble", "nograft_average", "single")
     expected = [
+        "nograft_model_stock:model0-nograft_average:model0",
         *(f"graft:{r}-{theirs}:{r}" for theirs in baselines for r in reports),
+        *(f"graft:{r}-nograft_model_stock:{r}" for r in reports),
         *(f"graft:{r}-single_long:model0" for r in reports),
         "graft_same_lr:model0-single:model0",
         *(f"{rival}:{r}-nograft:{r}" for rival in ("dml", "papa") for r in reports),
         "papa_average:model0-nograft_average:model0", "papa_average:model0-single:model0",
         "ema:model0-single:model0",
+        *(f"average:{r}-nograft:{r}" for r in reports),
         "graft:best_of_k-dml:best_of_k", "graft:best_of_k-papa:best_of_k",
+        "graft:mean-average:mean", "graft:best_of_k-average:best_of_k",
         *(f"v:{r}-nograft:{r}" for r in reports),
     ]  # fmt: skip
     assert names == expected
+
+
+def test_average_is_graft_with_a_fixed_half_and_leaves_two_models_equal(task, tmp_path):
+    """compare's `average`: graft's run with the entropy weighting replaced by alpha 0.5; at K = 2
+    both models leave every graft as the same model (their mean)."""
+    from reidgraft.engine import Trainer
+    from reidgraft.engine.comparison import Comparison
+
+    recipe = {"dataset": "synthetic", "root": task.config.root, "epochs": 1, "height": 32, "width": 16}
+    comparison = Comparison(recipe, build_config(recipe), tmp_path, data=task.splits)
+    mine, graft = (comparison.config(method, 2, 0).to_dict() for method in ("average", "graft"))
+    assert {key for key in mine if mine[key] != graft[key]} == {"criterion", "output"}
+    assert (mine["criterion"], mine["fixed_alpha"]) == ("fixed", 0.5)
+    config = build_config(
+        {**mine, "eval_after_graft": True, "batch_size": 8, "weights": "none", "device": "cpu"}
+    )
+    trainer = Trainer(config, task.splits, tmp_path / "average", log=lambda line: None)
+    trainer.fit()
+    alphas = trainer.history[-1]["alphas"]
+    assert alphas and all(a == 0.5 for model in alphas for a in model.values())
+    first, second = (member.model.state_dict() for member in trainer.members)
+    for key, tensor in first.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(second[key], tensor, rtol=0, atol=0, msg=key)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from reidgraft.config import build_config
+from reidgraft.config import ConfigError, build_config
 from reidgraft.data.datasets import synthetic_splits
 from reidgraft.engine import METRIC_KEYS, Trainer, load_checkpoint
 from reidgraft.grafting import ring_learning_rates, scored_keys
@@ -202,6 +202,39 @@ def test_choices_are_made_on_validation_and_labelled(splits, tmp_path):
     last_validation = metrics["epochs"][-1]["val_metrics"]
     chosen = max(range(2), key=lambda k: (last_validation[k]["mAP"], -k))
     assert report["best_of_k"] == {**final[chosen], "chosen_on": "validation"}
+
+
+def test_test_scoring_last_leaves_the_test_set_unscored_until_the_last_epoch(splits, tmp_path):
+    """Validation every epoch, the test set once at the end, for the models and their EMA copies."""
+    trainer = Trainer(
+        tiny_config(epochs=3, eval_every=1, val_ids=3, test_scoring="last", ema=0.9), splits, tmp_path,
+        log=lambda line: None,
+    )  # fmt: skip
+    scored, evaluate = [], trainer.task.evaluate
+
+    def test_set(models):
+        scored.append(trainer.epoch)
+        return evaluate(models)
+
+    trainer.task.evaluate = test_set
+    final = trainer.fit()
+    assert scored == [3, 3]  # the models, then their EMA copies, both after the last epoch
+    epochs = json.loads((tmp_path / "metrics.json").read_text())["epochs"]
+    assert [sorted(k for k in e if "metrics" in k) for e in epochs] == [
+        ["ema_val_metrics", "val_metrics"],
+        ["ema_val_metrics", "val_metrics"],
+        ["ema_metrics", "ema_val_metrics", "metrics", "val_metrics"],
+    ]
+    assert epochs[-1]["metrics"] == final
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [best["epoch"] for best in metrics["best"]] == [3, 3]  # the one epoch with test scores
+    assert metrics["report"]["best_of_k"]["chosen_on"] == "validation"
+
+
+def test_test_scoring_last_needs_validation():
+    with pytest.raises(ConfigError, match="test_scoring last .* needs val_ids"):
+        tiny_config(eval_every=1, test_scoring="last")
+    tiny_config(eval_every=0, test_scoring="last")  # only the last epoch is scored anyway
 
 
 def test_without_validation_the_choices_say_test_set(tiny_run):

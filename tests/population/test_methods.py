@@ -120,6 +120,36 @@ def test_ema_copies_move_by_one_minus_decay():
     torch.testing.assert_close(copies.copies[0].weight, before + 0.25)
 
 
+def test_ema_warmup_decays():
+    """power: min(decay, 1 - (1 + t)^(-2/3)), a copy at the first update, then the cap; unbiased:
+    the decay-weighted mean of every weight seen (Adam's bias correction), at any decay."""
+    model = torch.nn.Linear(2, 1)
+    power, plain = EmaCopies([model], 0.99, warmup="power"), EmaCopies([model], 0.99)
+    assert power.decay_at(0) == 0.0
+    assert power.decay_at(1) == pytest.approx(1 - 2 ** (-2 / 3)) == pytest.approx(0.370, abs=1e-3)
+    assert power.decay_at(100) == pytest.approx(1 - 101 ** (-2 / 3)) == pytest.approx(0.9538, abs=1e-4)
+    assert power.decay_at(10**4) == 0.99 and plain.decay_at(0) == plain.decay_at(100) == 0.99
+    weights = [torch.tensor([[float(v), -2.0 * v]]) for v in (1, 5, -3, 2, 7)]
+    unbiased = EmaCopies([model], 0.9, warmup="unbiased")
+    for t, value in enumerate(weights):
+        with torch.no_grad():
+            model.weight.copy_(value)
+        unbiased.update()
+        shares = torch.tensor([0.9 ** (t - i) for i in range(t + 1)], dtype=torch.float64)
+        expected = sum(share * w.double() for share, w in zip(shares, weights, strict=False)) / shares.sum()
+        torch.testing.assert_close(unbiased.copies[0].weight.double(), expected, rtol=1e-6, atol=1e-6)
+    assert unbiased.decay_at(0) == 0.0 and unbiased.updates == 5
+    assert unbiased.settings() == {"decay": 0.9, "warmup": "unbiased", "updates": 5}
+    assert "warmup" not in plain.settings()
+    with pytest.raises(ValueError, match="unknown EMA warm-up 'linear'"):
+        EmaCopies([model], 0.9, warmup="linear")
+
+
+def test_ema_warmup_needs_an_ema():
+    with pytest.raises(ConfigError, match="ema_warmup power starts an EMA"):
+        config(ema_warmup="power")
+
+
 @pytest.mark.parametrize(
     "method",
     [
@@ -127,8 +157,9 @@ def test_ema_copies_move_by_one_minus_decay():
         dict(population="papa", papa_every=2),
         dict(population="papa", papa_mode="pairs", papa_every_epochs=1, models=3),
         dict(population="none", ema=0.9, models=1),
+        dict(population="none", ema=0.9, ema_warmup="unbiased", models=1),
     ],
-    ids=["dml", "papa", "papa_pairs", "ema"],
+    ids=["dml", "papa", "papa_pairs", "ema", "ema_warmup"],
 )
 def test_a_resumed_run_equals_a_straight_one(splits, tmp_path, method):
     straight = train(splits, tmp_path / "straight", epochs=3, **method)

@@ -82,6 +82,7 @@ def test_side_by_side_is_one_after_another_on_a_thread_each(splits, tmp_path, me
     assert side.side_by_side.at_once == at_once and after.side_by_side.at_once == 1
     assert_same(side, after)
     metrics = json.loads((tmp_path / "side" / "metrics.json").read_text())
+    assert metrics["step"].pop("image_cache")["kept"] is True  # (tests/data/test_image_cache.py)
     assert metrics["step"] == {
         "parallel_models": "auto", "models_at_once": at_once, "threads_per_model": threads // at_once,
         "why": f"{models} models on {threads} threads",
