@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"best_of_k (default: {PRIMARY}, the model a user deploys)",
     )  # fmt: skip
     parser.add_argument(
+        "--secondary", nargs="+", default=[], metavar="CONTRAST",
+        help="declared secondary endpoints, OURS[:REPORT]-THEIRS[:REPORT] each: reported first after "
+        "the primary, in this order, with Holm's adjustment over them (default: none; then Holm over "
+        "every exploratory contrast)",
+    )  # fmt: skip
+    parser.add_argument(
         "--variant", action="append", default=[], metavar="NAME:FIELD=VALUE[,...]",
         help="also train grafting with other settings, as method NAME, paired against nograft "
         "(e.g. graft_c5:c=5); repeatable (default: none)",
@@ -92,6 +98,7 @@ def main(argv=None) -> int:
         result = compare(
             args.config, seeds=args.seeds, models=args.models, methods=args.methods, output=args.output,
             primary=args.primary, variants=args.variant, val_ids=args.val_ids, ema_decay=args.ema_decay,
+            secondary=args.secondary,
             overrides={flag: getattr(args, flag) for flag in DATA_FLAGS if getattr(args, flag) is not None},
         )  # fmt: skip
         written = write_report(result)

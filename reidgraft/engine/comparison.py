@@ -68,7 +68,7 @@ from ..files import (
 from ..population import BN_IMAGES
 from ..population import weight_average as population_average
 from ..population.averaging import model_stock
-from .intervals import infer
+from .intervals import holm, infer
 from .optim import stretched_schedule
 from .preflight import preflight
 from .run_dir import RunDir, method_version
@@ -560,6 +560,7 @@ class ComparisonResult:
     primary: Contrast = Contrast("graft", "best_of_k", "nograft", "best_of_k")
     validation: str = ""  # where best of K was chosen, in words
     seeds: int = 0
+    secondary: tuple[str, ...] = ()  # the declared secondary endpoints (--secondary), in order
 
 
 def default_validation(base: TrainConfig, data: Any) -> int:
@@ -586,6 +587,7 @@ class ComparisonPlan:
     primary: Contrast
     keys: tuple[str, ...]
     validation: str  # where best of K is chosen, in words
+    secondary: tuple[Contrast, ...] = ()  # declared before the run: Holm's family
 
 
 def compare(
@@ -601,6 +603,7 @@ def compare(
     ema_decay: float = EMA_DECAY,
     overrides: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    secondary: Sequence[str] = (),
 ) -> ComparisonResult:
     """Train or reuse every run the comparison needs and pair the methods; the report is
     `report.write_report(result)`'s. ConfigError (one line) for bad arguments, a run folder that
@@ -608,10 +611,13 @@ def compare(
     `val_ids`: identities (classification: images per class) to hold out for choosing the best
     of K (over what the recipe holds out); None: the recipe's, or VALIDATION_SHARE of them when it
     holds out none; 0: none (chosen on the test set, and labelled so). `overrides`: recipe fields
-    set for every run (compare's --root, --dataset, --height, --width, --workers)."""
+    set for every run (compare's --root, --dataset, --height, --width, --workers). `secondary`:
+    contrasts declared before the run, reported in their order and Holm-adjusted as one family
+    (without them, the family is every exploratory contrast on the primary metric)."""
     plan = plan_comparison(
         recipe, seeds=seeds, models=models, methods=methods, output=output, primary=primary,
         variants=variants, val_ids=val_ids, ema_decay=ema_decay, overrides=overrides, log=log,
+        secondary=secondary,
     )  # fmt: skip
     rows, scores = run_comparison(plan)
     return report_comparison(plan, rows, scores)
@@ -630,6 +636,7 @@ def plan_comparison(
     ema_decay: float,
     overrides: Mapping[str, Any] | None,
     log: Callable[[str], None],
+    secondary: Sequence[str] = (),
 ) -> ComparisonPlan:
     """Everything a comparison checks before it trains: its arguments, the recipe and the
     variants' settings (preflight), the data, the hold-out, that every method's run can be built,
@@ -638,6 +645,10 @@ def plan_comparison(
     extra = parse_variants(variants)
     methods = list(dict.fromkeys([*methods, *extra]))
     contrast = parse_contrast(primary, methods)
+    declared = tuple(parse_contrast(text, methods) for text in secondary)
+    for text, parsed in zip(secondary, declared, strict=True):
+        if parsed == contrast or declared.count(parsed) > 1:
+            raise ConfigError(f"--secondary {text}: declared twice, or as the primary endpoint too")
     values = recipe_values = load_yaml(recipe)
     overrides = {name: checked_value(name, value) for name, value in (overrides or {}).items()}
     values = {**values, **overrides}
@@ -673,7 +684,7 @@ def plan_comparison(
     comparison.check_folders([(m, k, seed) for k in models for m in methods for seed in range(seeds)])
     check_report_folder(output)  # and a user's file where the report goes
     return ComparisonPlan(
-        str(recipe), comparison, methods, list(extra), models, seeds, contrast, keys, validation
+        str(recipe), comparison, methods, list(extra), models, seeds, contrast, keys, validation, declared
     )
 
 
@@ -744,10 +755,18 @@ def report_comparison(
     plan: ComparisonPlan, rows: list[dict[str, Any]], scores: dict[tuple[str, int], list]
 ) -> ComparisonResult:
     """The rows and the paired contrasts (the primary endpoint's first)."""
-    paired = contrasts(scores, plan.models, plan.keys, plan.primary, plan.variants)
+    paired = contrasts(scores, plan.models, plan.keys, plan.primary, plan.variants, plan.secondary)
     output = plan.comparison.output
     return ComparisonResult(
-        plan.source, plan.keys, rows, paired, output, plan.primary, plan.validation, plan.seeds
+        plan.source,
+        plan.keys,
+        rows,
+        paired,
+        output,
+        plan.primary,
+        plan.validation,
+        plan.seeds,
+        tuple(c.name for c in plan.secondary),
     )
 
 
@@ -771,12 +790,16 @@ def contrasts(
     keys: tuple[str, ...],
     primary: Contrast,
     variants: Sequence[str] = (),
+    secondary: Sequence[Contrast] = (),
 ) -> list[dict[str, Any]]:
     """Every contrast per K and metric, paired by seed and item: the primary endpoint's entry
-    (primary metric) first for each K, marked `primary`; then the exploratory ones. Each entry:
-    the per-seed differences, their mean, the t-interval over seeds and what the seeds could
-    detect (`intervals.infer`), the bootstrap interval (labelled by what it resamples), and
-    where each best of K was chosen."""
+    (primary metric) first for each K, marked `primary`; then the declared `secondary` ones in
+    their order, marked `secondary`; then the exploratory ones. Each entry: the per-seed
+    differences, their mean, the t-interval over seeds, its t-test's p and what the seeds could
+    detect (`intervals.infer`), the bootstrap interval (labelled by what it resamples), and where
+    each best of K was chosen. On the primary metric, Holm's adjustment over one family per K
+    (`p_holm`, `holm_family`): the declared secondaries when there are any, else every
+    exploratory contrast; the primary endpoint is tested alone."""
     paired = []
     for k in dict.fromkeys(models):
 
@@ -786,12 +809,15 @@ def contrasts(
         one_value = {m: scores[(m, k)][0]["one_value"] for m, _ in scores if (m, k) in scores}
         wanted = [(primary, keys[0], True)] if present(primary.ours) and present(primary.theirs) else []
         wanted += [(primary, key, False) for key in keys[1:] if wanted]
+        declared = [c for c in secondary if present(c.ours) and present(c.theirs)]
+        wanted += [(contrast, key, False) for contrast in declared for key in keys]
         wanted += [
             (contrast, key, False)
             for contrast in exploratory_contrasts(present, variants)
-            if contrast != primary
+            if contrast != primary and contrast not in declared
             for key in keys
         ]
+        first = len(paired)
         for contrast, key, is_primary in wanted:
             ours = np.stack(
                 [seed["reports"][contrast.ours_report][key] for seed in scores[(contrast.ours, k)]]
@@ -822,7 +848,19 @@ def contrasts(
             }
             if chosen:
                 entry["chosen_on"] = chosen
+            if contrast in declared:
+                entry["secondary"] = True
             paired.append(entry)
+        family = [
+            entry
+            for entry in paired[first:]
+            if entry["metric"] == keys[0]
+            and not entry["primary"]
+            and (entry.get("secondary") or not declared)
+        ]
+        name = f"{'declared secondaries' if declared else 'exploratory'}, {len(family)} contrasts"
+        for entry, adjusted in zip(family, holm([entry["p"] for entry in family]), strict=True):
+            entry["p_holm"], entry["holm_family"] = adjusted, name
     return paired
 
 

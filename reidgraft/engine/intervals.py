@@ -85,6 +85,7 @@ class SeedInference:
     interval: tuple[float, float] | None  # the 95% t-interval; None with one seed
     mde: float | None  # minimum detectable effect at 80% power
     seeds_for_one_point: int | None  # seeds needed to detect 0.01 (one point) at this spread
+    p: float | None = None  # two-sided one-sample t-test of a zero mean; None with one seed
 
     @property
     def rough(self) -> bool:
@@ -114,7 +115,7 @@ class SeedInference:
         return {
             "per_seed": self.per_seed, "mean": self.mean, "sd": self.sd,
             "t_interval95": list(self.interval) if self.interval else None, "rough": self.rough,
-            "mde80": self.mde, "seeds_for_one_point": self.seeds_for_one_point,
+            "mde80": self.mde, "seeds_for_one_point": self.seeds_for_one_point, "p": self.p,
         }  # fmt: skip
 
 
@@ -131,4 +132,32 @@ def infer(per_seed: Sequence[float]) -> SeedInference:
         t_interval(per_seed),
         None if sd is None else minimum_detectable_effect(sd, len(per_seed)),
         None if sd is None else seeds_needed(sd, 0.01),
+        t_test_p(per_seed),
     )
+
+
+def t_test_p(per_seed: Sequence[float]) -> float | None:
+    """The two-sided p-value of a one-sample t-test of a zero mean over the per-seed differences
+    (the test the t-interval inverts: p < 0.05 exactly when the 95% interval leaves out 0); None
+    with one seed. Identical differences: 0 when they are not zero, 1 when they are."""
+    if len(per_seed) < 2:
+        return None
+    sd = statistics.stdev(per_seed)
+    mean = statistics.fmean(per_seed)
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    t = mean / (sd / math.sqrt(len(per_seed)))
+    return float(2 * stats.t.sf(abs(t), len(per_seed) - 1))
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None: no test, left out of the family
+    and of its size): the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_j),
+    so rejecting where the adjusted p is under alpha keeps the family-wise error at alpha."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[i] = running
+    return adjusted

@@ -27,6 +27,33 @@ def interval(values: list[float] | None) -> str:
     return "-" if not values else f"[{points(values[0])}, {points(values[1])}]"
 
 
+def p_value(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
+def contrast_rows(entries: list[dict], label: dict[str, str]) -> list[str]:
+    """The table of contrasts: per seed, mean, intervals, p (raw and Holm-adjusted), detectable."""
+    lines = [
+        "| K | contrast | metric | per seed | mean | 95% t-interval | p | Holm p | bootstrap 95% "
+        "| detectable (80%) | seeds for 1 point | best of K chosen on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in entries:
+        chosen = ", ".join(f"{method}: {place}" for method, place in (entry.get("chosen_on") or {}).items())
+        lines.append(
+            f"| {entry['models']} | {entry['label']} | {label[entry['metric']]} | "
+            f"{' '.join(points(v) for v in entry['per_seed'])} | {points(entry['mean'])} | "
+            f"{interval(entry['t_interval95'])} | {p_value(entry.get('p'))} | "
+            f"{p_value(entry.get('p_holm'))} | "
+            f"{interval(entry['bootstrap95'])} ({entry['bootstrap_resamples']}) | "
+            f"{points(entry['mde80'], False) if entry['mde80'] is not None else '-'} | "
+            f"{entry['seeds_for_one_point'] or '-'} | {chosen or '-'} |"
+        )
+    return lines
+
+
 def primary_section(entry: dict, seeds: int) -> list[str]:
     """The declared endpoint of one K, alone: its per-seed differences, interval and verdict."""
     lines = [
@@ -36,7 +63,8 @@ def primary_section(entry: dict, seeds: int) -> list[str]:
         f"- mean {points(entry['mean'])}; 95% t-interval over {seeds} seed{'s' if seeds > 1 else ''}: "
         f"{interval(entry['t_interval95']) if entry['t_interval95'] else 'none (one seed)'}"
         + (" (rough: fewer than 5 seeds)" if entry["rough"] and seeds > 1 else ""),
-        f"- verdict: **{entry['verdict']}**",
+        f"- verdict: **{entry['verdict']}**"
+        + (f" (t-test p = {p_value(entry['p'])})" if entry.get("p") is not None else ""),
     ]
     if entry["mde80"] is not None:
         needed = entry["seeds_for_one_point"]
@@ -96,38 +124,41 @@ def write_report(result: ComparisonResult) -> list[Path]:
         cells.append("-" if row["one_value"] else str(row["best_of_k"]["chosen_on"]))
         cells.append(str(len(row["runs"])))
         lines.append("| " + " | ".join(cells) + " |")
+    declared = [entry for entry in paired if entry.get("secondary")]
+    if declared:
+        lines += [
+            "",
+            "## Declared secondary endpoints (with --secondary, before the run)",
+            "",
+            "Paired by seed on the same queries (images), in points, in the declared order. Holm's "
+            f"adjustment over these {len({e['contrast'] for e in declared})} contrasts on "
+            f"{label[primary]} (for each K); the other metric's rows are not adjusted.",
+            "",
+            *contrast_rows(declared, label),
+        ]
     lines += [
         "",
         "## Other contrasts (exploratory)",
         "",
-        "Paired by seed on the same queries (images), in points. Not corrected for the number of "
-        "contrasts: read them as leads, not findings. t-interval over seeds (the seed is the replicated "
-        "unit); the bootstrap column resamples what it names and is too narrow when seed-to-seed "
-        "variation dominates."
+        "Paired by seed on the same queries (images), in points. Read them as leads, not findings"
+        + (
+            "; their p-values are raw (Holm's adjustment covers the declared secondaries only)."
+            if declared
+            else f"; the Holm p corrects for every exploratory contrast on {label[primary]} (for each K)."
+        )
+        + " t-interval over seeds (the seed is the replicated unit); the bootstrap column resamples "
+        "what it names and is too narrow when seed-to-seed variation dominates."
         + (" With fewer than 5 seeds every interval is rough." if 1 < seeds < 5 else "")
         + (" One seed: no interval over seeds." if seeds == 1 else ""),
         "",
-        "| K | contrast | metric | per seed | mean | 95% t-interval | bootstrap 95% | detectable (80%) "
-        "| seeds for 1 point | best of K chosen on |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *contrast_rows([e for e in paired if not e["primary"] and not e.get("secondary")], label),
     ]
-    for entry in paired:
-        if entry["primary"]:
-            continue
-        chosen = ", ".join(f"{method}: {place}" for method, place in (entry.get("chosen_on") or {}).items())
-        lines.append(
-            f"| {entry['models']} | {entry['label']} | {label[entry['metric']]} | "
-            f"{' '.join(points(v) for v in entry['per_seed'])} | {points(entry['mean'])} | "
-            f"{interval(entry['t_interval95'])} | "
-            f"{interval(entry['bootstrap95'])} ({entry['bootstrap_resamples']}) | "
-            f"{points(entry['mde80'], False) if entry['mde80'] is not None else '-'} | "
-            f"{entry['seeds_for_one_point'] or '-'} | {chosen or '-'} |"
-        )
     atomic_write_text(output / "comparison.md", "\n".join(lines) + "\n")
     atomic_write_json(
         output / "comparison.json",
         {
             "config": source, "metric": primary, "primary": result.primary.name,
+            "secondary": list(result.secondary),
             "validation": result.validation, "seeds": seeds, "rows": rows, "paired": paired,
         },
     )  # fmt: skip

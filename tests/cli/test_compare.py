@@ -183,6 +183,8 @@ def test_bad_arguments_are_one_line(recipe, tmp_path):
         (("--variant", "graft_x:models=3"), "'models' is not a setting a variant may change"),
         (("--variant", "graft_x:c=oops"), "c must be a number, got 'oops'"),
         (("--val-ids", "-1"), "--val-ids -1: give 0"),
+        (("--secondary", "graft:mean-ensemble:mean"), "'ensemble' is not among the compared methods"),
+        (("--secondary", "graft-nograft"), "--secondary graft-nograft: declared twice, or as the primary"),
     ):
         bad = compare("--config", recipe, *args, "--output", tmp_path / "never", cwd=tmp_path)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
@@ -248,6 +250,7 @@ def test_model_stock_and_average_rows(recipe, tmp_path):
     result = compare(
         "--config", pretrained, "--seeds", "1", "--models", "2", "--methods", "nograft", "nograft_average",
         "nograft_model_stock", "graft", "average", "--primary", "graft:mean-average:mean",
+        "--secondary", "graft:mean-nograft_model_stock:mean", "graft:mean-nograft:mean",
         "--output", output, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -264,3 +267,13 @@ def test_model_stock_and_average_rows(recipe, tmp_path):
     config = yaml.safe_load((output / "seed0-k2-average" / "config.yaml").read_text())
     assert (config["population"], config["criterion"], config["fixed_alpha"]) == ("graft", "fixed", 0.5)
     assert report["primary"] == "graft:mean-average:mean"
+    assert report["secondary"] == ["graft:mean-nograft_model_stock:mean", "graft:mean-nograft:mean"]
+    declared = [e for e in report["paired"] if e.get("secondary") and e["metric"] == "mAP"]
+    assert [e["contrast"] for e in declared] == report["secondary"]
+    assert all(e["p"] is None and e["p_holm"] is None for e in declared)  # one seed: no test
+    table = (output / "comparison.md").read_text()
+    assert (
+        table.index("## Primary endpoint")
+        < table.index("## Declared secondary endpoints")
+        < table.index("## Other contrasts")
+    )

@@ -341,3 +341,36 @@ def test_average_is_graft_with_a_fixed_half_and_leaves_two_models_equal(task, tm
     for key, tensor in first.items():
         if tensor.is_floating_point():
             torch.testing.assert_close(second[key], tensor, rtol=0, atol=0, msg=key)
+
+
+def test_declared_secondaries_come_next_in_their_order_and_are_holm_adjusted_as_one_family():
+    from reidgraft.engine.comparison import Contrast, contrasts
+    from reidgraft.engine.intervals import holm, t_test_p
+
+    scores = {
+        ("graft", 2): per_seed_scores([[0.30, 0.34], [0.31, 0.33], [0.29, 0.35]], chosen="validation"),
+        ("nograft", 2): per_seed_scores([[0.25, 0.36], [0.27, 0.34], [0.24, 0.37]], chosen="validation"),
+        ("single", 2): per_seed_scores([[0.33], [0.32], [0.36]], one_value=True),
+    }
+    primary = Contrast("graft", "best_of_k", "nograft", "best_of_k")
+    declared = (Contrast("graft", "mean", "single", "mean"), Contrast("graft", "model0", "nograft", "model0"))
+    paired = contrasts(scores, [2], ("mAP", "rank1"), primary, (), declared)
+    assert [(e["contrast"], e["metric"]) for e in paired[:6]] == [
+        (primary.name, "mAP"), (primary.name, "rank1"),
+        (declared[0].name, "mAP"), (declared[0].name, "rank1"),
+        (declared[1].name, "mAP"), (declared[1].name, "rank1"),
+    ]  # fmt: skip
+    family = [e for e in paired if "p_holm" in e]
+    assert [e["contrast"] for e in family] == [c.name for c in declared]
+    assert all(e["secondary"] and e["holm_family"] == "declared secondaries, 2 contrasts" for e in family)
+    assert [e["p_holm"] for e in family] == holm([t_test_p(e["per_seed"]) for e in family])
+    assert "p_holm" not in paired[0] and paired[0]["p"] == t_test_p(paired[0]["per_seed"])
+    rest = [e for e in paired[6:]]
+    assert rest and not any(e.get("secondary") or "p_holm" in e for e in rest)  # raw p only
+    assert all(e["p"] is not None for e in rest)
+    # without declared ones, the family is every exploratory contrast on the primary metric
+    undeclared = contrasts(scores, [2], ("mAP", "rank1"), primary)
+    family = [e for e in undeclared if "p_holm" in e]
+    assert {e["metric"] for e in family} == {"mAP"} and not any(e["primary"] for e in family)
+    assert len(family) == len([e for e in undeclared if e["metric"] == "mAP"]) - 1
+    assert family[0]["holm_family"] == f"exploratory, {len(family)} contrasts"

@@ -89,3 +89,28 @@ def test_one_seed_gives_no_interval_and_says_so():
     assert one.to_dict()["t_interval95"] is None
     with pytest.raises(ValueError, match="at least one seed"):
         infer([])
+
+
+def test_the_t_test_p_is_scipys_and_agrees_with_the_interval():
+    from scipy import stats
+
+    from reidgraft.engine.intervals import t_interval, t_test_p
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        values = list(rng.normal(0.5, 1.0, size=int(rng.integers(2, 9))))
+        p = t_test_p(values)
+        assert p == pytest.approx(stats.ttest_1samp(values, 0.0).pvalue, rel=1e-9)
+        low, high = t_interval(values)
+        assert (p < 0.05) == (low > 0 or high < 0)
+    assert t_test_p([0.3]) is None
+    assert t_test_p([0.2, 0.2]) == 0.0 and t_test_p([0.0, 0.0]) == 1.0
+
+
+def test_holm_by_hand():
+    from reidgraft.engine.intervals import holm
+
+    # sorted 0.01, 0.03, 0.04 of m = 3: 3 x 0.01, then max(0.03, 2 x 0.03), then max(0.06, 1 x 0.04)
+    assert holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.02]) == [0.02] and holm([]) == []
