@@ -84,6 +84,7 @@ EMA_DECAY = 0.99
 REPORTS = ("model0", "mean", "best_of_k")
 VALIDATION_SHARE = 0.1  # of the training identities (classification: of the smallest class)
 PRIMARY = "graft:best_of_k-nograft:best_of_k"
+TEACHER_SEED_OFFSET = 500  # replicate s's teacher trains on seed 1000 s + 500
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,8 @@ class CompareMethod:
     default: bool = False  # compared unless --methods says otherwise
     contrasts: tuple[Pairing, ...] = ()  # the exploratory contrasts it enters
     needs_pretrained: bool = False  # built from the models' common pretrained start (model_stock)
+    seed_offset: int = 0  # added to the replicate's seed (the teacher's: no study model uses it)
+    distils: bool = False  # its models distil from the replicate's `teacher` run
 
 
 ONE_MODEL_RUN = {"models": 1, "population": "none"}
@@ -233,6 +236,15 @@ COMPARE_METHODS: dict[str, CompareMethod] = {
         one_model=True,
         same_for_every_k=True,
         contrasts=(Pairing("single", ("model0",)),),
+    ),
+    # distillation (the journal's grafting+): a teacher trained per replicate, on a seed of its own;
+    # students distil from it alone (kd) or while grafting (graftplus)
+    "teacher": CompareMethod(
+        ONE_MODEL_RUN, one_model=True, same_for_every_k=True, seed_offset=TEACHER_SEED_OFFSET
+    ),
+    "kd": CompareMethod({"population": "none"}, distils=True, contrasts=AGAINST_NOGRAFT),
+    "graftplus": CompareMethod(
+        {"population": "graft"}, distils=True, contrasts=(Pairing("kd"), Pairing("graft"))
     ),
     # grafting without its entropy weighting: the K models averaged (alpha 0.5) at the same
     # epoch ends, everything else as graft's run (at K = 2 both models leave each graft equal)
@@ -361,9 +373,11 @@ class Comparison:
     def changes(self, method: str, k: int, seed: int) -> dict[str, Any]:
         """What the run of `method` for K = k and replicate `seed` changes in the recipe."""
         spec = self.methods[method]
-        changes = {"models": k, **spec.changes, "seed": replicate_seed(seed)}
+        changes = {"models": k, **spec.changes, "seed": replicate_seed(seed) + spec.seed_offset}
         if spec.stretched:
             changes |= stretched_schedule(self.base, k)
+        if spec.distils:  # the replicate's teacher, by the path of its run's checkpoint
+            changes["teacher"] = [f"{self.output / self.run_name('teacher', k, seed) / 'checkpoint.pt'}:0"]
         return changes
 
     def run_name(self, method: str, k: int, seed: int) -> str:
@@ -383,12 +397,16 @@ class Comparison:
         """Every planned run's folder may be trained, reused or resumed (`check_run_folder`):
         another recipe's run, other data's or an older method's is found before any training."""
         for method, k, seed in planned:
+            if self.methods[self.run_method(method)].distils:  # its teacher's folder too
+                check_run_folder(self.config("teacher", k, seed), self.data)
             check_run_folder(self.config(self.run_method(method), k, seed), self.data)
 
     def run(self, method: str, k: int, seed: int) -> FinishedRun:
         """A run of `method` (trained, resumed or reused)."""
         name = self.run_name(method, k, seed)
         if name not in self._runs:
+            if self.methods[method].distils:  # its teacher first
+                self.run("teacher", k, seed)
             config = self.config(method, k, seed)
             self.log(f"[{name}] {method}, K = {config.models}, seed {seed}, {config.epochs} epochs")
             _, done = finish_run(

@@ -389,7 +389,7 @@ def merge_rank_payloads(payloads: list[dict[str, Any]], where: str) -> dict[str,
     merged = {
         key: payloads[0][key] for key in ("format", "task", "config", "num_classes", "epoch", "history")
     }
-    merged |= {key: payloads[0][key] for key in ("method_version", "data") if key in payloads[0]}
+    merged |= {key: payloads[0][key] for key in ("method_version", "data", "teachers") if key in payloads[0]}
     return {**merged, "models": [payload["models"][0] for payload in payloads], "ranks": count}
 
 

@@ -118,7 +118,44 @@ def check_run_folder(config: TrainConfig, data: ReidSplits | ClassificationData)
         )
     check_same_method(payload, str(run.path))
     check_same_data(payload, data.fingerprint() if isinstance(data, ReidSplits) else None, str(run.path))
+    check_same_teachers(payload, config.teacher, str(run.path))
     return payload
+
+
+def teacher_fingerprints(specs: list[str]) -> list[str]:
+    """A hash of the weights each teacher spec ("PATH" or "PATH:k") names, as its file holds them
+    now: the path alone does not say which teacher a run distilled from."""
+    from ..files import state_fingerprint
+    from .trained import TrainedRun, teacher_model
+
+    return [state_fingerprint(TrainedRun(path).state(k)) for path, k in map(teacher_model, specs)]
+
+
+def check_same_teachers(payload: dict[str, Any], specs: list[str], where: str) -> None:
+    """ConfigError unless the run at `where` distilled from the teachers' weights its files hold
+    now (a teacher retrained at the same path makes it another run)."""
+    if not specs:
+        return
+    recorded = payload.get("teachers")
+    if recorded is None:
+        raise ConfigError(
+            f"{where} recorded no fingerprint of its teachers (it was trained before they were kept), so "
+            "it cannot be told to have distilled from the files there now; use another --output, or "
+            "delete that run"
+        )
+    try:
+        now = teacher_fingerprints(specs)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"{where} distilled from teachers that cannot be read now ({error}); use another --output, or "
+            "delete that run"
+        ) from None
+    changed = [spec for spec, old, new in zip(specs, recorded, now, strict=False) if old != new]
+    if changed or len(recorded) != len(now):
+        raise ConfigError(
+            f"{where} distilled from other weights than teacher {(changed or specs)[0]} holds now (retrained "
+            "since?); use another --output, or delete that run"
+        )
 
 
 def finish_run(

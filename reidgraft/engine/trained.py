@@ -24,6 +24,12 @@ from .run_dir import RunDir, load_checkpoint
 REID = "reid"
 
 
+def teacher_model(spec: str) -> tuple[str, int]:
+    """(path, k) of a teacher spec: "PATH" (model 0) or "PATH:k"."""
+    path, separator, index = spec.rpartition(":")
+    return (path, int(index)) if separator and index.isdigit() else (spec, 0)
+
+
 class TrainedRun:
     """A run folder (or one checkpoint file in it), read once."""
 

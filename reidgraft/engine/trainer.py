@@ -46,9 +46,10 @@ from .losses import CenterLoss, center_optimizer, step_centers
 from .optim import build_optimizer, build_scheduler, replay_schedule
 from .preflight import Plan, preflight
 from .run_dir import METHOD_VERSION, RunDir
+from .runs import teacher_fingerprints
 from .side_by_side import Workers, plan_side_by_side
 from .tasks import REID_METRICS, Task, make_task
-from .trained import TrainedRun
+from .trained import TrainedRun, teacher_model
 
 METRIC_KEYS = REID_METRICS
 # an epoch record's entries that hold one value per model (gathered over the ranks in model order)
@@ -162,6 +163,8 @@ class Trainer:
             loss_terms=any(type(p).step_loss is not Participant.step_loss for p in self.participants),
         )  # fmt: skip
         self.teachers = [self._load_teacher(spec) for spec in config.teacher]
+        # what each teacher's weights were: a teacher retrained at the same path is another teacher
+        self.teacher_fingerprints = teacher_fingerprints(config.teacher)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smooth)
         # with a shared batch every model sees model 0's order and augmentation, read once
         readers = self.model_ids[:1] if self.shared_batch else self.model_ids
@@ -210,8 +213,7 @@ class Trainer:
 
     def _load_teacher(self, spec: str) -> nn.Module:
         """A frozen model from a reidgraft checkpoint: "PATH" (model 0) or "PATH:k"."""
-        path, separator, index = spec.rpartition(":")
-        path, k = (path, int(index)) if separator and index.isdigit() else (spec, 0)
+        path, k = teacher_model(spec)
         run = TrainedRun(path)
         if not 0 <= k < run.count:
             raise ValueError(f"teacher {spec}: the run has {run.count} models, no model {k}")
@@ -253,6 +255,7 @@ class Trainer:
             # saved before the epoch end's exchange (the authors' order): a resume exchanges first
             "exchange_pending": self.exchange_pending,
             "participants": {p.name: p.state_dict() for p in self.participants},
+            "teachers": self.teacher_fingerprints,
         }
 
     def load_state(self, payload: dict[str, Any]) -> None:

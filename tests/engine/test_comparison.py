@@ -297,8 +297,10 @@ def test_the_rows_and_contrasts_of_the_registry_are_those_of_the_tables_they_rep
         "papa_average": "papa",
     }  # fmt: skip
     assert [name for name, m in COMPARE_METHODS.items() if m.needs_pretrained] == ["nograft_model_stock"]
-    assert [name for name, m in COMPARE_METHODS.items() if m.one_model] == ["single", "single_long", "ema"]
-    assert [name for name, m in COMPARE_METHODS.items() if m.same_for_every_k] == ["single", "ema"]
+    one_model = ["single", "single_long", "ema", "teacher"]
+    assert [name for name, m in COMPARE_METHODS.items() if m.one_model] == one_model
+    assert [name for name, m in COMPARE_METHODS.items() if m.same_for_every_k] == ["single", "ema", "teacher"]
+    assert [name for name, m in COMPARE_METHODS.items() if m.distils] == ["kd", "graftplus"]
     names = [c.name for c in exploratory_contrasts(lambda method: True, ["v"])]
     reports = ("model0", "mean", "best_of_k")
     baselines = ("nograft", "nograft_ensemble", "nograft_average", "single")
@@ -311,6 +313,8 @@ def test_the_rows_and_contrasts_of_the_registry_are_those_of_the_tables_they_rep
         *(f"{rival}:{r}-nograft:{r}" for rival in ("dml", "papa") for r in reports),
         "papa_average:model0-nograft_average:model0", "papa_average:model0-single:model0",
         "ema:model0-single:model0",
+        *(f"kd:{r}-nograft:{r}" for r in reports),
+        *(f"graftplus:{r}-{theirs}:{r}" for theirs in ("kd", "graft") for r in reports),
         *(f"average:{r}-nograft:{r}" for r in reports),
         "graft:best_of_k-dml:best_of_k", "graft:best_of_k-papa:best_of_k",
         "graft:mean-average:mean", "graft:best_of_k-average:best_of_k",
@@ -374,3 +378,35 @@ def test_declared_secondaries_come_next_in_their_order_and_are_holm_adjusted_as_
     assert {e["metric"] for e in family} == {"mAP"} and not any(e["primary"] for e in family)
     assert len(family) == len([e for e in undeclared if e["metric"] == "mAP"]) - 1
     assert family[0]["holm_family"] == f"exploratory, {len(family)} contrasts"
+
+
+def test_kd_and_graftplus_distil_from_their_replicates_teacher_and_kd_at_weight_zero_is_nograft(
+    task, tmp_path
+):
+    from reidgraft.engine import Trainer
+    from reidgraft.engine.comparison import Comparison
+
+    recipe = {
+        "dataset": "synthetic", "root": task.config.root, "epochs": 1, "height": 32, "width": 16,
+        "batch_size": 8, "weights": "none", "device": "cpu", "deterministic": True,
+    }  # fmt: skip
+    comparison = Comparison(recipe, build_config(recipe), tmp_path, data=task.splits)
+    teacher = comparison.changes("teacher", 2, seed=3)
+    assert (teacher["models"], teacher["population"], teacher["seed"]) == (1, "none", 3500)
+    assert comparison.run_name("teacher", 2, 3) == "seed3-k1-teacher"
+    for method, population in (("kd", "none"), ("graftplus", "graft")):
+        changes = comparison.changes(method, 2, seed=3)
+        assert changes["population"] == population and changes["seed"] == 3000
+        assert changes["teacher"] == [f"{tmp_path / 'seed3-k1-teacher' / 'checkpoint.pt'}:0"]
+    kd = comparison.run("kd", 2, 0)  # trains the replicate's teacher first
+    assert (tmp_path / "seed0-k1-teacher" / "checkpoint.pt").is_file() and kd.run.count == 2
+    # kd at weight 0 is nograft bit for bit: the distillation term adds nothing, draws nothing
+    config = comparison.config("kd", 2, 0)
+    runs = {}
+    for name, changes in (("kd0", {"kd_weight": 0.0}), ("nograft", {"teacher": []})):
+        settings = {**config.to_dict(), **changes, "output": str(tmp_path / name)}
+        runs[name] = Trainer(build_config(settings), task.splits, tmp_path / name, log=lambda line: None)
+        runs[name].fit()
+    for a, b in zip(runs["kd0"].members, runs["nograft"].members, strict=True):
+        for key, tensor in a.model.state_dict().items():
+            assert torch.equal(tensor, b.model.state_dict()[key]), key

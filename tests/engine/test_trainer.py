@@ -165,6 +165,29 @@ def test_grafting_plus_distils_from_a_frozen_teacher(splits, tmp_path):
     assert student_loss > without.history[0]["loss"][0]
 
 
+def test_a_teacher_retrained_at_the_same_path_makes_another_run(splits, tmp_path):
+    """Runs are reused by their config, which names teachers by path: the teachers' weights are
+    fingerprinted too, so a student of the old teacher is not reused for the new one."""
+    import shutil
+
+    from reidgraft.engine.runs import check_run_folder, teacher_fingerprints
+
+    run(splits, tmp_path / "teacher", epochs=1, models=1)
+    spec = f"{tmp_path / 'teacher' / 'checkpoint.pt'}:0"
+    student, _ = run(splits, tmp_path / "student", epochs=1, teacher=[spec])
+    config = tiny_config(epochs=1, teacher=[spec], output=str(tmp_path / "student"))
+    payload = check_run_folder(config, splits)
+    assert payload["teachers"] == teacher_fingerprints([spec]) == student.teacher_fingerprints
+    shutil.rmtree(tmp_path / "teacher")
+    run(splits, tmp_path / "teacher", epochs=1, models=1, seed=7)  # another teacher, the same path
+    with pytest.raises(ConfigError, match="distilled from other weights than teacher .*retrained since"):
+        check_run_folder(config, splits)
+    path = tmp_path / "student" / "checkpoint.pt"
+    torch.save({k: v for k, v in torch.load(path, weights_only=True).items() if k != "teachers"}, path)
+    with pytest.raises(ConfigError, match="recorded no fingerprint of its teachers"):
+        check_run_folder(config, splits)
+
+
 def test_teacher_from_another_dataset_is_refused(splits, tmp_path):
     run(splits, tmp_path / "teacher", epochs=1, models=1)
     payload = load_checkpoint(tmp_path / "teacher")
