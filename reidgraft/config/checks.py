@@ -91,6 +91,13 @@ def _check_population(config: TrainConfig) -> None:
         raise ConfigError(
             f"--split is for --dataset folder (your own crops); {config.dataset} has its own split"
         )
+    if config.papa_closes is not None:
+        if not (math.isfinite(config.papa_closes) and 0 < config.papa_closes < 1):
+            raise ConfigError(f"papa_closes must be a share in (0, 1) (e.g. 0.9), got {config.papa_closes}")
+        if config.papa_rate != TrainConfig.papa_rate:
+            raise ConfigError(
+                "papa_closes sets the pull's rate from the run's length: give it or papa_rate, not both"
+            )
     if config.ema is not None and not (math.isfinite(config.ema) and 0 <= config.ema < 1):
         raise ConfigError(f"ema must be a decay in [0, 1) (e.g. 0.999), got {config.ema}")
     if config.ema_warmup != "none" and config.ema is None:

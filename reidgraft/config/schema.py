@@ -283,6 +283,18 @@ class TrainConfig:
             method="papa",
         ),
     )
+    papa_closes: float | None = field(
+        default=None,
+        metadata=_doc(
+            "population",
+            "papa gradual: scale the pull to the run's length instead of papa_rate: the rate at which "
+            "the pulls alone (at the initial learning rate) would close this share of the gap between "
+            "a model and the mean over the run, 1 - (1 - share)^(1 / pulls), pulls = epochs x (steps per "
+            "epoch // papa_every); in (0, 1); unset: papa_rate",
+            method="papa",
+        )
+        | {"kind": "float"},
+    )
     papa_every: int = field(
         default=population_defaults.PAPA_EVERY,
         metadata=_doc("population", "papa gradual: steps between pulls", minimum=1, method="papa"),

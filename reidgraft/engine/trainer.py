@@ -169,6 +169,8 @@ class Trainer:
         # with a shared batch every model sees model 0's order and augmentation, read once
         readers = self.model_ids[:1] if self.shared_batch else self.model_ids
         self.train_loaders = self.task.train_loaders(readers, pin_memory=self.device.type == "cuda")
+        for participant in self.participants:
+            participant.plan_run(config.epochs, len(self.train_loaders[0]))
         self.epoch = 0  # epochs completed
         self.exchange_pending = False  # the models were saved before this epoch end's exchange
         self.exchanged: dict[str, Any] = {}  # what that exchange did, by record key, not yet filed

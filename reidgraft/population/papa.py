@@ -2,7 +2,9 @@
 floating entries (docs/method.md section 10):
 
     gradual: every `every` steps of an epoch, each model moves toward the population mean by
-      `rate` x its learning rate's share of its initial one (the authors' linear scaling);
+      `rate` x its learning rate's share of its initial one (the authors' linear scaling); with
+      `closes`, the rate is set from the run's length instead: the one at which the pulls alone
+      (at the initial learning rate) close that share of the gap over the run;
     all: after every `every_epochs` epochs, every model is replaced by the mean;
     pairs: after every `every_epochs` epochs, the models are drawn into disjoint pairs (seeded
       by `seed` and the epoch; with K odd one model sits out) and each pair replaced by its mean.
@@ -32,14 +34,22 @@ class PopulationAveraging(Participant):
     def __init__(
         self, models: Sequence[nn.Module], *, mode: str = "gradual", rate: float = PAPA_RATE,
         every: int = PAPA_EVERY, every_epochs: int = PAPA_EVERY_EPOCHS, seed: int = 0,
+        closes: float | None = None,
     ):  # fmt: skip
-        self.models, self.mode, self.rate = list(models), mode, rate
+        self.models, self.mode, self.rate, self.closes = list(models), mode, rate, closes
         self.every, self.every_epochs, self.seed = every, every_epochs, seed
+        self.pulls: int | None = None  # in the run, once it is planned
+
+    def plan_run(self, epochs: int, steps_per_epoch: int) -> None:
+        self.pulls = epochs * (steps_per_epoch // self.every)
+        if self.closes is not None:
+            self.rate = 1.0 - (1.0 - self.closes) ** (1.0 / max(1, self.pulls))
 
     def settings(self) -> dict[str, Any]:
         settings = {"method": self.name, "papa_mode": self.mode}
         if self.mode == "gradual":
-            return settings | {"papa_rate": self.rate, "papa_every": self.every, "lr_scaled": True}
+            scaled = {"papa_closes": self.closes, "pulls": self.pulls} if self.closes is not None else {}
+            return settings | {"papa_rate": self.rate, "papa_every": self.every, "lr_scaled": True, **scaled}
         return settings | {"papa_every_epochs": self.every_epochs}
 
     def after_step(self, step: int, lr_shares: Sequence[float]) -> None:
@@ -68,5 +78,5 @@ class PopulationAveraging(Participant):
 def build(models: list, config: Any, group: Any) -> PopulationAveraging:
     return PopulationAveraging(
         models, mode=config.papa_mode, rate=config.papa_rate, every=config.papa_every,
-        every_epochs=config.papa_every_epochs, seed=config.seed,
+        every_epochs=config.papa_every_epochs, seed=config.seed, closes=config.papa_closes,
     )  # fmt: skip

@@ -3,6 +3,7 @@ population method (what K models trained side by side exchange) or a companion o
 copies); the trainer holds a list of them and knows none by name.
 
 One training run, in order (docs/method.md sections 4 and 10):
+- once, before training: `plan_run(epochs, steps_per_epoch)`;
 - each step, for each model k: `step_loss(k, logits)`, a term added to model k's loss (None:
   none), given the logits of this step's batch: every model's when the method shares a batch,
   model k's alone otherwise (the others None: they saw other images);
@@ -41,6 +42,9 @@ class Participant:
     def settings(self) -> dict[str, Any]:
         """What metrics.json records of it."""
         return {"method": self.name}
+
+    def plan_run(self, epochs: int, steps_per_epoch: int) -> None:
+        """The run's length, told once before training (a pull scaled to it, say)."""
 
     def step_loss(self, k: int, logits: Sequence[Tensor | None]) -> Tensor | None:
         """Model k's extra loss term for this step (None: none)."""

@@ -145,6 +145,27 @@ def test_ema_warmup_decays():
         EmaCopies([model], 0.9, warmup="linear")
 
 
+def test_papa_closes_scales_the_pull_to_the_run(splits, tmp_path):
+    """The rate at which the pulls alone would close the share: (1 - rate)^pulls = 1 - share."""
+    from reidgraft.population.papa import PopulationAveraging
+
+    papa = PopulationAveraging([torch.nn.Linear(2, 1)] * 2, rate=0.01, every=10, closes=0.9)
+    papa.plan_run(epochs=3, steps_per_epoch=25)  # two pulls an epoch
+    assert papa.pulls == 6 and (1 - papa.rate) ** 6 == pytest.approx(0.1)
+    fixed = PopulationAveraging([torch.nn.Linear(2, 1)] * 2, rate=0.01, every=10)
+    fixed.plan_run(epochs=3, steps_per_epoch=25)
+    assert fixed.rate == 0.01 and "papa_closes" not in fixed.settings()
+    trainer = train(splits, tmp_path / "papa", population="papa", papa_every=2, papa_closes=0.5, epochs=2)
+    steps = len(trainer.train_loaders[0])
+    settings = trainer.metrics_file()["population"]
+    assert settings["pulls"] == 2 * (steps // 2) and settings["papa_closes"] == 0.5
+    assert (1 - settings["papa_rate"]) ** settings["pulls"] == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="give it or papa_rate, not both"):
+        config(population="papa", papa_closes=0.5, papa_rate=0.02)
+    with pytest.raises(ConfigError, match="papa_closes must be a share in"):
+        config(population="papa", papa_closes=1.0)
+
+
 def test_ema_warmup_needs_an_ema():
     with pytest.raises(ConfigError, match="ema_warmup power starts an EMA"):
         config(ema_warmup="power")
