@@ -100,6 +100,14 @@ def _check_population(config: TrainConfig) -> None:
             )
     if config.ema is not None and not (math.isfinite(config.ema) and 0 <= config.ema < 1):
         raise ConfigError(f"ema must be a decay in [0, 1) (e.g. 0.999), got {config.ema}")
+    if config.ema_grid:
+        if config.ema is None:
+            raise ConfigError("ema_grid adds decays beside --ema's: give --ema too (e.g. --ema 0.99)")
+        for decay in config.ema_grid:
+            if not (math.isfinite(decay) and 0 <= decay < 1):
+                raise ConfigError(f"ema_grid's decays must lie in [0, 1) (e.g. 0.998), got {decay}")
+        if len(set([config.ema, *config.ema_grid])) < len(config.ema_grid) + 1:
+            raise ConfigError(f"ema_grid {config.ema_grid} repeats a decay (--ema is {config.ema})")
     if config.ema_warmup != "none" and config.ema is None:
         raise ConfigError(
             f"ema_warmup {config.ema_warmup} starts an EMA: give its decay with --ema (e.g. 0.998)"

@@ -312,6 +312,15 @@ class TrainConfig:
         )
         | {"kind": "float"},
     )
+    ema_grid: list[float] = field(
+        default_factory=list,
+        metadata=_doc(
+            "population",
+            "more EMA decays beside --ema's, each a copy of every model kept and evaluated the same "
+            "way (metrics.json: ema_<decay>; the checkpoint: each copy), so a decay can be chosen on "
+            "validation from one run; needs --ema",
+        ),
+    )
     ema_warmup: str = field(
         default="none",
         metadata=_doc(

@@ -129,6 +129,31 @@ def score_ema_copy(comparison: Comparison, name: str, run: FinishedRun) -> dict[
     return _one_value(scores)
 
 
+def score_ema_grid(comparison: Comparison, name: str, run: FinishedRun) -> dict[str, Any]:
+    """The K models' EMA copies at the decay (--ema's or one of --ema-grid's) whose copies scored
+    best on validation at the last epoch (mean over K of the primary metric): model 0's, the mean
+    over K, and the best of K on validation."""
+    primary = comparison.task.primary
+    last = next((r for r in reversed(run.metrics.get("epochs") or []) if r.get("ema_val_metrics")), None)
+    names = run.run.ema_names()
+    if last is None or not names:
+        raise ValueError(f"{run.folder.path} kept no EMA copies scored on validation (--ema, --val-ids)")
+
+    def validation(copy: str) -> list[float]:
+        return [result[primary] for result in last[f"{copy}_val_metrics"]]
+
+    chosen = max(names, key=lambda copy: (statistics.fmean(validation(copy)), copy == "ema"))
+    decay = (run.metrics.get(chosen) or {}).get("decay")
+    comparison.log(f"[{run.name}] {name}: EMA decay {decay} chosen on validation ({chosen})")
+    each = comparison.scored(
+        run, f"{name}-{chosen}", lambda _: comparison.task.item_scores(run.ema_models(chosen)), ema=chosen
+    )
+    best = max(range(len(each)), key=lambda k: (validation(chosen)[k], -k))
+    mean = {key: np.mean([scores[key] for scores in each], axis=0) for key in each[0]}
+    reports = {"model0": each[0], "mean": mean, "best_of_k": each[best]}
+    return {"reports": reports, "chosen_on": "validation", "one_value": len(each) == 1, "decay": decay}
+
+
 def score_ensemble(comparison: Comparison, name: str, run: FinishedRun) -> dict[str, Any]:
     """The run's K models together (the task's `ensemble_scores`)."""
     (scores,) = comparison.scored(run, name, lambda models: [comparison.task.ensemble_scores(models)])
@@ -186,6 +211,7 @@ class CompareMethod:
     needs_pretrained: bool = False  # built from the models' common pretrained start (model_stock)
     seed_offset: int = 0  # added to the replicate's seed (the teacher's: no study model uses it)
     distils: bool = False  # its models distil from the replicate's `teacher` run
+    needs_ema: bool = False  # scored on the EMA copies the recipe keeps (--ema, --ema-grid)
 
 
 ONE_MODEL_RUN = {"models": 1, "population": "none"}
@@ -196,6 +222,11 @@ COMPARE_METHODS: dict[str, CompareMethod] = {
     "nograft": CompareMethod({"population": "none"}, default=True),
     "nograft_ensemble": CompareMethod(derived_from="nograft", score=score_ensemble, default=True),
     "nograft_average": CompareMethod(derived_from="nograft", score=score_weight_average, default=True),
+    # nograft's EMA copies at the decay chosen on validation (the recipe keeps them: --ema and
+    # --ema-grid; keeping them changes no training)
+    "nograft_ema": CompareMethod(
+        derived_from="nograft", score=score_ema_grid, needs_ema=True, contrasts=AGAINST_NOGRAFT
+    ),
     "nograft_model_stock": CompareMethod(  # Model Stock (Jang et al., ECCV 2024), post hoc
         derived_from="nograft",
         score=score_model_stock,
@@ -336,13 +367,13 @@ class FinishedRun:
             self._models = self.run.models(self.device, self.precision["channels_last"])
         return self._models
 
-    def ema_fingerprints(self) -> list[str]:
-        return [state_fingerprint(self.run.ema_state(k)) for k in range(self.run.count)]
+    def ema_fingerprints(self, name: str = "ema") -> list[str]:
+        return [state_fingerprint(self.run.ema_state(k, name)) for k in range(self.run.count)]
 
-    def ema_models(self) -> list:
-        """The run's EMA copies, as it evaluated them (statistics re-estimated)."""
+    def ema_models(self, name: str = "ema") -> list:
+        """The run's EMA copies `name`, as it evaluated them (statistics re-estimated)."""
         return [
-            self.run.model(k, self.device, self.precision["channels_last"], ema=True)
+            self.run.model(k, self.device, self.precision["channels_last"], ema=name)
             for k in range(self.run.count)
         ]
 
@@ -417,7 +448,7 @@ class Comparison:
         return self._runs[name]
 
     def scored(
-        self, run: FinishedRun, what: str, score: Callable[[list], list[Scores]], *, ema: bool = False
+        self, run: FinishedRun, what: str, score: Callable[[list], list[Scores]], *, ema: bool | str = False
     ) -> list[Scores]:
         """`score(models)` of a run, or what an earlier comparison kept of it under the same key.
         Models are scored as their run evaluated itself (precision and memory format), so that
@@ -425,7 +456,7 @@ class Comparison:
         key = json_fingerprint(
             {
                 "what": what,
-                "models": run.ema_fingerprints() if ema else run.fingerprints,
+                "models": run.ema_fingerprints("ema" if ema is True else ema) if ema else run.fingerprints,
                 "recipe": result_config(self.base.to_dict()),
                 "data": self.task.data_fingerprint(),
                 "precision": run.precision,
@@ -677,7 +708,13 @@ def plan_comparison(
     checked = preflight(base)  # names, devices, precision, weights and the data's presence, before any work
     task = checked.task
     for method in methods:  # what a method needs of the recipe, before any training
-        needs_start = method in COMPARE_METHODS and COMPARE_METHODS[method].needs_pretrained
+        spec = COMPARE_METHODS.get(method)
+        if spec is not None and spec.needs_ema and base.ema is None:
+            raise ConfigError(
+                f"{method} scores the EMA copies the runs keep, and the recipe keeps none: set ema (and "
+                f"ema_grid, ema_warmup) in the recipe, or leave {method} out of --methods"
+            )
+        needs_start = spec is not None and spec.needs_pretrained
         if needs_start and checked.weights.source is None:
             raise ConfigError(
                 f"{method} merges the models toward their common pretrained start, and the recipe's "
@@ -690,6 +727,12 @@ def plan_comparison(
     keys = ("top1",) if task == "classification" else ("mAP", "rank1")
     data = load_data(base, log=log)
     held, validation = _hold_out(base, data, val_ids, task)
+    needs_validation = [m for m in methods if m in COMPARE_METHODS and COMPARE_METHODS[m].needs_ema]
+    if needs_validation and not held:
+        raise ConfigError(
+            f"{needs_validation[0]} chooses its EMA decay on validation, and --val-ids 0 holds none out; "
+            "hold some out (--val-ids N), or leave it out of --methods"
+        )
     log(f"compare: best of K chosen on {validation}")
     if held != base.val_ids:  # the task holds them out of the training data (tasks.py)
         values = {**values, "val_ids": held}
@@ -762,6 +805,8 @@ def run_comparison(plan: ComparisonPlan) -> tuple[list[dict[str, Any]], dict[tup
             per_seed = [comparison.scores(method, k, seed) for seed in range(plan.seeds)]
             scores[(method, k)] = per_seed
             row = {"method": method, "models": 1 if spec.one_model else k, **summarise(per_seed, plan.keys)}
+            if any("decay" in seed for seed in per_seed):  # (nograft_ema: chosen on validation)
+                row["decays"] = [seed.get("decay") for seed in per_seed]
             row["runs"] = [
                 comparison.run_name(comparison.run_method(method), k, seed) for seed in range(plan.seeds)
             ]

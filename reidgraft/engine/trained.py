@@ -116,29 +116,45 @@ class TrainedRun:
         """Model k's weights (on the CPU, as saved)."""
         return self._payload["models"][self.check_model(k)]
 
-    def _ema_copies(self) -> list:
-        return ((self._payload.get("participants") or {}).get("ema") or {}).get("copies") or []
+    def _ema_copies(self, name: str = "ema") -> list:
+        return ((self._payload.get("participants") or {}).get(name) or {}).get("copies") or []
 
     @property
     def has_ema(self) -> bool:
         """Whether the run kept an EMA copy of each model (`--ema`)."""
         return len(self._ema_copies()) == self.count
 
-    def ema_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Model k's EMA copy (on the CPU, as saved); ValueError when the run kept none."""
-        if not self.has_ema:
-            raise ValueError(f"{self.given} kept no EMA copies (train with --ema DECAY)")
-        return self._ema_copies()[self.check_model(k)]
+    def ema_names(self) -> list[str]:
+        """The EMA copies the run kept, by name: "ema" (--ema's decay), then ema_<decay> for each
+        --ema-grid decay."""
+        participants = self._payload.get("participants") or {}
+        return [
+            name
+            for name in participants
+            if (name == "ema" or name.startswith("ema_")) and self._ema_copies(name)
+        ]
+
+    def ema_state(self, k: int, name: str = "ema") -> dict[str, torch.Tensor]:
+        """Model k's EMA copy `name` (on the CPU, as saved); ValueError when the run kept none."""
+        if len(self._ema_copies(name)) != self.count:
+            what = "EMA copies (train with --ema DECAY)" if name == "ema" else f"{name} copies (--ema-grid)"
+            raise ValueError(f"{self.given} kept no {what}")
+        return self._ema_copies(name)[self.check_model(k)]
 
     def model(
-        self, k: int, device: torch.device | str = "cpu", channels_last: bool = False, *, ema: bool = False
+        self,
+        k: int,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        *,
+        ema: bool | str = False,
     ) -> nn.Module:
         """Model k built as it trained (backbone, neck, last stride), in eval mode on `device`, in
         channels_last memory format when asked (as the trainer keeps it); its EMA copy with `ema`
-        (batch-norm statistics as last evaluated)."""
+        (True: --ema's, or a copy's name from `ema_names`; batch-norm statistics as last evaluated)."""
         model = build_reid_model(self.arch, self.num_classes, **head_options(self.raw_config))
         try:
-            model.load_state_dict(self.ema_state(k) if ema else self.state(k))
+            model.load_state_dict(self.ema_state(k, "ema" if ema is True else ema) if ema else self.state(k))
         except RuntimeError as error:  # missing, unexpected or misshapen weights
             detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
             raise ValueError(

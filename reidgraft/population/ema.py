@@ -30,12 +30,13 @@ class EmaCopies(Participant):
     name = section = evaluates = "ema"
     evaluates_each_model = True
 
-    def __init__(self, models: Sequence[nn.Module], decay: float, warmup: str = "none"):
+    def __init__(self, models: Sequence[nn.Module], decay: float, warmup: str = "none", name: str = "ema"):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"the EMA decay must lie in [0, 1), got {decay}")
         if warmup not in WARMUPS:
             raise ValueError(f"unknown EMA warm-up {warmup!r}; choose one of: {', '.join(WARMUPS)}")
         self.models, self.decay, self.warmup = list(models), decay, warmup
+        self.name = self.section = self.evaluates = name  # "ema", or ema_<decay> for a grid's
         self.updates = 0  # made so far (the warm-up's t)
         self.copies = [copy.deepcopy(model).eval() for model in self.models]
         for ema in self.copies:
@@ -100,5 +101,17 @@ class EmaCopies(Participant):
         self.updates = int(state.get("updates", 0))  # (checkpoints before the warm-up: no count)
 
 
+def grid_name(decay: float) -> str:
+    """The name (checkpoint entry, metrics.json section, record prefix) of a grid decay's copies."""
+    return f"ema_{decay:g}"
+
+
 def build(models: list, config: Any, group: Any) -> EmaCopies:
     return EmaCopies(models, config.ema, warmup=config.ema_warmup)
+
+
+def build_grid(models: list, config: Any, group: Any) -> list[EmaCopies]:
+    """The copies of each `ema_grid` decay, beside --ema's."""
+    return [
+        EmaCopies(models, decay, warmup=config.ema_warmup, name=grid_name(decay)) for decay in config.ema_grid
+    ]

@@ -41,9 +41,11 @@ class _Spec:
     label: str  # how a run describes it: "grafted", "PAPA {papa_mode}" (config fields in braces)
     distributed: bool = True  # may run one model per process under torchrun
 
+    builder: str = "build"  # the module's function that makes it
+
     def build(self, models: list, config: Any, group: Any):
-        """The participant over this process's `models`."""
-        return _module(self.module).build(models, config, group)
+        """The participant over this process's `models` (or a list of participants)."""
+        return getattr(_module(self.module), self.builder)(models, config, group)
 
     def describe(self, config: Any) -> str:
         return self.label.format_map(_Fields(config))
@@ -63,10 +65,10 @@ class PopulationSpec(_Spec):
 class CompanionSpec(_Spec):
     """A participant beside the population method, on when its config field is set (EMA)."""
 
-    field: str = ""  # the config field that switches it on (set: not None)
+    field: str = ""  # the config field that switches it on (set: not None, not empty)
 
     def active(self, config: Any) -> bool:
-        return getattr(config, self.field) is not None
+        return getattr(config, self.field) not in (None, [])
 
 
 POPULATIONS: dict[str, PopulationSpec] = {
@@ -94,6 +96,9 @@ POPULATIONS: dict[str, PopulationSpec] = {
 COMPANIONS: dict[str, CompanionSpec] = {
     # evaluated (BN statistics re-estimated) in one process beside the models
     "ema": CompanionSpec("ema", "EMA {ema:g}", field="ema", distributed=False),
+    "ema_grid": CompanionSpec(
+        "ema", "EMA also at {ema_grid}", field="ema_grid", distributed=False, builder="build_grid"
+    ),
 }
 
 
@@ -114,7 +119,8 @@ def active_specs(config: Any) -> list[tuple[str, PopulationSpec | CompanionSpec]
 def build_participants(models: list, config: Any, group: Any) -> list:
     """The run's participants, in the order the trainer calls them: the population method, then
     each companion (an EMA copy averages the weights the method left)."""
-    return [spec.build(models, config, group) for _, spec in active_specs(config)]
+    built = [spec.build(models, config, group) for _, spec in active_specs(config)]
+    return [one for entry in built for one in (entry if isinstance(entry, list) else [entry])]
 
 
 def describe_run(config: Any) -> str:

@@ -185,6 +185,10 @@ def test_bad_arguments_are_one_line(recipe, tmp_path):
         (("--val-ids", "-1"), "--val-ids -1: give 0"),
         (("--secondary", "graft:mean-ensemble:mean"), "'ensemble' is not among the compared methods"),
         (("--secondary", "graft-nograft"), "--secondary graft-nograft: declared twice, or as the primary"),
+        (
+            ("--methods", "nograft", "nograft_ema", "--primary", "nograft_ema:mean-nograft:mean"),
+            "nograft_ema scores the EMA copies the runs keep, and the recipe keeps none",
+        ),
     ):
         bad = compare("--config", recipe, *args, "--output", tmp_path / "never", cwd=tmp_path)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr

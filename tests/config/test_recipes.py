@@ -31,7 +31,7 @@ def test_every_shipped_recipe_resolves_as_before_it_had_bases():
         "top_bin": "inclusive", "dml_weight": 1.0, "dml_temperature": 1.0, "papa_mode": "gradual",
         "papa_rate": 0.01, "papa_every": 10, "papa_every_epochs": 5, "ema": None, "split": None,
         "split_seed": 0, "parallel_models": "auto", "image_cache": "auto",
-        "ema_warmup": "none", "papa_closes": None, "test_scoring": "when_due",
+        "ema_warmup": "none", "papa_closes": None, "ema_grid": [], "test_scoring": "when_due",
     }  # fmt: skip
     for name, expected in before.items():
         resolved = build_config(load_yaml(name)).to_dict()

@@ -293,8 +293,8 @@ def test_the_rows_and_contrasts_of_the_registry_are_those_of_the_tables_they_rep
     )  # fmt: skip
     derived = {name: m.derived_from for name, m in COMPARE_METHODS.items() if m.derived_from}
     assert derived == {
-        "nograft_ensemble": "nograft", "nograft_average": "nograft", "nograft_model_stock": "nograft",
-        "papa_average": "papa",
+        "nograft_ensemble": "nograft", "nograft_average": "nograft", "nograft_ema": "nograft",
+        "nograft_model_stock": "nograft", "papa_average": "papa",
     }  # fmt: skip
     assert [name for name, m in COMPARE_METHODS.items() if m.needs_pretrained] == ["nograft_model_stock"]
     one_model = ["single", "single_long", "ema", "teacher"]
@@ -305,6 +305,7 @@ def test_the_rows_and_contrasts_of_the_registry_are_those_of_the_tables_they_rep
     reports = ("model0", "mean", "best_of_k")
     baselines = ("nograft", "nograft_ensemble", "nograft_average", "single")
     expected = [
+        *(f"nograft_ema:{r}-nograft:{r}" for r in reports),
         "nograft_model_stock:model0-nograft_average:model0",
         *(f"graft:{r}-{theirs}:{r}" for theirs in baselines for r in reports),
         *(f"graft:{r}-nograft_model_stock:{r}" for r in reports),
@@ -410,3 +411,32 @@ def test_kd_and_graftplus_distil_from_their_replicates_teacher_and_kd_at_weight_
     for a, b in zip(runs["kd0"].members, runs["nograft"].members, strict=True):
         for key, tensor in a.model.state_dict().items():
             assert torch.equal(tensor, b.model.state_dict()[key]), key
+
+
+def test_nograft_ema_scores_the_copies_of_the_decay_best_on_validation(task, tmp_path):
+    import json
+    import statistics
+
+    from reidgraft.engine.comparison import Comparison
+
+    recipe = {
+        "dataset": "synthetic", "root": task.config.root, "epochs": 2, "height": 32, "width": 16,
+        "batch_size": 8, "weights": "none", "device": "cpu", "val_ids": 2, "eval_every": 1,
+        "test_scoring": "last", "ema": 0.9, "ema_grid": [0.0], "ema_warmup": "unbiased",
+    }  # fmt: skip
+    comparison = Comparison(
+        recipe, build_config(recipe), tmp_path, data=make_task(build_config(recipe), task.splits).splits
+    )
+    found = comparison.scores("nograft_ema", 2, 0)
+    metrics = json.loads((tmp_path / "seed0-k2-nograft" / "metrics.json").read_text())
+    last = metrics["epochs"][-1]
+    means = {
+        name: statistics.fmean(r["mAP"] for r in last[f"{name}_val_metrics"]) for name in ("ema", "ema_0")
+    }
+    chosen = max(means, key=lambda name: (means[name], name == "ema"))
+    assert found["decay"] == metrics[chosen]["decay"] and found["chosen_on"] == "validation"
+    # the reports are that copy's test scores: they average to the run's own final metrics of it
+    final = metrics[chosen]["final"]
+    assert float(np.mean(found["reports"]["model0"]["mAP"])) == pytest.approx(final[0]["mAP"], abs=1e-6)
+    mean = (final[0]["mAP"] + final[1]["mAP"]) / 2
+    assert float(np.mean(found["reports"]["mean"]["mAP"])) == pytest.approx(mean, abs=1e-6)

@@ -166,6 +166,44 @@ def test_papa_closes_scales_the_pull_to_the_run(splits, tmp_path):
         config(population="papa", papa_closes=1.0)
 
 
+def test_an_ema_grid_keeps_a_copy_per_decay_beside_the_models_and_changes_no_training(splits, tmp_path):
+    from reidgraft.engine import TrainedRun
+
+    trainer = train(
+        splits, tmp_path / "grid", ema=0.9, ema_grid=[0.5, 0.0], ema_warmup="unbiased", epochs=2,
+        eval_every=1, val_ids=2,
+    )  # fmt: skip
+    assert [p.name for p in trainer.participants][1:] == ["ema", "ema_0.5", "ema_0"]
+    metrics = trainer.metrics_file()
+    assert [metrics[name]["decay"] for name in ("ema", "ema_0.5", "ema_0")] == [0.9, 0.5, 0.0]
+    assert all(metrics[name]["warmup"] == "unbiased" for name in ("ema", "ema_0.5", "ema_0"))
+    for record in trainer.history:
+        assert all(len(record[f"{name}_val_metrics"]) == 2 for name in ("ema", "ema_0.5", "ema_0"))
+    run = TrainedRun(tmp_path / "grid")
+    assert run.ema_names() == ["ema", "ema_0.5", "ema_0"]
+    copy = run.model(1, ema="ema_0").state_dict()  # decay 0: the model itself (but BN statistics)
+    model = trainer.members[1].model.state_dict()
+    assert all(
+        torch.equal(copy[key], model[key])
+        for key in model
+        if "running" not in key and "num_batches" not in key
+    )
+    assert not torch.equal(run.ema_state(1, "ema")["classifier.weight"], model["classifier.weight"])
+    with pytest.raises(ValueError, match="kept no ema_0.7 copies"):
+        run.ema_state(0, "ema_0.7")
+    plain = train(splits, tmp_path / "plain", epochs=2, eval_every=1, val_ids=2)
+    assert_same_models(trainer, plain)
+
+
+def test_ema_grid_is_checked():
+    with pytest.raises(ConfigError, match="ema_grid adds decays beside --ema's"):
+        config(ema_grid=[0.99])
+    with pytest.raises(ConfigError, match="repeats a decay"):
+        config(ema=0.99, ema_grid=[0.995, 0.99])
+    with pytest.raises(ConfigError, match="must lie in"):
+        config(ema=0.99, ema_grid=[1.0])
+
+
 def test_ema_warmup_needs_an_ema():
     with pytest.raises(ConfigError, match="ema_warmup power starts an EMA"):
         config(ema_warmup="power")
@@ -179,8 +217,9 @@ def test_ema_warmup_needs_an_ema():
         dict(population="papa", papa_mode="pairs", papa_every_epochs=1, models=3),
         dict(population="none", ema=0.9, models=1),
         dict(population="none", ema=0.9, ema_warmup="unbiased", models=1),
+        dict(population="none", ema=0.9, ema_grid=[0.5], ema_warmup="power", models=1),
     ],
-    ids=["dml", "papa", "papa_pairs", "ema", "ema_warmup"],
+    ids=["dml", "papa", "papa_pairs", "ema", "ema_warmup", "ema_grid"],
 )
 def test_a_resumed_run_equals_a_straight_one(splits, tmp_path, method):
     straight = train(splits, tmp_path / "straight", epochs=3, **method)
@@ -191,9 +230,11 @@ def test_a_resumed_run_equals_a_straight_one(splits, tmp_path, method):
     assert first.epoch == 2
     assert_same_models(straight, resumed)
     if "ema" in method:
-        for a, b in zip(straight.participants[-1].copies, resumed.participants[-1].copies, strict=True):
-            for key, tensor in a.state_dict().items():
-                torch.testing.assert_close(b.state_dict()[key], tensor, rtol=0, atol=0, msg=key)
+        for mine, theirs in zip(straight.participants[1:], resumed.participants[1:], strict=True):
+            assert mine.name == theirs.name and mine.updates == theirs.updates
+            for a, b in zip(mine.copies, theirs.copies, strict=True):
+                for key, tensor in a.state_dict().items():
+                    torch.testing.assert_close(b.state_dict()[key], tensor, rtol=0, atol=0, msg=key)
     assert straight.metrics_file()["population"] == resumed.metrics_file()["population"]
 
 
