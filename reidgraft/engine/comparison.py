@@ -306,7 +306,7 @@ def method_table(
     return table | {name: variant_method(changes) for name, changes in variants.items()}
 
 
-REPORT_FILES = ("comparison.md", "comparison.json", "comparison.png")
+REPORT_FILES = ("comparison.md", "comparison.json", "comparison.png", "comparison-curves.png")
 
 
 def holds_runs(folder: Path) -> bool:

@@ -4,6 +4,8 @@ the exploratory contrasts; the same numbers as JSON, and a picture."""
 
 from __future__ import annotations
 
+import json
+import statistics
 from pathlib import Path
 
 from ..files import (
@@ -80,6 +82,41 @@ def primary_section(entry: dict, seeds: int) -> list[str]:
     return lines + [""]
 
 
+def learning_curves(result: ComparisonResult) -> dict[str, dict[str, list[float]]]:
+    """Each trained row's validation curve on the primary metric: at every evaluated epoch, each
+    seed's mean over its models, then the mean over seeds and the lowest and highest seed (the
+    band); rows whose runs recorded no validation (or derived rows, which train nothing) have
+    none. Read from the runs' metrics.json."""
+    metric, curves = result.keys[0], {}
+    for row in result.rows:
+        per_seed: list[dict[int, float]] = []
+        for name in row["runs"]:
+            path = result.output / name / "metrics.json"
+            epochs = json.loads(path.read_text()).get("epochs", []) if path.is_file() else []
+            per_seed.append(
+                {
+                    record["epoch"]: statistics.fmean(r[metric] for r in record["val_metrics"])
+                    for record in epochs
+                    if record.get("val_metrics")
+                }
+            )
+        shared = sorted(set.intersection(*(set(seed) for seed in per_seed))) if per_seed else []
+        if not shared:
+            continue
+        key = f"{row['method']} K={row['models']}"
+        if any(curve["runs"] == row["runs"] for curve in curves.values()):
+            continue  # a row derived from another's runs (the ensemble, the soups): the same curve
+        values = [[seed[epoch] for seed in per_seed] for epoch in shared]
+        curves[key] = {
+            "epochs": shared,
+            "mean": [statistics.fmean(v) for v in values],
+            "low": [min(v) for v in values],
+            "high": [max(v) for v in values],
+            "runs": row["runs"],
+        }
+    return curves
+
+
 def write_report(result: ComparisonResult) -> list[Path]:
     """comparison.md (the primary endpoint first, then every method and the exploratory
     contrasts), comparison.json (every number) and comparison.png (the primary metric's bars and
@@ -153,6 +190,16 @@ def write_report(result: ComparisonResult) -> list[Path]:
         "",
         *contrast_rows([e for e in paired if not e["primary"] and not e.get("secondary")], label),
     ]
+    curves = learning_curves(result)
+    if curves:
+        lines += [
+            "",
+            "## Learning curves (validation)",
+            "",
+            f"`comparison-curves.png`: validation {label[primary]} at each evaluated epoch, the mean of each "
+            "run's models, then the mean over seeds with a band from the lowest to the highest seed (in "
+            "`comparison.json`: `curves`). The test set plays no part in them.",
+        ]
     atomic_write_text(output / "comparison.md", "\n".join(lines) + "\n")
     atomic_write_json(
         output / "comparison.json",
@@ -160,6 +207,7 @@ def write_report(result: ComparisonResult) -> list[Path]:
             "config": source, "metric": primary, "primary": result.primary.name,
             "secondary": list(result.secondary),
             "validation": result.validation, "seeds": seeds, "rows": rows, "paired": paired,
+            "curves": curves,
         },
     )  # fmt: skip
 
@@ -194,6 +242,28 @@ def write_report(result: ComparisonResult) -> list[Path]:
     differences.set_ylabel(f"paired difference, {label[primary]} points (95%; red: primary)")
     atomic_write(
         output / "comparison.png",
+        lambda file: figure.savefig(file, format="png", dpi=110, bbox_inches="tight"),
+    )
+    plt.close(figure)
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, curve in curves.items():
+        epochs = curve["epochs"]
+        axes.plot(epochs, [100 * v for v in curve["mean"]], marker="o", markersize=3, label=name)
+        axes.fill_between(
+            epochs, [100 * v for v in curve["low"]], [100 * v for v in curve["high"]], alpha=0.15
+        )
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(f"validation {label[primary]} (%), mean of the models")
+    axes.set_title(
+        f"mean over {seeds} seed{'s' if seeds > 1 else ''}; band: lowest to highest seed", fontsize=9
+    )
+    if curves:
+        axes.legend(fontsize=7)
+    else:
+        axes.text(0.5, 0.5, "no run recorded validation scores", ha="center", transform=axes.transAxes)
+    atomic_write(
+        output / "comparison-curves.png",
         lambda file: figure.savefig(file, format="png", dpi=110, bbox_inches="tight"),
     )
     plt.close(figure)

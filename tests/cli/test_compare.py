@@ -109,6 +109,22 @@ def test_every_row_and_contrast_then_reuse_and_refusal(recipe, tmp_path):
     assert "| nograft_ensemble | 2 |" in table and "95% t-interval" in table
     with Image.open(output / "comparison.png") as picture:
         assert picture.format == "PNG"
+    # the validation curves: one per trained row (derived rows share nograft's), from the runs
+    curves = report["curves"]
+    assert sorted(curves) == [
+        "graft K=2",
+        "graft_same_lr K=2",
+        "nograft K=2",
+        "single K=1",
+        "single_long K=1",
+    ]
+    assert curves["single_long K=1"]["epochs"] == [4] and curves["graft K=2"]["epochs"] == [2]
+    seeds = [json.loads((output / f"seed{s}-k2-graft" / "metrics.json").read_text()) for s in range(2)]
+    means = [sum(r["mAP"] for r in m["epochs"][-1]["val_metrics"]) / 2 for m in seeds]
+    assert curves["graft K=2"]["mean"] == [pytest.approx(sum(means) / 2)]
+    assert curves["graft K=2"]["low"] == [pytest.approx(min(means))]
+    with Image.open(output / "comparison-curves.png") as picture:
+        assert picture.format == "PNG"
     assert first.stdout.count("] trained") == 2 * 5  # single, single_long, nograft, graft, graft_same_lr
 
     stamps = {path: path.stat().st_mtime_ns for path in output.glob("*/checkpoint.pt")}
