@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--methods", nargs="+", choices=list(COMPARE_METHODS), default=list(DEFAULT_METHODS),
         help="the rows to produce; the rivals (dml, papa, papa_average, ema, average, kd, graftplus, "
-        "teacher, nograft_model_stock) are asked for by name "
+        "teacher, nograft_ema, nograft_model_stock) are asked for by name "
         f"(default: {' '.join(DEFAULT_METHODS)})",
     )  # fmt: skip
     parser.add_argument(

@@ -44,6 +44,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 options["nargs"] = "+"
                 if default and isinstance(default[0], int):
                     options["type"] = int
+                elif f.metadata.get("kind") == "float_list":
+                    options["type"] = float
             elif isinstance(default, int | float):
                 options["type"] = type(default)
             elif f.metadata.get("kind") == "float":

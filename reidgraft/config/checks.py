@@ -106,8 +106,12 @@ def _check_population(config: TrainConfig) -> None:
         for decay in config.ema_grid:
             if not (math.isfinite(decay) and 0 <= decay < 1):
                 raise ConfigError(f"ema_grid's decays must lie in [0, 1) (e.g. 0.998), got {decay}")
-        if len(set([config.ema, *config.ema_grid])) < len(config.ema_grid) + 1:
-            raise ConfigError(f"ema_grid {config.ema_grid} repeats a decay (--ema is {config.ema})")
+        names = [f"{decay:g}" for decay in [config.ema, *config.ema_grid]]  # (population/ema.py names)
+        if len(set(names)) < len(names):
+            raise ConfigError(
+                f"ema_grid {config.ema_grid} repeats a decay, or two that agree to 6 digits (--ema is "
+                f"{config.ema}); give decays that differ there"
+            )
     if config.ema_warmup != "none" and config.ema is None:
         raise ConfigError(
             f"ema_warmup {config.ema_warmup} starts an EMA: give its decay with --ema (e.g. 0.998)"

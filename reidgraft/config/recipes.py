@@ -281,6 +281,19 @@ def checked_value(name: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{name} must be a number, got {shown(value)}")
         value = float(value)
+    elif FIELDS[name].metadata.get("kind") == "float_list":  # (empty by default: no element to copy)
+        value = [value] if isinstance(value, int | float | str) and not isinstance(value, bool) else value
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list of numbers, got {shown(value)}")
+        numbers = []
+        for v in value:
+            try:
+                numbers.append(float(v) if not isinstance(v, bool) else None)
+            except (TypeError, ValueError):
+                numbers.append(None)
+        if None in numbers:
+            raise ConfigError(f"{name} must be a list of numbers, got {shown(value)}")
+        value = numbers
     elif isinstance(default, list) and default and isinstance(default[0], int):
         value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
         if not isinstance(value, list) or not all(

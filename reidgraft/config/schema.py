@@ -319,7 +319,8 @@ class TrainConfig:
             "more EMA decays beside --ema's, each a copy of every model kept and evaluated the same "
             "way (metrics.json: ema_<decay>; the checkpoint: each copy), so a decay can be chosen on "
             "validation from one run; needs --ema",
-        ),
+        )
+        | {"kind": "float_list"},
     )
     ema_warmup: str = field(
         default="none",

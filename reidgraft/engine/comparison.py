@@ -407,8 +407,9 @@ class Comparison:
         changes = {"models": k, **spec.changes, "seed": replicate_seed(seed) + spec.seed_offset}
         if spec.stretched:
             changes |= stretched_schedule(self.base, k)
-        if spec.distils:  # the replicate's teacher, by the path of its run's checkpoint
-            changes["teacher"] = [f"{self.output / self.run_name('teacher', k, seed) / 'checkpoint.pt'}:0"]
+        if spec.distils:  # the replicate's teacher, by the absolute path of its run's checkpoint
+            teacher = self.output.resolve() / self.run_name("teacher", k, seed) / "checkpoint.pt"
+            changes["teacher"] = [f"{teacher}:0"]
         return changes
 
     def run_name(self, method: str, k: int, seed: int) -> str:
@@ -523,7 +524,7 @@ class Contrast:
         return " − ".join(sides)
 
 
-def parse_contrast(text: str, methods: Sequence[str]) -> Contrast:
+def parse_contrast(text: str, methods: Sequence[str], flag: str = "--primary") -> Contrast:
     """`OURS[:REPORT]-THEIRS[:REPORT]` (REPORT default best_of_k) as a Contrast of two of
     `methods`; ConfigError (one line) naming what is wrong."""
     sides = text.split("-")
@@ -533,21 +534,19 @@ def parse_contrast(text: str, methods: Sequence[str]) -> Contrast:
         parsed.append((method, report or "best_of_k"))
     if len(parsed) != 2:
         raise ConfigError(
-            f"--primary {text!r}: write OURS[:REPORT]-THEIRS[:REPORT], e.g. {PRIMARY} (reports: "
+            f"{flag} {text!r}: write OURS[:REPORT]-THEIRS[:REPORT], e.g. {PRIMARY} (reports: "
             f"{', '.join(REPORTS)})"
         )
     for method, report in parsed:
         if method not in methods:
             raise ConfigError(
-                f"--primary {text!r}: {method!r} is not among the compared methods ({', '.join(methods)}); "
+                f"{flag} {text!r}: {method!r} is not among the compared methods ({', '.join(methods)}); "
                 "add it to --methods or --variant"
             )
         if report not in REPORTS:
-            raise ConfigError(
-                f"--primary {text!r}: unknown report {report!r}; choose from {', '.join(REPORTS)}"
-            )
+            raise ConfigError(f"{flag} {text!r}: unknown report {report!r}; choose from {', '.join(REPORTS)}")
     if parsed[0][0] == parsed[1][0]:
-        raise ConfigError(f"--primary {text!r}: a method against itself tells nothing; name two methods")
+        raise ConfigError(f"{flag} {text!r}: a method against itself tells nothing; name two methods")
     (ours, ours_report), (theirs, theirs_report) = parsed
     return Contrast(ours, ours_report, theirs, theirs_report)
 
@@ -694,7 +693,7 @@ def plan_comparison(
     extra = parse_variants(variants)
     methods = list(dict.fromkeys([*methods, *extra]))
     contrast = parse_contrast(primary, methods)
-    declared = tuple(parse_contrast(text, methods) for text in secondary)
+    declared = tuple(parse_contrast(text, methods, "--secondary") for text in secondary)
     for text, parsed in zip(secondary, declared, strict=True):
         if parsed == contrast or declared.count(parsed) > 1:
             raise ConfigError(f"--secondary {text}: declared twice, or as the primary endpoint too")
@@ -805,6 +804,8 @@ def run_comparison(plan: ComparisonPlan) -> tuple[list[dict[str, Any]], dict[tup
             per_seed = [comparison.scores(method, k, seed) for seed in range(plan.seeds)]
             scores[(method, k)] = per_seed
             row = {"method": method, "models": 1 if spec.one_model else k, **summarise(per_seed, plan.keys)}
+            if spec.derived_from:  # built from another method's runs (their curves are its)
+                row["derived_from"] = spec.derived_from
             if any("decay" in seed for seed in per_seed):  # (nograft_ema: chosen on validation)
                 row["decays"] = [seed.get("decay") for seed in per_seed]
             row["runs"] = [

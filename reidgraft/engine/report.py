@@ -85,10 +85,12 @@ def primary_section(entry: dict, seeds: int) -> list[str]:
 def learning_curves(result: ComparisonResult) -> dict[str, dict[str, list[float]]]:
     """Each trained row's validation curve on the primary metric: at every evaluated epoch, each
     seed's mean over its models, then the mean over seeds and the lowest and highest seed (the
-    band); rows whose runs recorded no validation (or derived rows, which train nothing) have
-    none. Read from the runs' metrics.json."""
+    band); rows whose runs recorded no validation, and rows derived from another method's runs
+    (which train nothing), have none. Read from the runs' metrics.json."""
     metric, curves = result.keys[0], {}
     for row in result.rows:
+        if row.get("derived_from"):
+            continue
         per_seed: list[dict[int, float]] = []
         for name in row["runs"]:
             path = result.output / name / "metrics.json"
@@ -104,8 +106,8 @@ def learning_curves(result: ComparisonResult) -> dict[str, dict[str, list[float]
         if not shared:
             continue
         key = f"{row['method']} K={row['models']}"
-        if any(curve["runs"] == row["runs"] for curve in curves.values()):
-            continue  # a row derived from another's runs (the ensemble, the soups): the same curve
+        if key in curves:  # single_long trains one model per K: name its runs' K
+            key = f"{row['method']} ({row['runs'][0].split('-')[1]})"
         values = [[seed[epoch] for seed in per_seed] for epoch in shared]
         curves[key] = {
             "epochs": shared,

@@ -261,8 +261,13 @@ class Trainer:
         }
 
     def load_state(self, payload: dict[str, Any]) -> None:
-        """Continue from a checkpoint of the same run (checked by the caller)."""
+        """Continue from a checkpoint of the same run (checked by the caller; its teachers here)."""
         payload = upgrade_checkpoint(payload)
+        if self.config.teacher and payload.get("teachers") != self.teacher_fingerprints:
+            raise ValueError(
+                f"{self.run.path} distilled from other teacher weights than {', '.join(self.config.teacher)} "
+                "hold now (retrained since, or recorded before fingerprints were kept); train a new run"
+            )
         for member, model, optimizer in zip(
             self.members, payload["models"], payload["optimizers"], strict=True
         ):
@@ -326,12 +331,16 @@ class Trainer:
         return payload
 
     def best(self) -> list[dict[str, Any]] | None:
-        return best_epochs(
+        best = best_epochs(
             self.history,
             self.config.models,
             self.task.primary,
             on_validation=self.task.validation is not None,
         )
+        if best and self.config.test_scoring == "last" and self.config.eval_every:
+            for row in best:  # only the last epoch has test scores: no choice was made
+                row["chosen_on"] = "the last epoch alone (test_scoring last)"
+        return best
 
     def report(self) -> dict[str, Any] | None:
         """Model 0, the mean over K and the best of K at the last epoch, each labelled."""

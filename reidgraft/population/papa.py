@@ -74,6 +74,14 @@ class PopulationAveraging(Participant):
     def extra_evaluations(self, last: bool, bn_batches: BatchSource) -> list[nn.Module]:
         return [weight_average(self.models, bn_batches())] if last else []
 
+    def state_dict(self) -> dict[str, Any]:
+        # a rate scaled to the run keeps the length it was planned for, should a resume ask for more
+        return {"rate": self.rate, "pulls": self.pulls} if self.closes is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.closes is not None and "rate" in state:
+            self.rate, self.pulls = float(state["rate"]), int(state["pulls"])
+
 
 def build(models: list, config: Any, group: Any) -> PopulationAveraging:
     return PopulationAveraging(

@@ -6,12 +6,15 @@
 #   bash studies/converged/pilot.sh [DATA_ROOT]          # step 1
 #   bash studies/converged/pilot.sh rates E [DATA_ROOT]  # step 2
 set -euo pipefail
+mode=epochs
+if [ "${1:-}" = rates ]; then
+  [ -n "${2:-}" ] || { echo "usage: pilot.sh rates E [DATA_ROOT] (E: the epochs chosen in step 1)" >&2; exit 2; }
+  mode=rates; chosen="$2"; shift 2
+fi
+root="$(realpath "${1:-/tmp/data}")"  # (before the cd: a relative root is the caller's)
 cd "$(dirname "$0")/../.."
 train=".venv/bin/reidgraft-train"
 out="runs/converged/pilot"
-mode=epochs
-if [ "${1:-}" = rates ]; then mode=rates; chosen="$2"; shift 2; fi
-root="${1:-/tmp/data}"
 
 finished() {  # metrics.json holds final metrics for the run's last epoch
   .venv/bin/python - "$1" <<'PY'
@@ -27,8 +30,8 @@ one() {  # one run: epochs, rate, seed
   local folder="$out/e$1-lr$2-s$3"
   if [ -d "$folder" ] && finished "$folder"; then echo "done: $folder"; return; fi
   if [ -f "$folder/checkpoint.pt" ]; then
-    echo "resuming: $folder"
-    "$train" --resume "$folder" --root "$root"
+    echo "resuming: $folder"  # (with the data root it recorded)
+    "$train" --resume "$folder"
   else
     echo "training: $folder"
     "$train" --config studies/converged/pilot.yaml --root "$root" --epochs "$1" --lr "$2" --seed "$3" \

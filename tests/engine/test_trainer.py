@@ -182,6 +182,11 @@ def test_a_teacher_retrained_at_the_same_path_makes_another_run(splits, tmp_path
     run(splits, tmp_path / "teacher", epochs=1, models=1, seed=7)  # another teacher, the same path
     with pytest.raises(ConfigError, match="distilled from other weights than teacher .*retrained since"):
         check_run_folder(config, splits)
+    resumed = Trainer(
+        tiny_config(epochs=2, teacher=[spec]), splits, tmp_path / "student", log=lambda line: None
+    )
+    with pytest.raises(ValueError, match="distilled from other teacher weights"):  # --resume too
+        resumed.load_state(load_checkpoint(tmp_path / "student"))
     path = tmp_path / "student" / "checkpoint.pt"
     torch.save({k: v for k, v in torch.load(path, weights_only=True).items() if k != "teachers"}, path)
     with pytest.raises(ConfigError, match="recorded no fingerprint of its teachers"):
@@ -251,6 +256,7 @@ def test_test_scoring_last_leaves_the_test_set_unscored_until_the_last_epoch(spl
     assert epochs[-1]["metrics"] == final
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [best["epoch"] for best in metrics["best"]] == [3, 3]  # the one epoch with test scores
+    assert {best["chosen_on"] for best in metrics["best"]} == {"the last epoch alone (test_scoring last)"}
     assert metrics["report"]["best_of_k"]["chosen_on"] == "validation"
 
 

@@ -195,13 +195,47 @@ def test_an_ema_grid_keeps_a_copy_per_decay_beside_the_models_and_changes_no_tra
     assert_same_models(trainer, plain)
 
 
+def test_ema_grid_reads_numbers_from_a_recipe_and_the_command_line(tmp_path):
+    import argparse
+
+    from reidgraft.config import build_config
+    from reidgraft.config.arguments import add_config_arguments, given_fields
+    from reidgraft.config.recipes import checked_value, load_yaml
+
+    assert checked_value("ema_grid", [0.995, 1, "2e-1"]) == [0.995, 1.0, 0.2]  # (YAML 1.1: 2e-1 is text)
+    assert checked_value("ema_grid", 0.5) == [0.5]
+    with pytest.raises(ConfigError, match="ema_grid must be a list of numbers"):
+        checked_value("ema_grid", ["fast"])
+    recipe = tmp_path / "grid.yaml"
+    recipe.write_text("dataset: synthetic\nema: 0.99\nema_grid: [0.995, 0.998]\n")
+    assert build_config(load_yaml(str(recipe))).ema_grid == [0.995, 0.998]
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    given = given_fields(parser.parse_args(["--ema", "0.9", "--ema-grid", "0.95", "0.5"]))
+    assert given["ema_grid"] == [0.95, 0.5] and build_config(**given).ema_grid == [0.95, 0.5]
+
+
 def test_ema_grid_is_checked():
     with pytest.raises(ConfigError, match="ema_grid adds decays beside --ema's"):
         config(ema_grid=[0.99])
     with pytest.raises(ConfigError, match="repeats a decay"):
         config(ema=0.99, ema_grid=[0.995, 0.99])
+    with pytest.raises(ConfigError, match="agree to 6 digits"):  # their copies would share a name
+        config(ema=0.99, ema_grid=[0.9999991, 0.9999992])
     with pytest.raises(ConfigError, match="must lie in"):
         config(ema=0.99, ema_grid=[1.0])
+
+
+def test_a_papa_rate_scaled_to_the_run_keeps_its_planned_length_when_resumed_longer(splits, tmp_path):
+    settings = dict(population="papa", papa_every=2, papa_closes=0.5)
+    first = train(splits, tmp_path / "papa", epochs=1, **settings)
+    planned = first.participants[0].rate
+    longer = Trainer(config(epochs=2, **settings), splits, tmp_path / "papa", log=lambda line: None)
+    assert longer.participants[0].rate != planned  # planned anew for 2 epochs, until the state is read
+    longer.load_state(load_checkpoint(tmp_path / "papa"))
+    assert (
+        longer.participants[0].rate == planned and longer.participants[0].pulls == first.participants[0].pulls
+    )
 
 
 def test_ema_warmup_needs_an_ema():

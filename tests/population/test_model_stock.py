@@ -60,6 +60,7 @@ def test_the_merge_layer_by_layer_with_the_head_averaged():
                 parameter.add_(moves[name][k])
         models.append(model)
     batches = [torch.randn(4, 3, 6, 6) for _ in range(2)]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
     merged, ratios = model_stock(models, start, batches)
     states = [m.state_dict() for m in models]
     for key in ("conv.weight", "conv.bias", "bn.weight", "bn.bias"):
@@ -76,4 +77,5 @@ def test_the_merge_layer_by_layer_with_the_head_averaged():
     assert not torch.equal(
         merged.bn.running_mean, (states[0]["bn.running_mean"] + states[1]["bn.running_mean"]) / 2
     )
-    assert all(torch.equal(models[i].state_dict()["conv.weight"], states[i]["conv.weight"]) for i in (0, 1))
+    for model, saved in zip(models, before, strict=True):
+        assert all(torch.equal(tensor, saved[key]) for key, tensor in model.state_dict().items())
