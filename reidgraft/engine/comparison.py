@@ -9,12 +9,19 @@ ensemble and their weight average), and pairs grafting with each baseline seed b
     nograft           the K models trained independently at the grafted models' learning rates
     nograft_ensemble  those K models together (the task's `ensemble_scores`)
     nograft_average   their weight average, batch-norm statistics re-estimated on training images
+    nograft_ema       their EMA copies at the decay chosen on validation (the recipe's ema and
+                      ema_grid; those copies ride on nograft's runs only)
+    nograft_model_stock  their layer-wise Model Stock average toward the common pretrained start
     graft             the K grafted models
+    average           grafted with a fixed alpha of 0.5: averaging without the entropy weighting
     graft_same_lr     grafted, every model at the base learning rate
     dml               deep mutual learning at the grafted models' learning rates (one shared batch)
     papa              PAPA (a pull toward the mean every few steps) at the same learning rates
     papa_average      the papa models' weight average, BN statistics re-estimated (what PAPA returns)
     ema               single's EMA copy (decay EMA_DECAY), BN statistics re-estimated
+    teacher           one model per replicate on a seed of its own, for kd and graftplus
+    kd                K independent students distilling from the replicate's teacher
+    graftplus         grafted students distilling from it (the journal's grafting+)
     (variants)        grafted with other settings (`--variant NAME:FIELD=VALUE,...`)
 
 Each is a `CompareMethod` in COMPARE_METHODS: what its run changes in the recipe (or which
@@ -215,6 +222,9 @@ class CompareMethod:
 
 
 ONE_MODEL_RUN = {"models": 1, "population": "none"}
+# The recipe's EMA copies ride only on the runs whose rows score them (nograft's, for nograft_ema):
+# the copies change no training, and each costs an update per step and a scoring per evaluation.
+EMA_FIELDS = ("ema", "ema_grid", "ema_warmup")
 AGAINST_NOGRAFT = (Pairing("nograft"),)
 COMPARE_METHODS: dict[str, CompareMethod] = {
     "single": CompareMethod(ONE_MODEL_RUN, one_model=True, same_for_every_k=True, default=True),
@@ -400,6 +410,8 @@ class Comparison:
         self.task = make_task(base, self.data)  # scores on its test data (validation held out)
         self.device = resolve_device(base.device)
         self._runs: dict[str, FinishedRun] = {}
+        # the runs that keep the recipe's EMA copies (--ema, --ema-grid): those a row scores them on
+        self.ema_runs = {spec.derived_from for spec in self.methods.values() if spec.needs_ema}
 
     def changes(self, method: str, k: int, seed: int) -> dict[str, Any]:
         """What the run of `method` for K = k and replicate `seed` changes in the recipe."""
@@ -423,7 +435,10 @@ class Comparison:
     def config(self, method: str, k: int, seed: int) -> TrainConfig:
         """The resolved config of the run of `method` for K = k and replicate `seed`."""
         name = self.run_name(method, k, seed)
-        return build_config(self.recipe, **self.changes(method, k, seed), output=str(self.output / name))
+        recipe = self.recipe
+        if "ema" not in self.methods[method].changes and method not in self.ema_runs:
+            recipe = {field: value for field, value in recipe.items() if field not in EMA_FIELDS}
+        return build_config(recipe, **self.changes(method, k, seed), output=str(self.output / name))
 
     def check_folders(self, planned: Sequence[tuple[str, int, int]]) -> None:
         """Every planned run's folder may be trained, reused or resumed (`check_run_folder`):
@@ -737,6 +752,12 @@ def plan_comparison(
         values = {**values, "val_ids": held}
         base = build_config(values)
     comparison = Comparison(values, base, output, log=log, variants=extra, data=data, ema_decay=ema_decay)
+    if base.ema is not None:
+        keep = sorted(comparison.ema_runs)
+        log(
+            f"compare: the recipe's EMA copies are kept in the runs of {', '.join(keep)} only (the rows "
+            "that score them); the other runs train the same without them"
+        )
     for method in methods:  # a rival's run must be possible with this recipe (K >= 2 and so on)
         if comparison.methods[method].changes is not None:
             build_config(values, **{"models": max(models), **comparison.methods[method].changes})

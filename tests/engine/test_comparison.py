@@ -440,3 +440,21 @@ def test_nograft_ema_scores_the_copies_of_the_decay_best_on_validation(task, tmp
     assert float(np.mean(found["reports"]["model0"]["mAP"])) == pytest.approx(final[0]["mAP"], abs=1e-6)
     mean = (final[0]["mAP"] + final[1]["mAP"]) / 2
     assert float(np.mean(found["reports"]["mean"]["mAP"])) == pytest.approx(mean, abs=1e-6)
+
+
+def test_the_recipes_ema_copies_ride_only_on_the_runs_whose_rows_score_them(task, tmp_path):
+    from reidgraft.engine.comparison import Comparison
+
+    recipe = {
+        "dataset": "synthetic", "root": task.config.root, "epochs": 2, "height": 32, "width": 16,
+        "weights": "none", "device": "cpu", "val_ids": 2,
+        "ema": 0.9, "ema_grid": [0.5], "ema_warmup": "unbiased",
+    }  # fmt: skip
+    splits = make_task(build_config(recipe), task.splits).splits
+    comparison = Comparison(recipe, build_config(recipe), tmp_path, data=splits)
+    kept = comparison.config("nograft", 2, 0)
+    assert (kept.ema, kept.ema_grid, kept.ema_warmup) == (0.9, [0.5], "unbiased")
+    for method in ("graft", "average", "teacher", "kd", "dml"):
+        config = comparison.config(method, 2, 0)
+        assert (config.ema, config.ema_grid, config.ema_warmup) == (None, [], "none"), method
+    assert comparison.config("ema", 2, 0).ema is not None  # the one-model EMA row sets its own
