@@ -73,14 +73,16 @@ class EpochLog:
 
 
 def epoch_line(record: dict[str, Any], epochs: int, primary: str) -> str:
-    """`epoch 3/60  loss 1.234 1.301  mean alpha 0.512 0.488  mAP 0.412 0.398`."""
+    """`epoch 3/60  loss 1.234 1.301  mean alpha 0.512 0.488  mAP 0.412 0.398`, or with validation
+    held out `... test mAP 0.412 0.398  validation mAP 0.530 0.517`."""
     line = f"epoch {record['epoch']}/{epochs}  loss " + " ".join(f"{v:.3f}" for v in record["loss"])
     if record["alphas"]:
         line += "  mean alpha " + " ".join(f"{v:.3f}" for v in mean_alphas(record["alphas"]))
-    if record.get("metrics"):
-        line += f"  {primary} " + " ".join(f"{r[primary]:.3f}" for r in record["metrics"])
-    elif record.get("val_metrics"):  # test_scoring last: validation alone before the last epoch
-        line += f"  validation {primary} " + " ".join(f"{r[primary]:.3f}" for r in record["val_metrics"])
+    test, validation = record.get("metrics"), record.get("val_metrics")
+    if test:  # named "test" only beside validation's, so a reader never takes one for the other
+        line += f"  {'test ' if validation else ''}{primary} " + " ".join(f"{r[primary]:.3f}" for r in test)
+    if validation:  # (test_scoring last: validation alone before the last epoch)
+        line += f"  validation {primary} " + " ".join(f"{r[primary]:.3f}" for r in validation)
     return line
 
 
