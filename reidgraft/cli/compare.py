@@ -3,7 +3,8 @@ Table 8: one declared primary endpoint with a t-interval over seeds and a verdic
 other contrast, labelled exploratory (`reidgraft/engine/comparison.py` says what each method is
 and how they are paired).
 
-    reidgraft-compare --config RECIPE [--seeds 5] [--models 2 4] [--methods ...] [--output DIR]
+    reidgraft-compare --config RECIPE [--seeds 5] [--seeds-of METHOD=N ...] [--models 2 4]
+                      [--methods ...] [--output DIR]
                       [--primary graft:best_of_k-nograft:best_of_k] [--variant NAME:FIELD=VALUE]
                       [--val-ids N] [--root DIR] [--dataset NAME] [--height H --width W] [--workers N]
                       [--split SHARE] [--split-seed N]
@@ -33,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seeds", type=int, default=5,
         help="replicates 0..N-1 (default: 5; with fewer the t-interval is called rough)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seeds-of", nargs="+", default=[], metavar="METHOD=N",
+        help="methods run on fewer replicates, 0..N-1 (e.g. papa=3 dml=3: rivals on 3 of 6 seeds); "
+        "a method derived from another's runs takes that one's count; each contrast pairs the seeds "
+        "both sides have (default: every method on --seeds)",
     )  # fmt: skip
     parser.add_argument(
         "--models", type=int, nargs="+", default=[2, 4], help="the K to compare, 2 or more (default: 2 4)"
@@ -99,7 +106,7 @@ def main(argv=None) -> int:
         result = compare(
             args.config, seeds=args.seeds, models=args.models, methods=args.methods, output=args.output,
             primary=args.primary, variants=args.variant, val_ids=args.val_ids, ema_decay=args.ema_decay,
-            secondary=args.secondary,
+            secondary=args.secondary, seeds_of=args.seeds_of,
             overrides={flag: getattr(args, flag) for flag in DATA_FLAGS if getattr(args, flag) is not None},
         )  # fmt: skip
         written = write_report(result)

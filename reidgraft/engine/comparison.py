@@ -651,6 +651,14 @@ class ComparisonPlan:
     keys: tuple[str, ...]
     validation: str  # where best of K is chosen, in words
     secondary: tuple[Contrast, ...] = ()  # declared before the run: Holm's family
+    seeds_of: Mapping[str, int] = field(default_factory=dict)  # methods on fewer seeds (--seeds-of)
+
+    def seeds_for(self, method: str) -> int:
+        """How many replicates `method` runs: its --seeds-of count, else the count of the method
+        it is derived from, else --seeds; never more than --seeds."""
+        source = self.comparison.methods[method].derived_from
+        default = self.seeds_for(source) if source in self.methods else self.seeds
+        return min(self.seeds, self.seeds_of.get(method, default))
 
 
 def compare(
@@ -667,6 +675,7 @@ def compare(
     overrides: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
     secondary: Sequence[str] = (),
+    seeds_of: Mapping[str, int] | Sequence[str] = (),
 ) -> ComparisonResult:
     """Train or reuse every run the comparison needs and pair the methods; the report is
     `report.write_report(result)`'s. ConfigError (one line) for bad arguments, a run folder that
@@ -676,11 +685,13 @@ def compare(
     holds out none; 0: none (chosen on the test set, and labelled so). `overrides`: recipe fields
     set for every run (compare's --root, --dataset, --height, --width, --workers). `secondary`:
     contrasts declared before the run, reported in their order and Holm-adjusted as one family
-    (without them, the family is every exploratory contrast on the primary metric)."""
+    (without them, the family is every exploratory contrast on the primary metric). `seeds_of`:
+    methods run on fewer replicates ({method: N} or "METHOD=N" texts; at most `seeds`), a method
+    derived from another taking its count; each contrast pairs the seeds both sides have."""
     plan = plan_comparison(
         recipe, seeds=seeds, models=models, methods=methods, output=output, primary=primary,
         variants=variants, val_ids=val_ids, ema_decay=ema_decay, overrides=overrides, log=log,
-        secondary=secondary,
+        secondary=secondary, seeds_of=seeds_of,
     )  # fmt: skip
     rows, scores = run_comparison(plan)
     return report_comparison(plan, rows, scores)
@@ -700,6 +711,7 @@ def plan_comparison(
     overrides: Mapping[str, Any] | None,
     log: Callable[[str], None],
     secondary: Sequence[str] = (),
+    seeds_of: Mapping[str, int] | Sequence[str] = (),
 ) -> ComparisonPlan:
     """Everything a comparison checks before it trains: its arguments, the recipe and the
     variants' settings (preflight), the data, the hold-out, that every method's run can be built,
@@ -707,6 +719,7 @@ def plan_comparison(
     _check_arguments(seeds, models, methods, ema_decay, val_ids)
     extra = parse_variants(variants)
     methods = list(dict.fromkeys([*methods, *extra]))
+    fewer = parse_seeds_of(seeds_of, methods)
     contrast = parse_contrast(primary, methods)
     declared = tuple(parse_contrast(text, methods, "--secondary") for text in secondary)
     for text, parsed in zip(secondary, declared, strict=True):
@@ -762,11 +775,18 @@ def plan_comparison(
         if comparison.methods[method].changes is not None:
             build_config(values, **{"models": max(models), **comparison.methods[method].changes})
     models = list(dict.fromkeys(models))
-    comparison.check_folders([(m, k, seed) for k in models for m in methods for seed in range(seeds)])
-    check_report_folder(output)  # and a user's file where the report goes
-    return ComparisonPlan(
-        str(recipe), comparison, methods, list(extra), models, seeds, contrast, keys, validation, declared
+    plan = ComparisonPlan(
+        str(recipe), comparison, methods, list(extra), models, seeds, contrast, keys, validation, declared,
+        fewer,
+    )  # fmt: skip
+    for method in methods:
+        if plan.seeds_for(method) < seeds:
+            log(f"compare: {method} on seeds 0-{plan.seeds_for(method) - 1} of 0-{seeds - 1} (--seeds-of)")
+    comparison.check_folders(
+        [(m, k, seed) for k in models for m in methods for seed in range(plan.seeds_for(m))]
     )
+    check_report_folder(output)  # and a user's file where the report goes
+    return plan
 
 
 def _check_arguments(
@@ -783,6 +803,27 @@ def _check_arguments(
         raise ConfigError(f"--ema-decay {ema_decay}: give a decay in [0, 1), e.g. {EMA_DECAY}")
     if val_ids is not None and val_ids < 0:
         raise ConfigError(f"--val-ids {val_ids}: give 0 (choose on the test set) or more")
+
+
+def parse_seeds_of(given: Mapping[str, int] | Sequence[str], methods: Sequence[str]) -> dict[str, int]:
+    """--seeds-of as {method: N}: each a method being compared, N a whole number of at least 1
+    (more than --seeds means --seeds). ConfigError (one line) otherwise."""
+    if isinstance(given, Mapping):
+        pairs = list(given.items())
+    else:
+        pairs = [text.partition("=")[::2] for text in given]
+    counts: dict[str, int] = {}
+    for method, count in pairs:
+        shown = f"--seeds-of {method}={count}"
+        if method not in methods:
+            raise ConfigError(f"{shown}: {method!r} is not among the methods compared ({', '.join(methods)})")
+        if method in counts:
+            raise ConfigError(f"{shown}: {method} was given a count already")
+        text = str(count).strip()
+        if isinstance(count, bool) or not text.isascii() or not text.isdigit() or int(text) < 1:
+            raise ConfigError(f"{shown}: give METHOD=N, N a whole number of seeds, 1 or more (e.g. papa=3)")
+        counts[method] = int(text)
+    return counts
 
 
 def parse_variants(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -822,7 +863,7 @@ def run_comparison(plan: ComparisonPlan) -> tuple[list[dict[str, Any]], dict[tup
             if spec.same_for_every_k and any(row["method"] == method for row in rows):
                 scores[(method, k)] = scores[(method, plan.models[0])]
                 continue
-            per_seed = [comparison.scores(method, k, seed) for seed in range(plan.seeds)]
+            per_seed = [comparison.scores(method, k, seed) for seed in range(plan.seeds_for(method))]
             scores[(method, k)] = per_seed
             row = {"method": method, "models": 1 if spec.one_model else k, **summarise(per_seed, plan.keys)}
             if spec.derived_from:  # built from another method's runs (their curves are its)
@@ -830,7 +871,8 @@ def run_comparison(plan: ComparisonPlan) -> tuple[list[dict[str, Any]], dict[tup
             if any("decay" in seed for seed in per_seed):  # (nograft_ema: chosen on validation)
                 row["decays"] = [seed.get("decay") for seed in per_seed]
             row["runs"] = [
-                comparison.run_name(comparison.run_method(method), k, seed) for seed in range(plan.seeds)
+                comparison.run_name(comparison.run_method(method), k, seed)
+                for seed in range(plan.seeds_for(method))
             ]
             rows.append(row)
     return rows, scores
@@ -904,11 +946,14 @@ def contrasts(
         ]
         first = len(paired)
         for contrast, key, is_primary in wanted:
-            ours = np.stack(
-                [seed["reports"][contrast.ours_report][key] for seed in scores[(contrast.ours, k)]]
-            )
-            theirs = np.stack(
-                [seed["reports"][contrast.theirs_report][key] for seed in scores[(contrast.theirs, k)]]
+            # paired over the seeds both sides have (replicates 0..n-1: --seeds-of runs the first n)
+            shared = min(len(scores[(contrast.ours, k)]), len(scores[(contrast.theirs, k)]))
+            ours, theirs = (
+                np.stack([seed["reports"][report][key] for seed in scores[(method, k)][:shared]])
+                for method, report in (
+                    (contrast.ours, contrast.ours_report),
+                    (contrast.theirs, contrast.theirs_report),
+                )
             )
             inference = infer((ours - theirs).mean(axis=1))
             difference, (low, high) = bootstrap_difference(ours, theirs)
@@ -916,7 +961,7 @@ def contrasts(
                 "models": k, "contrast": contrast.name, "label": contrast.label(one_value.__getitem__),
                 "ours": contrast.ours, "ours_report": contrast.ours_report, "theirs": contrast.theirs,
                 "theirs_report": contrast.theirs_report, "metric": key, "primary": is_primary,
-                "difference": difference, **inference.to_dict(),
+                "difference": difference, "seeds": shared, **inference.to_dict(),
                 "bootstrap95": [low, high],
                 "bootstrap_resamples": "queries" if len(ours) == 1 else "queries and seeds",
             }  # fmt: skip
@@ -927,7 +972,7 @@ def contrasts(
                 )  # fmt: skip
             sides = ((contrast.ours, contrast.ours_report), (contrast.theirs, contrast.theirs_report))
             chosen = {
-                method: chosen_on(scores[(method, k)])
+                method: chosen_on(scores[(method, k)][:shared])
                 for method, report in sides
                 if report == "best_of_k" and not one_value[method]
             }

@@ -56,8 +56,9 @@ def contrast_rows(entries: list[dict], label: dict[str, str]) -> list[str]:
     return lines
 
 
-def primary_section(entry: dict, seeds: int) -> list[str]:
+def primary_section(entry: dict) -> list[str]:
     """The declared endpoint of one K, alone: its per-seed differences, interval and verdict."""
+    seeds = entry.get("seeds", len(entry["per_seed"]))
     lines = [
         f"**K = {entry['models']}: {entry['label']}, {LABEL[entry['metric']]}, last epoch, in points**",
         "",
@@ -130,18 +131,25 @@ def write_report(result: ComparisonResult) -> list[Path]:
     label = LABEL
     primary = keys[0]
     seeds = result.seeds or len(rows[0]["runs"])
+    paired_seeds = {entry.get("seeds", len(entry["per_seed"])) for entry in paired}
     lines = [
         f"# Comparison for `{source}`",
         "",
         f"On the test set at the last epoch, {seeds} seed{'s' if seeds > 1 else ''} (replicate s: model k "
-        f"uses seed 1000 s + k); best of K chosen on {result.validation or 'validation'}.",
+        f"uses seed 1000 s + k); best of K chosen on {result.validation or 'validation'}."
+        + (
+            " Some methods ran on fewer seeds (the rows' seeds column); each contrast pairs the seeds "
+            "both of its sides have."
+            if any(len(row["runs"]) < seeds for row in rows)
+            else ""
+        ),
         "",
         f"## Primary endpoint: {result.primary.name} (declared before the run with --primary)",
         "",
     ]
     first = [entry for entry in paired if entry["primary"]]
     for entry in first:
-        lines += primary_section(entry, seeds)
+        lines += primary_section(entry)
     if not first:
         lines += ["(its methods were not compared)", ""]
     lines += [
@@ -187,8 +195,8 @@ def write_report(result: ComparisonResult) -> list[Path]:
         )
         + " t-interval over seeds (the seed is the replicated unit); the bootstrap column resamples "
         "what it names and is too narrow when seed-to-seed variation dominates."
-        + (" With fewer than 5 seeds every interval is rough." if 1 < seeds < 5 else "")
-        + (" One seed: no interval over seeds." if seeds == 1 else ""),
+        + (" An interval over fewer than 5 seeds is rough." if any(1 < n < 5 for n in paired_seeds) else "")
+        + (" One seed: no interval over seeds." if 1 in paired_seeds else ""),
         "",
         *contrast_rows([e for e in paired if not e["primary"] and not e.get("secondary")], label),
     ]
@@ -251,7 +259,8 @@ def write_report(result: ComparisonResult) -> list[Path]:
     figure, axes = plt.subplots(figsize=(7, 4))
     for name, curve in curves.items():
         epochs = curve["epochs"]
-        axes.plot(epochs, [100 * v for v in curve["mean"]], marker="o", markersize=3, label=name)
+        fewer = f" ({len(curve['runs'])} seeds)" if len(curve["runs"]) < seeds else ""
+        axes.plot(epochs, [100 * v for v in curve["mean"]], marker="o", markersize=3, label=name + fewer)
         axes.fill_between(
             epochs, [100 * v for v in curve["low"]], [100 * v for v in curve["high"]], alpha=0.15
         )

@@ -201,6 +201,9 @@ def test_bad_arguments_are_one_line(recipe, tmp_path):
         (("--val-ids", "-1"), "--val-ids -1: give 0"),
         (("--secondary", "graft:mean-ensemble:mean"), "'ensemble' is not among the compared methods"),
         (("--secondary", "graft-nograft"), "--secondary graft-nograft: declared twice, or as the primary"),
+        (("--seeds-of", "papa=3"), "--seeds-of papa=3: 'papa' is not among the methods compared"),
+        (("--seeds-of", "graft=0"), "--seeds-of graft=0: give METHOD=N, N a whole number of seeds"),
+        (("--seeds-of", "graft=2", "graft=1"), "--seeds-of graft=1: graft was given a count already"),
         (
             ("--methods", "nograft", "nograft_ema", "--primary", "nograft_ema:mean-nograft:mean"),
             "nograft_ema scores the EMA copies the runs keep, and the recipe keeps none",
@@ -297,3 +300,25 @@ def test_model_stock_and_average_rows(recipe, tmp_path):
         < table.index("## Declared secondary endpoints")
         < table.index("## Other contrasts")
     )
+
+
+def test_rivals_on_fewer_seeds_pair_the_seeds_both_sides_have(recipe, tmp_path):
+    output = tmp_path / "comparison"
+    result = compare(
+        "--config", recipe, "--seeds", "2", "--seeds-of", "dml=1", "--models", "2", "--methods", "nograft",
+        "nograft_average", "graft", "dml", "--primary", "graft:mean-nograft:mean", "--output", output,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "compare: dml on seeds 0-0 of 0-1 (--seeds-of)" in result.stdout + result.stderr
+    assert sorted(p.name for p in output.glob("seed*")) == [
+        "seed0-k2-dml", "seed0-k2-graft", "seed0-k2-nograft", "seed1-k2-graft", "seed1-k2-nograft",
+    ]  # fmt: skip
+    report = json.loads((output / "comparison.json").read_text())
+    runs = {row["method"]: len(row["runs"]) for row in report["rows"]}
+    assert runs == {"nograft": 2, "nograft_average": 2, "graft": 2, "dml": 1}  # the soup follows nograft
+    seeds = {(e["contrast"], e["metric"]): e["seeds"] for e in report["paired"]}
+    assert seeds[("graft:mean-nograft:mean", "mAP")] == 2
+    dml = [e for e in report["paired"] if e["ours"] == "dml" and e["theirs"] == "nograft"]
+    assert dml and all(e["seeds"] == 1 and len(e["per_seed"]) == 1 for e in dml)
+    assert "Some methods ran on fewer seeds" in (output / "comparison.md").read_text()
