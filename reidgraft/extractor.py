@@ -89,6 +89,18 @@ class FeatureExtractor:
             probe = torch.zeros(1, 3, self.height, self.width, device=self.device)
             self.dim = int(self.model(probe).shape[1])
 
+    @property
+    def digest(self) -> str:
+        """A fingerprint of what makes these features: the model's weights, architecture, input
+        size, resize and normalisation. Features with another digest do not compare with these
+        (an identity memory or a gallery built from them refuses them)."""
+        if getattr(self, "_digest", None) is None:
+            from .files import state_fingerprint
+
+            extra = (self.arch, self.height, self.width, self.resize, self.normalize)
+            self._digest = state_fingerprint(self.model.state_dict(), extra)
+        return self._digest
+
     def __repr__(self) -> str:
         return (
             f"FeatureExtractor({self.run_dir}, model {self.k} ({self.chosen_because}), {self.arch} "

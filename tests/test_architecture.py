@@ -19,7 +19,7 @@ LAYERS = {
     "analysis": 3, "config": 3,
     "engine": 4,
     "extractor": 5,
-    "demo": 6, "export": 6,
+    "demo": 6, "export": 6, "identity": 6,
     "cli": 7,
     "__init__": 8,
 }  # fmt: skip
