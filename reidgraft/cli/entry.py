@@ -130,6 +130,7 @@ COMMANDS = {
     "analyze": False,
     "demo": False,
     "export": False,
+    "identity": True,
 }
 
 
@@ -175,3 +176,7 @@ def demo() -> int:
 
 def export() -> int:
     return _run("export", allocator=False)
+
+
+def identity() -> int:
+    return _run("identity", allocator=True)

@@ -65,9 +65,16 @@ class Identity:
     last_seen: float
     last_stream: str
     sightings: int = 0
+    _prototype: np.ndarray | None = None  # (computed again after the bank changes)
 
     def prototype(self) -> np.ndarray:
-        return normalised(np.mean(np.stack(self.bank), axis=0))
+        if self._prototype is None:
+            self._prototype = normalised(np.mean(np.stack(self.bank), axis=0))
+        return self._prototype
+
+    def enrol(self, feature: np.ndarray) -> None:
+        self.bank.append(feature)
+        self._prototype = None
 
 
 @dataclass
@@ -227,7 +234,7 @@ class IdentityMemory:
             return
         if identity.bank and when - track.last_enrolled < self.enrol_every:
             return
-        identity.bank.append(normalised(row))
+        identity.enrol(normalised(row))
         track.last_enrolled = when
         self._index = None
 

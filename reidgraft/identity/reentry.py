@@ -10,8 +10,9 @@ the images of the smallest sighting). The arrival order is a random shuffle of a
 which each return comes after its first sighting.
 
 Outcomes, per seed:
-- returns re-attached: a return given the identity its person's first sighting was given;
-- returns merged: a return given the identity of someone else;
+- returns re-attached: a return given the identity its person's first sighting opened;
+- returns merged: a return given an identity someone else opened (its own first sighting's,
+  when that sighting was itself merged into someone else's, counts here);
 - new people attached: a first sighting given an existing identity (a false merge too);
 - false merges: both kinds of merge, as a share of every sighting.
 """
@@ -99,9 +100,9 @@ def replay(features: np.ndarray, order: Sequence[Sighting], threshold: float) ->
             owner[identity] = sighting.person
         if sighting.returning:
             counts["returns"] += 1
-            if identity == given[sighting.person]:
+            if identity == given[sighting.person] and owner[identity] == sighting.person:
                 counts["reattached"] += 1
-            elif not opened:
+            elif owner[identity] != sighting.person:
                 counts["returns_merged"] += 1
         else:
             counts["firsts"] += 1
@@ -145,3 +146,109 @@ def curve(
         "threshold": list(map(float, thresholds)),
         **{name: [r[name] for r in found] for name in OUTCOMES},
     }
+
+
+# ---------------------------------------------------------------------- on a run's test people
+
+NO_REID = "no re-ID"
+
+
+def imagenet_only(extractor):
+    """`extractor` with its model replaced by the same architecture from ImageNet weights alone
+    (a fresh re-ID head: its batch-norm neck is the identity): the row "before re-ID training"."""
+    import copy
+
+    from ..models import resolve_weights
+    from ..models.pretrained import load_pretrained
+    from ..models.reid_head import build_reid_model, head_options
+
+    run = extractor.run
+    source = resolve_weights(run.arch, "imagenet", download=False).source
+    if source is None:
+        raise ValueError(f"{run.arch} has no ImageNet weights on this machine to compare with")
+    model = build_reid_model(run.arch, run.num_classes, **head_options(run.raw_config))
+    load_pretrained(model, source)
+    other = copy.copy(extractor)
+    other.model, other._digest, other.chosen_because = model.to(extractor.device).eval(), None, "ImageNet"
+    return other
+
+
+def test_people(extractor, root=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Features, identities and cameras of the run's test people: the identities with a query,
+    all their query and gallery images (a gallery's distractors, who have no query, left out)."""
+    splits = extractor.run.splits(root)
+    asked = {pid for _, pid, _ in splits.query}
+    items = [item for item in splits.query + splits.gallery if item[1] in asked]
+    features = extractor([path for path, _, _ in items])
+    pids = np.array([pid for _, pid, _ in items])
+    camids = np.array([camid for _, _, camid in items])
+    return features, pids, camids, f"{len(asked)} test identities of {splits.name}"
+
+
+def reentry_rows(extractor, target: float, seeds: Sequence[int], root=None, log=print) -> dict:
+    """The benchmark's rows on the run's test people: the trained model, the same backbone with
+    ImageNet weights only (each at a threshold calibrated on the run's validation identities for
+    false merges of `target`), and no re-ID; plus
+    each model's curve over thresholds (the first seed's arrival order)."""
+    from .calibration import calibrate_run
+
+    rows, curves = [], {}
+    for name, model in (("trained", extractor), ("ImageNet only", imagenet_only(extractor))):
+        features, pids, camids, people = test_people(model, root)
+        calibration = calibrate_run(model, target, root)
+        log(f"{name}: {calibration.line()}")
+        outcomes = benchmark(features, pids, camids, calibration.threshold, seeds)
+        rows.append({"model": name, "calibration": calibration.to_dict(), **outcomes})
+        curves[name] = curve(features, pids, camids, np.linspace(0, 1, 41), seed=seeds[0])
+    rows.append({"model": NO_REID, **{outcome: (0.0, 0.0) for outcome in OUTCOMES}})
+    return {"people": people, "seeds": list(seeds), "target": target, "rows": rows, "curves": curves}
+
+
+def write_reentry(result: dict, output) -> list:
+    """reentry.md (the table), reentry.json (every number) and reentry.png (the curves) in `output`."""
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..files import atomic_write, atomic_write_text
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    seeds = len(result["seeds"])
+    lines = [
+        f"Open-set re-entry on {result['people']}: half of them return in the other camera, half are "
+        f"seen once; mean ± standard deviation over {seeds} arrival orders, in %. Each model's threshold "
+        f"is calibrated on the run's validation identities (replayed the same way) for false merges of "
+        f"{result['target']:g} of the sightings (`identity/calibration.py`).",
+        "",
+        "| model | threshold | returns re-attached | returns merged with another | new people attached "
+        "| false merges (all sightings) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        threshold = f"{row['calibration']['threshold']:.3f}" if "calibration" in row else "-"
+        cells = [f"{100 * row[o][0]:.1f} ± {100 * row[o][1]:.1f}" for o in OUTCOMES]
+        lines.append(f"| {row['model']} | {threshold} | " + " | ".join(cells) + " |")
+    paths = [output / "reentry.md", output / "reentry.json", output / "reentry.png"]
+    atomic_write_text(paths[0], "\n".join(lines) + "\n")
+    atomic_write_text(paths[1], json.dumps(result, indent=1))
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for (name, found), colour in zip(result["curves"].items(), ("C0", "C1"), strict=False):
+        axes.plot(
+            found["threshold"], [100 * v for v in found["reattached"]], colour, label=f"{name}: re-attached"
+        )
+        axes.plot(found["threshold"], [100 * v for v in found["false_merges"]], colour, linestyle="--",
+                  label=f"{name}: false merges")  # fmt: skip
+    for row, colour in zip(result["rows"], ("C0", "C1"), strict=False):
+        if "calibration" in row:
+            axes.axvline(row["calibration"]["threshold"], color=colour, linewidth=0.8, linestyle=":")
+    axes.set_xlabel("threshold (cosine similarity)")
+    axes.set_ylabel("% (one arrival order)")
+    axes.legend(fontsize=7)
+    atomic_write(paths[2], lambda file: figure.savefig(file, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(figure)
+    return paths
