@@ -52,11 +52,18 @@ def people(pids: np.ndarray, camids: np.ndarray) -> dict[int, list[np.ndarray]]:
     return found
 
 
-def arrivals(pids: np.ndarray, camids: np.ndarray, seed: int, returning_share: float = 0.5) -> list[Sighting]:
-    """One seed's sightings in arrival order (module docstring)."""
+def arrivals(
+    pids: np.ndarray, camids: np.ndarray, seed: int, returning_share: float = 0.5, count: int | None = None
+) -> list[Sighting]:
+    """One seed's sightings in arrival order (module docstring), of `count` people drawn from
+    those seen twice (default: all of them)."""
     rng = np.random.default_rng(seed)
     seen = people(np.asarray(pids), np.asarray(camids))
     persons = sorted(seen)
+    if count is not None:
+        if not 4 <= count <= len(persons):
+            raise ValueError(f"people {count}: give 4 to {len(persons)} (the people seen twice here)")
+        persons = sorted(rng.choice(persons, size=count, replace=False).tolist())
     back = set(rng.choice(persons, size=round(returning_share * len(persons)), replace=False).tolist())
     events: list[list[Sighting]] = []
     for person in persons:
@@ -121,12 +128,13 @@ def replay(features: np.ndarray, order: Sequence[Sighting], threshold: float) ->
 
 
 def benchmark(
-    features: np.ndarray, pids, camids, threshold: float, seeds: Sequence[int] = range(5)
-) -> dict[str, tuple[float, float]]:
-    """Each outcome's mean and standard deviation over the seeds of the arrival order."""
-    runs = [
-        replay(features, arrivals(np.asarray(pids), np.asarray(camids), seed), threshold) for seed in seeds
-    ]
+    features: np.ndarray, pids, camids, threshold: float, seeds: Sequence[int] = range(5),
+    count: int | None = None,
+) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """Each outcome's mean and standard deviation over the seeds of the arrival order (each seed
+    drawing `count` people, default all)."""
+    pids, camids = np.asarray(pids), np.asarray(camids)
+    runs = [replay(features, arrivals(pids, camids, seed, count=count), threshold) for seed in seeds]
     return {
         name: (
             statistics.fmean(r[name] for r in runs),
@@ -188,20 +196,23 @@ def test_people(extractor, root=None) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def reentry_rows(extractor, target: float, seeds: Sequence[int], root=None, log=print) -> dict:
     """The benchmark's rows on the run's test people: the trained model, the same backbone with
     ImageNet weights only (each at a threshold calibrated on the run's validation identities for
-    false merges of `target`), and no re-ID; plus
-    each model's curve over thresholds (the first seed's arrival order)."""
+    false merges of `target`), and no re-ID; each with every test person, and with as many people
+    as the calibration replayed (drawn per order: the rate the calibration promises). Plus each
+    model's curve over thresholds (every test person, the first seed's arrival order)."""
     from .calibration import calibrate_run
 
     rows, curves = [], {}
     for name, model in (("trained", extractor), ("ImageNet only", imagenet_only(extractor))):
-        features, pids, camids, people = test_people(model, root)
+        features, pids, camids, described = test_people(model, root)
         calibration = calibrate_run(model, target, root)
         log(f"{name}: {calibration.line()}")
-        outcomes = benchmark(features, pids, camids, calibration.threshold, seeds)
-        rows.append({"model": name, "calibration": calibration.to_dict(), **outcomes})
+        everyone = len(people(pids, camids))
+        for count in dict.fromkeys((everyone, min(calibration.identities, everyone))):
+            outcomes = benchmark(features, pids, camids, calibration.threshold, seeds, count=count)
+            rows.append({"model": name, "people": count, "calibration": calibration.to_dict(), **outcomes})
         curves[name] = curve(features, pids, camids, np.linspace(0, 1, 41), seed=seeds[0])
-    rows.append({"model": NO_REID, **{outcome: (0.0, 0.0) for outcome in OUTCOMES}})
-    return {"people": people, "seeds": list(seeds), "target": target, "rows": rows, "curves": curves}
+    rows.append({"model": NO_REID, "people": everyone, **{outcome: (0.0, 0.0) for outcome in OUTCOMES}})
+    return {"people": described, "seeds": list(seeds), "target": target, "rows": rows, "curves": curves}
 
 
 def write_reentry(result: dict, output) -> list:
@@ -225,14 +236,14 @@ def write_reentry(result: dict, output) -> list:
         f"is calibrated on the run's validation identities (replayed the same way) for false merges of "
         f"{result['target']:g} of the sightings (`identity/calibration.py`).",
         "",
-        "| model | threshold | returns re-attached | returns merged with another | new people attached "
-        "| false merges (all sightings) |",
-        "|---|---|---|---|---|---|",
+        "| model | people per order | threshold | returns re-attached | returns merged with another "
+        "| new people attached | false merges (all sightings) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         threshold = f"{row['calibration']['threshold']:.3f}" if "calibration" in row else "-"
         cells = [f"{100 * row[o][0]:.1f} ± {100 * row[o][1]:.1f}" for o in OUTCOMES]
-        lines.append(f"| {row['model']} | {threshold} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['model']} | {row['people']} | {threshold} | " + " | ".join(cells) + " |")
     paths = [output / "reentry.md", output / "reentry.json", output / "reentry.png"]
     atomic_write_text(paths[0], "\n".join(lines) + "\n")
     atomic_write_text(paths[1], json.dumps(result, indent=1))
@@ -243,9 +254,9 @@ def write_reentry(result: dict, output) -> list:
         )
         axes.plot(found["threshold"], [100 * v for v in found["false_merges"]], colour, linestyle="--",
                   label=f"{name}: false merges")  # fmt: skip
-    for row, colour in zip(result["rows"], ("C0", "C1"), strict=False):
-        if "calibration" in row:
-            axes.axvline(row["calibration"]["threshold"], color=colour, linewidth=0.8, linestyle=":")
+    chosen = {row["model"]: row["calibration"]["threshold"] for row in result["rows"] if "calibration" in row}
+    for threshold, colour in zip(chosen.values(), ("C0", "C1"), strict=False):
+        axes.axvline(threshold, color=colour, linewidth=0.8, linestyle=":")
     axes.set_xlabel("threshold (cosine similarity)")
     axes.set_ylabel("% (one arrival order)")
     axes.legend(fontsize=7)

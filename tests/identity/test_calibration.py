@@ -75,6 +75,10 @@ def test_every_return_comes_after_its_first_sighting_and_half_return():
                 firsts = [i for i, s in enumerate(order) if s.person == sighting.person and not s.returning]
                 assert firsts and firsts[0] < position
     assert [s.person for s in arrivals(pids, camids, 0)] != [s.person for s in arrivals(pids, camids, 1)]
+    drawn = arrivals(pids, camids, 0, count=8)
+    assert len({s.person for s in drawn}) == 8 and len(drawn) == 12
+    with pytest.raises(ValueError, match="people 21: give 4 to 20"):
+        arrivals(pids, camids, 0, count=21)
 
 
 def test_replay_counts_reattachments_and_merges():
@@ -102,40 +106,20 @@ def test_replay_counts_reattachments_and_merges():
     assert summary["reattached"] == (1.0, 0.0)
 
 
-def test_calibration_on_a_runs_validation_identities(tmp_path_factory, tiny_run):
+def test_calibration_on_a_runs_validation_identities(tiny_run, collapsed_val_run, val_run):
     import reidgraft
-    from reidgraft.config import build_config
-    from reidgraft.data.datasets import synthetic_splits
-    from reidgraft.engine import Trainer, load_checkpoint
-    from reidgraft.engine.checkpoint import save_checkpoint
-    from reidgraft.models import build_backbone
 
     with pytest.raises(ValueError, match="held out no validation identities"):
         calibrate_run(reidgraft.FeatureExtractor(tiny_run, model=0, device="cpu"))
-    root = tmp_path_factory.mktemp("data")
-    splits = synthetic_splits(
-        root, train_ids=10, test_ids=4, images_per_id=6, distractors=2, height=32, width=16
-    )
-    config = build_config(
-        dataset="synthetic", root=str(root), models=1, epochs=1, batch_size=8, height=32, width=16,
-        optimizer="sgd", lr=0.01, device="cpu", val_ids=4,
-    )  # fmt: skip
-    run = tmp_path_factory.mktemp("run")
-    Trainer(config, splits, run, log=lambda line: None).fit()  # (it holds the 4 out itself)
     # one epoch on 32x16 images leaves the features nearly constant: nothing tells people apart
     with pytest.raises(ValueError, match="features do not tell the held-out people apart"):
-        calibrate_run(reidgraft.FeatureExtractor(run, device="cpu"))
-    payload = load_checkpoint(run)  # the same run with freshly initialised weights: features vary
-    payload["models"] = [
-        build_backbone(payload["config"]["arch"], payload["num_classes"], seed=3).state_dict()
-    ]
-    lively = tmp_path_factory.mktemp("lively")
-    save_checkpoint(lively / "checkpoint.pt", payload)
-    extractor = reidgraft.FeatureExtractor(lively, device="cpu")
+        calibrate_run(reidgraft.FeatureExtractor(collapsed_val_run, device="cpu"))
+    extractor = reidgraft.FeatureExtractor(val_run, device="cpu")
     found = calibrate_run(extractor, target=0.25)
     assert found.identities == 4 and found.orders == 20 and found.false_merge_rate <= 0.25
     assert found.model == extractor.digest and "4 validation identities of synthetic" in found.source
-    save_calibration(found, lively)
-    assert load_calibration(lively, model=extractor.digest) == found
+    save_calibration(found, val_run)
+    assert load_calibration(val_run, model=extractor.digest) == found
     with pytest.raises(ValueError, match="was calibrated for model"):
-        load_calibration(lively, model="0" * 64)
+        load_calibration(val_run, model="0" * 64)
+    (val_run / "identity-threshold.json").unlink()
