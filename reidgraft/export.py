@@ -58,6 +58,11 @@ ONNX_OPSET = 18
 
 
 INPUTS = ("images", "crops")
+# int8 (ONNX, onnxruntime's static quantization): the gate measured at export, on the run's
+# validation identities, against the fp32 export
+INT8_MIN_MEAN_COSINE = 0.98  # the features' mean cosine with fp32's
+INT8_MAX_MAP_DROP = 0.5  # validation mAP, in points, that int8 may lose against fp32
+INT8_CALIBRATION_IMAGES = 256  # training crops the activation ranges are calibrated on
 TRACKERS = ("boxmot",)
 BOXMOT_FORMATS = ("onnx", "openvino", "torchscript")
 # OpenVINO's CPU plugin computes in bf16 on CPUs that have it unless told otherwise; the
@@ -175,11 +180,36 @@ class ExportReport:
     # crops: the smallest cosine with FeatureExtractor's features of the same crops (None: images)
     evaluation_cosine: float | None = None
     evaluation_floor: float = CROP_MIN_COSINE
+    int8: Int8Gate | None = None  # --int8: the quantized file's gate (the checks above: its fp32 source)
 
     @property
     def ok(self) -> bool:
         faithful = self.evaluation_cosine is None or self.evaluation_cosine >= self.evaluation_floor
-        return self.max_abs_difference <= self.tolerance and self.min_cosine >= self.cosine_floor and faithful
+        parity = self.max_abs_difference <= self.tolerance and self.min_cosine >= self.cosine_floor
+        return parity and faithful and (self.int8 is None or self.int8.ok)
+
+
+@dataclass(frozen=True)
+class Int8Gate:
+    """What an int8 file kept of its fp32 source, on the run's validation identities."""
+
+    mean_cosine: float  # of each image's int8 feature with its fp32 feature
+    map_fp32: float  # validation mAP, percent
+    map_int8: float
+    images: int  # validation images scored
+    calibration_images: int  # training crops the activation ranges came from
+
+    @property
+    def ok(self) -> bool:
+        return self.mean_cosine >= INT8_MIN_MEAN_COSINE and self.map_fp32 - self.map_int8 <= INT8_MAX_MAP_DROP
+
+    def line(self) -> str:
+        return (
+            f"int8 against fp32 on {self.images} validation images: mean cosine {self.mean_cosine:.4f} "
+            f"(at least {INT8_MIN_MEAN_COSINE}), mAP {self.map_int8:.2f}% against {self.map_fp32:.2f}% "
+            f"(a drop of {self.map_fp32 - self.map_int8:+.2f} points; at most {INT8_MAX_MAP_DROP}); "
+            f"calibrated on {self.calibration_images} training crops"
+        )
 
 
 def contract_of(
@@ -277,9 +307,16 @@ BOXMOT_SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchsc
 
 
 def _check_request(
-    fmt: str, output: Path, input_kind: str, bgr: bool, fp16: bool, dynamic_batch: bool, tracker: str | None
-) -> None:
+    fmt: str, output: Path, input_kind: str, bgr: bool, fp16: bool, dynamic_batch: bool, tracker: str | None,
+    int8: bool = False,
+) -> None:  # fmt: skip
     """ValueError (one line) for a request that cannot be met, before anything is loaded."""
+    if int8 and (fmt != "onnx" or input_kind != "images" or fp16):
+        given = "--fp16" if fp16 else f"--format {fmt}" if fmt != "onnx" else "--input crops"
+        raise ValueError(
+            f"--int8 quantizes ONNX image models (onnxruntime's static quantization): {given} does not "
+            "go with it; use --format onnx --input images"
+        )
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if input_kind not in INPUTS:
@@ -336,14 +373,17 @@ def export_model(
     input_kind: str = "images",
     bgr: bool = False,
     tracker: str | None = None,
+    int8: bool = False,
 ) -> ExportReport:
     """Write model k of the run to `output` in `fmt` and its contract to FILE.json, once the
     written file, run on sample inputs, matches PyTorch within the tolerance (and, for `crops`,
     FeatureExtractor's features of the same crops within CROP_MIN_COSINE). When it does not,
     nothing is written and the report says by how much. `tracker="boxmot"`: a dynamic batch, and
-    boxmot's sidecar written too."""
+    boxmot's sidecar written too. `int8`: the checked fp32 ONNX file quantized (onnxruntime,
+    static, activation ranges from the run's training crops) and written only when it passes
+    `Int8Gate` on the run's validation identities."""
     output = Path(output)
-    _check_request(fmt, output, input_kind, bgr, fp16, dynamic_batch, tracker)
+    _check_request(fmt, output, input_kind, bgr, fp16, dynamic_batch, tracker, int8)
     dynamic_batch = dynamic_batch or tracker == "boxmot"  # boxmot feeds every crop of a frame at once
     check_export_tools(fmt)
     extractor = FeatureExtractor(run_dir, model=model, device="cpu", amp="none")
@@ -353,6 +393,7 @@ def export_model(
             f"{extractor.arch} normalises with mean {extractor.mean} and std {extractor.std}; boxmot "
             "normalises with ImageNet's, so its features would be wrong; use --input crops outside boxmot"
         )
+    int8_data = _int8_data(extractor) if int8 else None  # (the data first: refused before any work)
     contract = contract_of(extractor, fmt, dynamic_batch, fp16, input_kind, bgr)
     checks = _crop_checks(extractor, dynamic_batch, bgr) if input_kind == "crops" else _image_checks(
         extractor, dynamic_batch or fmt == "weights"
@@ -385,9 +426,15 @@ def export_model(
                 fidelity = min(fidelity, _smallest_cosine(got, evaluation))
         tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
         floor = FP16_MIN_COSINE if fp16 else FP32_MIN_COSINE
+        gate, publishing = None, temporary
+        if int8_data is not None and difference <= tolerance and cosine >= floor:
+            publishing = temporary.with_name(temporary.name + ".int8")
+            gate = _quantize_int8(temporary, publishing, int8_data, dynamic_batch, contract)
+            contract["precision"] = "int8"
+            contract["int8"] = {**gate.__dict__, "method": INT8_METHOD}
         report = ExportReport(
             output, contract, difference, tolerance, checks.batches, cosine, floor,
-            fidelity if input_kind == "crops" else None,
+            fidelity if input_kind == "crops" else None, int8=gate,
         )  # fmt: skip
         published: list[Path] = []  # (removed again if a later step fails: all or nothing)
         try:
@@ -395,7 +442,7 @@ def export_model(
                 if fmt == "openvino":  # the weights first: an .xml never names a missing .bin
                     _publish(openvino_weights(temporary), openvino_weights(output))
                     published.append(openvino_weights(output))
-                _publish(temporary, output)
+                _publish(publishing, output)
                 published.append(output)
                 atomic_write_json(contract_file(output), contract)
                 published.append(contract_file(output))
@@ -411,7 +458,83 @@ def export_model(
         # ONNX weights past torch's large-model threshold are first saved beside the file
         temporary.with_name(temporary.name + ".data").unlink(missing_ok=True)
         openvino_weights(temporary).unlink(missing_ok=True)
+        temporary.with_name(temporary.name + ".int8").unlink(missing_ok=True)
+        temporary.with_name(temporary.name + ".pre").unlink(missing_ok=True)
     return report
+
+
+INT8_METHOD = (
+    "onnxruntime quantize_static: QDQ, weights int8 per channel, activations uint8, MinMax ranges "
+    "from the run's training crops"
+)
+
+
+def _int8_data(extractor: FeatureExtractor) -> dict[str, Any]:
+    """The run's training crops to calibrate on and its validation images to gate with.
+    ValueError (one line) when the run held out no validation identities."""
+    from .data.validation import hold_out_identities
+
+    run = extractor.run
+    held = int(run.raw_config.get("val_ids") or 0)
+    if not held:
+        raise ValueError(
+            f"--int8 checks the int8 file on the run's validation identities, and {run.given} held none "
+            "out; retrain with --val-ids N, or export without --int8"
+        )
+    train, validation = hold_out_identities(run.splits(), held)
+    paths = sorted(path for path, _, _ in train.train)
+    chosen = np.random.default_rng(0).choice(
+        len(paths), min(INT8_CALIBRATION_IMAGES, len(paths)), replace=False
+    )
+    return {
+        "calibration": extractor.preprocess([paths[i] for i in sorted(chosen)]).numpy(),
+        "query": validation.query,
+        "gallery": validation.gallery,
+        "images": extractor.preprocess(
+            [path for path, _, _ in validation.query + validation.gallery]
+        ).numpy(),
+    }
+
+
+def _quantize_int8(source: Path, target: Path, data: dict, dynamic_batch: bool, contract: dict) -> Int8Gate:
+    """Quantize the fp32 ONNX file `source` into `target` and measure it against `source`."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .evaluation.retrieval import evaluate
+
+    class Crops(CalibrationDataReader):
+        def __init__(self, images: np.ndarray):
+            self.batches = iter(images[i : i + 1] for i in range(len(images)))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {contract["input"]["name"]: batch}
+
+    prepared = source.with_name(source.name + ".pre")
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)  # (it fails on our graph)
+        quantize_static(
+            str(prepared), str(target), Crops(data["calibration"]), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+    features = {}
+    for name, path in (("fp32", source), ("int8", target)):
+        run = _onnx_runner(path, contract)
+        step = len(data["images"]) if dynamic_batch else 1
+        features[name] = np.concatenate(
+            [run(data["images"][i : i + step]) for i in range(0, len(data["images"]), step)]
+        )
+    cosine = float(np.mean(np.sum(features["fp32"] * features["int8"], axis=1)))
+    queries = len(data["query"])
+    pids = [[pid for _, pid, _ in data[side]] for side in ("query", "gallery")]
+    camids = [[camid for _, _, camid in data[side]] for side in ("query", "gallery")]
+    scores = {}
+    for name, found in features.items():
+        result = evaluate(found[:queries], found[queries:], *pids, *camids, metric="cosine")
+        scores[name] = 100 * result.mAP
+    return Int8Gate(cosine, scores["fp32"], scores["int8"], len(features["fp32"]), len(data["calibration"]))
 
 
 def boxmot_metadata(contract: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import reidgraft
-from reidgraft.export import CROP_RESIZE, export_model, read_contract, sample_images
+from reidgraft.export import CROP_RESIZE, contract_file, export_model, read_contract, sample_images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -372,3 +372,52 @@ def test_an_openvino_export_that_fails_while_publishing_leaves_nothing(tiny_run,
     with pytest.raises(OSError):
         export_model(tiny_run, tmp_path / "model.xml", "openvino")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_int8_export_passes_its_gate_on_the_runs_validation_identities(val_run, tmp_path, monkeypatch):
+    import onnx
+
+    import reidgraft.export as export
+
+    # 4 validation people give a coarse mAP (one rank moves it by points): the gate's bound on it
+    # is tested below, here the file and its record
+    monkeypatch.setattr(export, "INT8_MAX_MAP_DROP", 100.0)
+    report = export_model(val_run, tmp_path / "reid-int8.onnx", "onnx", int8=True, dynamic_batch=True)
+    assert report.ok and report.output.exists(), report
+    gate = report.int8
+    assert gate.images == 4 * 6 and gate.calibration_images == 6 * 6  # 4 held-out people; 6 trained
+    assert 0.98 <= gate.mean_cosine < 1 and 0 < gate.map_int8 <= 100
+    contract = json.loads(contract_file(report.output).read_text())
+    assert contract["precision"] == "int8" and contract["int8"]["map_int8"] == gate.map_int8
+    session = onnxruntime.InferenceSession(str(report.output), providers=["CPUExecutionProvider"])
+    kinds = {node.op_type for node in onnx.load(str(report.output)).graph.node}
+    assert "QuantizeLinear" in kinds and "DequantizeLinear" in kinds  # really quantized
+    batch = np.random.default_rng(0).standard_normal((3, 3, 32, 16)).astype(np.float32)
+    (features,) = session.run(["features"], {"images": batch})
+    assert features.shape == (3, contract["output"]["dim"])
+
+
+@pytest.mark.parametrize(("bound", "value"), [("INT8_MIN_MEAN_COSINE", 1.5), ("INT8_MAX_MAP_DROP", -100.0)])
+def test_an_int8_file_that_fails_its_gate_is_not_written(val_run, tmp_path, monkeypatch, bound, value):
+    import reidgraft.export as export
+
+    monkeypatch.setattr(export, bound, value)  # a bound no file can meet
+    report = export_model(val_run, tmp_path / "reid-int8.onnx", "onnx", int8=True)
+    assert not report.ok and report.int8 is not None and not report.int8.ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing, no temporary either
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--format", "torchscript", "--output", "m.pt", "--int8"), "--int8 quantizes ONNX image models"),
+        (("--format", "onnx", "--output", "m.onnx", "--int8", "--fp16"), "--fp16 does not go with it"),
+        (("--format", "onnx", "--output", "m.onnx", "--int8", "--input", "crops"), "--input crops does not"),
+        (("--format", "onnx", "--output", "m.onnx", "--int8"), "held none out; retrain with --val-ids N"),
+    ],
+)
+def test_int8_requests_that_cannot_be_met_are_one_line(tiny_run, tmp_path, args, message):
+    result = export_cli(str(tiny_run), *args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line and not list(tmp_path.iterdir())

@@ -3,7 +3,7 @@
 (checked by loading them into a model built afresh), with its input contract in FILE.json.
 
     reidgraft-export RUN_DIR --format {onnx,torchscript,openvino,weights} --output FILE [--model k]
-                     [--dynamic-batch] [--fp16] [--input {images,crops}] [--bgr] [--for boxmot]
+                     [--dynamic-batch] [--fp16 | --int8] [--input {images,crops}] [--bgr] [--for boxmot]
 
 The exported model takes float32 NCHW images at the run's size, normalised with ImageNet's mean
 and std (`--input images`), or uint8 crops of any size, HWC, RGB or BGR with `--bgr`, that it
@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--fp16", action="store_true", help="weights and activations in fp16 (inputs stay fp32)"
     )
     parser.add_argument(
+        "--int8", action="store_true",
+        help="onnx images only: quantized to int8 (onnxruntime static quantization, activation ranges "
+        "from the run's training crops), written only if, on the run's validation identities, its "
+        "features keep a mean cosine of 0.98 with fp32's and its mAP loses at most 0.5 points",
+    )  # fmt: skip
+    parser.add_argument(
         "--input", default="images", choices=INPUTS,
         help="images: float32 NCHW at the run's size, normalised by the caller (default); crops: "
         "uint8 N x H x W x 3 crops of any size, resized and normalised inside as evaluation does "
@@ -76,6 +82,7 @@ def main(argv=None) -> int:
             input_kind=args.input,
             bgr=args.bgr,
             tracker=args.tracker,
+            int8=args.int8,
         )
     except (*USER_ERRORS, ImportError, RuntimeError) as error:  # torch's export errors included
         return report_error("export", error)
@@ -90,6 +97,8 @@ def main(argv=None) -> int:
             f"; smallest cosine with FeatureExtractor on crops of {len(CROP_SIZES)} sizes "
             f"{report.evaluation_cosine:.6f} (limit {report.evaluation_floor:g})"
         )
+    if report.int8 is not None:
+        parity += f" (the fp32 source); {report.int8.line()}"
     if not report.ok:
         print(f"{parity}: TOO LARGE; nothing was written", file=sys.stderr)
         return 1
