@@ -62,7 +62,7 @@ INPUTS = ("images", "crops")
 # validation identities, against the fp32 export
 INT8_MIN_MEAN_COSINE = 0.98  # the features' mean cosine with fp32's
 INT8_MAX_MAP_DROP = 0.5  # validation mAP, in points, that int8 may lose against fp32
-INT8_CALIBRATION_IMAGES = 256  # training crops the activation ranges are calibrated on
+INT8_CALIBRATION_IMAGES = 512  # training crops the activation ranges are calibrated on
 TRACKERS = ("boxmot",)
 BOXMOT_FORMATS = ("onnx", "openvino", "torchscript")
 # OpenVINO's CPU plugin computes in bf16 on CPUs that have it unless told otherwise; the
@@ -459,13 +459,12 @@ def export_model(
         temporary.with_name(temporary.name + ".data").unlink(missing_ok=True)
         openvino_weights(temporary).unlink(missing_ok=True)
         temporary.with_name(temporary.name + ".int8").unlink(missing_ok=True)
-        temporary.with_name(temporary.name + ".pre").unlink(missing_ok=True)
     return report
 
 
 INT8_METHOD = (
-    "onnxruntime quantize_static: QDQ, weights int8 per channel, activations uint8, MinMax ranges "
-    "from the run's training crops"
+    "onnxruntime quantize_static: QDQ, weights int8 per channel, activations uint8, ranges from the "
+    "99.999th percentile of the run's training crops' activations"
 )
 
 
@@ -496,12 +495,18 @@ def _int8_data(extractor: FeatureExtractor) -> dict[str, Any]:
     }
 
 
-def _quantize_int8(source: Path, target: Path, data: dict, dynamic_batch: bool, contract: dict) -> Int8Gate:
-    """Quantize the fp32 ONNX file `source` into `target` and measure it against `source`."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def quantize_onnx(source: Path, target: Path, calibration: np.ndarray, input_name: str = "images") -> None:
+    """Quantize the fp32 ONNX image model `source` into `target` (INT8_METHOD), its activation
+    ranges from `calibration` (preprocessed NCHW images). No check: `export_model(int8=True)`
+    gates what it writes."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .evaluation.retrieval import evaluate
 
     class Crops(CalibrationDataReader):
         def __init__(self, images: np.ndarray):
@@ -509,16 +514,27 @@ def _quantize_int8(source: Path, target: Path, data: dict, dynamic_batch: bool, 
 
         def get_next(self):
             batch = next(self.batches, None)
-            return None if batch is None else {contract["input"]["name"]: batch}
+            return None if batch is None else {input_name: batch}
 
-    prepared = source.with_name(source.name + ".pre")
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)  # (it fails on our graph)
-        quantize_static(
-            str(prepared), str(target), Crops(data["calibration"]), quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        )  # fmt: skip
+    prepared = target.with_name(target.name + ".pre")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)  # (it fails on our graph)
+            quantize_static(
+                str(prepared), str(target), Crops(calibration), quant_format=QuantFormat.QDQ,
+                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+            )  # fmt: skip
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def _quantize_int8(source: Path, target: Path, data: dict, dynamic_batch: bool, contract: dict) -> Int8Gate:
+    """Quantize the fp32 ONNX file `source` into `target` and measure it against `source`."""
+    from .evaluation.retrieval import evaluate
+
+    quantize_onnx(source, target, data["calibration"], contract["input"]["name"])
     features = {}
     for name, path in (("fp32", source), ("int8", target)):
         run = _onnx_runner(path, contract)
