@@ -203,6 +203,15 @@ class Int8Gate:
     def ok(self) -> bool:
         return self.mean_cosine >= INT8_MIN_MEAN_COSINE and self.map_fp32 - self.map_int8 <= INT8_MAX_MAP_DROP
 
+    def failed(self) -> str:
+        """Which bound the int8 file missed, and by how much ("" when it passed)."""
+        missed = []
+        if self.mean_cosine < INT8_MIN_MEAN_COSINE:
+            missed.append(f"mean cosine {self.mean_cosine:.4f} < {INT8_MIN_MEAN_COSINE}")
+        if self.map_fp32 - self.map_int8 > INT8_MAX_MAP_DROP:
+            missed.append(f"mAP drop {self.map_fp32 - self.map_int8:.2f} > {INT8_MAX_MAP_DROP} points")
+        return "; ".join(missed)
+
     def line(self) -> str:
         return (
             f"int8 against fp32 on {self.images} validation images: mean cosine {self.mean_cosine:.4f} "
@@ -542,7 +551,11 @@ def _quantize_int8(source: Path, target: Path, data: dict, dynamic_batch: bool, 
         features[name] = np.concatenate(
             [run(data["images"][i : i + step]) for i in range(0, len(data["images"]), step)]
         )
-    cosine = float(np.mean(np.sum(features["fp32"] * features["int8"], axis=1)))
+    unit = {
+        name: found / np.maximum(np.linalg.norm(found, axis=1, keepdims=True), 1e-12)
+        for name, found in features.items()
+    }
+    cosine = float(np.mean(np.sum(unit["fp32"] * unit["int8"], axis=1)))
     queries = len(data["query"])
     pids = [[pid for _, pid, _ in data[side]] for side in ("query", "gallery")]
     camids = [[camid for _, _, camid in data[side]] for side in ("query", "gallery")]

@@ -100,7 +100,11 @@ def main(argv=None) -> int:
     if report.int8 is not None:
         parity += f" (the fp32 source); {report.int8.line()}"
     if not report.ok:
-        print(f"{parity}: TOO LARGE; nothing was written", file=sys.stderr)
+        if report.int8 is not None and not report.int8.ok:
+            missed = f"int8 gate FAILED ({report.int8.failed()})"
+        else:
+            missed = "TOO LARGE"
+        print(f"{parity}: {missed}; nothing was written", file=sys.stderr)
         return 1
     contract = report.contract
     shape = contract["input"]

@@ -436,7 +436,7 @@ class Comparison:
         """The resolved config of the run of `method` for K = k and replicate `seed`."""
         name = self.run_name(method, k, seed)
         recipe = self.recipe
-        if "ema" not in self.methods[method].changes and method not in self.ema_runs:
+        if "ema" in self.methods[method].changes or method not in self.ema_runs:  # (a row's own, or none)
             recipe = {field: value for field, value in recipe.items() if field not in EMA_FIELDS}
         return build_config(recipe, **self.changes(method, k, seed), output=str(self.output / name))
 
@@ -766,10 +766,12 @@ def plan_comparison(
         base = build_config(values)
     comparison = Comparison(values, base, output, log=log, variants=extra, data=data, ema_decay=ema_decay)
     if base.ema is not None:
-        keep = sorted(comparison.ema_runs)
+        keep = ", ".join(sorted(comparison.ema_runs))
+        scorers = ", ".join(name for name, spec in comparison.methods.items() if spec.needs_ema)
         log(
-            f"compare: the recipe's EMA copies are kept in the runs of {', '.join(keep)} only (the rows "
-            "that score them); the other runs train the same without them"
+            f"compare: the recipe's EMA copies are kept in the runs of {keep} only (the runs {scorers} "
+            "scores, whether or not it is compared: a run's settings never depend on the rows asked "
+            "for); the other runs train the same without them"
         )
     for method in methods:  # a rival's run must be possible with this recipe (K >= 2 and so on)
         if comparison.methods[method].changes is not None:

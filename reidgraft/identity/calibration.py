@@ -141,11 +141,18 @@ def save_calibration(calibration: Calibration, folder: str | Path) -> Path:
     return path
 
 
-def load_calibration(folder: str | Path, model: str | None = None) -> Calibration | None:
-    """The calibration saved in `folder`, or None when there is none; ValueError (one line) when
-    it was made for another model than `model`."""
+def load_calibration(
+    folder: str | Path, model: str | None = None, required: bool = True
+) -> Calibration | None:
+    """The calibration saved in `folder`. ValueError (one line) when it was made for another
+    model than `model`, or when there is none and it is `required` (else None)."""
     path = Path(folder) / CALIBRATION_FILE
     if not path.is_file():
+        if required:
+            raise ValueError(
+                f"{folder} holds no {CALIBRATION_FILE}: run `reidgraft-identity calibrate {folder}` first "
+                "(or pass a threshold yourself)"
+            )
         return None
     try:
         calibration = Calibration(**json.loads(path.read_text()))

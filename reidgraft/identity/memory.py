@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import threading
+import zipfile
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from ..files import atomic_write
 
 FORMAT = "reidgraft identity memory 1"
 FILE = "identity-memory.npz"
+UNREADABLE = (KeyError, ValueError, TypeError, IndexError)  # what a damaged header raises when read
 CANDIDATES = 8  # identities a new track is compared with, beyond those it may not take
 
 
@@ -122,7 +125,7 @@ class IdentityMemory:
         enrol_every: float = 0.0,
         calibration: dict[str, Any] | None = None,
     ):
-        if not isinstance(dim, int) or dim < 1:
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
             raise ValueError(f"dim must be a whole number of at least 1, got {dim!r}")
         if threshold is None:
             raise ValueError(
@@ -130,15 +133,16 @@ class IdentityMemory:
                 "identities (reidgraft.identity.calibrate_threshold, or `reidgraft-identity calibrate RUN`) "
                 "or pass threshold= (a cosine similarity in [-1, 1])"
             )
-        if not (isinstance(threshold, int | float) and -1 <= threshold <= 1):
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not -1 <= threshold <= 1:
             raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {threshold!r}")
         for name, value in (("bank_size", bank_size), ("confirm_after", confirm_after)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
-        if not (isinstance(enrol_every, int | float) and enrol_every >= 0):
+        if isinstance(enrol_every, bool) or not isinstance(enrol_every, numbers.Real) or not enrol_every >= 0:
             raise ValueError(f"enrol_every must be a time of 0 or more, got {enrol_every!r}")
-        self.dim, self.threshold, self.model = dim, float(threshold), model
-        self.bank_size, self.confirm_after, self.enrol_every = bank_size, confirm_after, float(enrol_every)
+        self.dim, self.threshold, self.model = int(dim), float(threshold), model
+        self.bank_size, self.confirm_after = int(bank_size), int(confirm_after)
+        self.enrol_every = float(enrol_every)
         self.calibration = dict(calibration or {})
         self.identities: dict[int, Identity] = {}
         self.tracks: dict[tuple[str, int], Track] = {}
@@ -218,9 +222,10 @@ class IdentityMemory:
                 track.identity = bound[i]
             else:
                 track.identity = self._new_identity(when, stream)
-            for row in track.pending:
-                self._enrol(track, row, when)
-            track.pending = []
+            for row in track.pending:  # (its first features, all of them, whatever enrol_every)
+                self.identities[track.identity].enrol(row)
+            track.last_enrolled, track.pending = when, []
+            self._index = None
             self._seen(self.identities[track.identity], when, stream)
 
     def _new_identity(self, when: float, stream: str) -> int:
@@ -256,7 +261,10 @@ class IdentityMemory:
     def search(self, features: np.ndarray, k: int = 5) -> list[list[tuple[int, float]]]:
         """The `k` known identities most similar to each feature row (its prototype's cosine
         similarity), best first: a lookup that changes nothing."""
-        queries = normalised(np.asarray(features, dtype=np.float32).reshape(-1, self.dim))
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim not in (1, 2) or features.shape[-1] != self.dim:
+            raise ValueError(f"features of shape {features.shape}: give rows of {self.dim} values")
+        queries = normalised(features.reshape(-1, self.dim))
         with self._lock:
             return self._lookup(queries, k)
 
@@ -265,7 +273,7 @@ class IdentityMemory:
 
         if self._index is None:
             numbers, prototypes = self._prototypes()
-            self._index = (GalleryIndex(prototypes, "cosine") if numbers else None, numbers)
+            self._index = (GalleryIndex(prototypes, "cosine", gpu=False) if numbers else None, numbers)
         index, numbers = self._index
         if index is None:
             return [[] for _ in queries]
@@ -345,30 +353,54 @@ class IdentityMemory:
                 banks = np.asarray(stored["banks"], dtype=np.float32)
             if header.get("format") != FORMAT:
                 raise ValueError(f"format {header.get('format')!r}")
-        except (OSError, KeyError, ValueError, EOFError) as error:
+            saved_dim, saved_model = header["dim"], header["model"]
+        except (
+            OSError,
+            KeyError,
+            ValueError,
+            TypeError,
+            EOFError,
+            AttributeError,
+            zipfile.BadZipFile,
+        ) as error:
             raise ValueError(
                 f"{path} is not a reidgraft identity memory ({error}); was it damaged?"
             ) from None
-        if dim is not None and header["dim"] != dim:
+        if dim is not None and saved_dim != dim:
             raise ValueError(
-                f"{path} holds {header['dim']}-value features and this model gives {dim}: it is another "
+                f"{path} holds {saved_dim}-value features and this model gives {dim}: it is another "
                 "model's memory; start a new one (or load it with the model that made it)"
             )
-        if model is not None and header["model"] and header["model"] != model:
+        if model is not None and saved_model and saved_model != model:
             raise ValueError(
-                f"{path} was built from model {header['model'][:12]} and these features come from "
+                f"{path} was built from model {saved_model[:12]} and these features come from "
                 f"{model[:12]}: features of two models do not compare; start a new memory for this model"
             )
+        try:
+            return cls._from_saved(header, banks)
+        except (KeyError, ValueError, TypeError, IndexError) as error:
+            raise ValueError(
+                f"{path} is not a reidgraft identity memory ({error}); was it damaged?"
+            ) from None
+
+    @classmethod
+    def _from_saved(cls, header: dict[str, Any], banks: np.ndarray) -> IdentityMemory:
         memory = cls(
             header["dim"], header["threshold"], model=header["model"], bank_size=header["bank_size"],
             confirm_after=header["confirm_after"], enrol_every=header["enrol_every"],
             calibration=header["calibration"],
         )  # fmt: skip
         memory.next_number, memory.skipped = header["next_number"], header["skipped"]
+        if banks.ndim != 2 or banks.shape[1] != memory.dim:
+            raise ValueError(f"its banks have shape {banks.shape}, not (n, {memory.dim})")
         start = 0
         for entry in header["identities"]:
             rows = banks[start : start + entry["features"]]
             start += entry["features"]
+            if len(rows) != entry["features"] or not rows.size:
+                raise ValueError(
+                    f"identity {entry['number']} has {len(rows)} saved features of {entry['features']}"
+                )
             memory.identities[entry["number"]] = Identity(
                 entry["number"], deque(list(rows), maxlen=memory.bank_size), entry["first_seen"],
                 entry["last_seen"], entry["last_stream"], entry["sightings"],

@@ -5,9 +5,9 @@ Each person of the test data seen by two cameras (or, without cameras, with two 
 is drawn, per seed, to return (half of them) or to be seen once. A returning person's sightings
 are their images of one camera, then later those of the other (which first is drawn too); a
 person seen once shows one camera's images. Every sighting is a new track: its images are its
-frames, one feature each, and the memory decides it once it has them all (`confirm_after` =
-the images of the smallest sighting). The arrival order is a random shuffle of all sightings in
-which each return comes after its first sighting.
+frames, one feature each, and the memory decides it after `confirm_after` of them, the images of
+the smallest sighting (a sighting with more shows only that many). The arrival order is a
+random shuffle of all sightings in which each return comes after its first sighting.
 
 Outcomes, per seed:
 - returns re-attached: a return given the identity its person's first sighting opened;

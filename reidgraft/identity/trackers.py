@@ -6,9 +6,10 @@ the frame, embeds it with a FeatureExtractor and asks an IdentityMemory who it i
     identities = ids.supervision(frame, tracker.update(detections))     # Roboflow's trackers
     identities = ids.update(frame, boxes_xyxy, track_ids)               # any tracker
 
-Each returns one identity per track row (-1 while a track is pending, or when its crop was
-empty: a box outside the frame). Boxes are clipped to the frame; an empty crop is skipped and
-counted (`empty_crops`), never an error. Tracks without an id (supervision's -1: not yet
+Each returns one identity per track row (-1 while a track is pending). Boxes are clipped to the
+frame; an empty crop (a box outside the frame) or a box that is not finite is counted
+(`empty_crops`), never an error: a track the memory knows keeps its identity (and no new track
+of that frame may take it), a new one stays pending. Tracks without an id (supervision's -1: not yet
 confirmed by the tracker) get -1 and are not shown to the memory.
 """
 
@@ -53,9 +54,13 @@ class PersistentIds:
         self.frames += 1
         height, width = frame.shape[:2]
         identities = np.full(len(boxes), -1, dtype=np.int64)
-        crops, rows = [], []
+        crops, cropped, rows = [], [], []
         for row, ((left, top, right, bottom), track) in enumerate(zip(boxes, track_ids, strict=True)):
-            if track < 0 or not np.isfinite([left, top, right, bottom]).all():
+            if track < 0:
+                continue
+            rows.append(row)  # (shown to the memory even without a crop: its identity is in this frame)
+            if not np.isfinite([left, top, right, bottom]).all():
+                self.empty_crops += 1
                 continue
             x0, y0 = max(int(np.floor(left)), 0), max(int(np.floor(top)), 0)
             x1, y1 = min(int(np.ceil(right)), width), min(int(np.ceil(bottom)), height)
@@ -63,10 +68,13 @@ class PersistentIds:
                 self.empty_crops += 1
                 continue
             crops.append(frame[y0:y1, x0:x1])
-            rows.append(row)
+            cropped.append(len(rows) - 1)
         if not rows:
             return identities
-        features = self.extractor(crops, bgr=self.bgr)
+        # a row without a crop goes in as zeros: the memory skips its features, keeps its identity
+        features = np.zeros((len(rows), self.memory.dim), np.float32)
+        if crops:
+            features[cropped] = self.extractor(crops, bgr=self.bgr)
         found = self.memory.observe(self.stream, when, [int(track_ids[r]) for r in rows], features)
         for row, identity in zip(rows, found, strict=True):
             identities[row] = -1 if identity is None else identity

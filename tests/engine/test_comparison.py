@@ -8,7 +8,13 @@ import torch
 
 from reidgraft.config import build_config
 from reidgraft.data.datasets import synthetic_splits
-from reidgraft.engine.comparison import bootstrap_difference, load_scores, save_scores, weight_average
+from reidgraft.engine.comparison import (
+    EMA_DECAY,
+    bootstrap_difference,
+    load_scores,
+    save_scores,
+    weight_average,
+)
 from reidgraft.engine.tasks import make_task
 
 
@@ -457,4 +463,5 @@ def test_the_recipes_ema_copies_ride_only_on_the_runs_whose_rows_score_them(task
     for method in ("graft", "average", "teacher", "kd", "dml"):
         config = comparison.config(method, 2, 0)
         assert (config.ema, config.ema_grid, config.ema_warmup) == (None, [], "none"), method
-    assert comparison.config("ema", 2, 0).ema is not None  # the one-model EMA row sets its own
+    own = comparison.config("ema", 2, 0)  # the one-model EMA row: its own decay, nothing of the recipe's
+    assert (own.ema, own.ema_grid, own.ema_warmup) == (EMA_DECAY, [], "none")

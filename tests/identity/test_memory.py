@@ -1,12 +1,13 @@
 """IdentityMemory on hand-made features: who is re-attached, who is new, what is kept, saved and
 refused."""
 
+import json
 import threading
 
 import numpy as np
 import pytest
 
-from reidgraft.identity.memory import FILE, IdentityMemory
+from reidgraft.identity.memory import FILE, FORMAT, IdentityMemory
 
 DIM = 8
 
@@ -34,9 +35,11 @@ def test_two_tracks_of_one_frame_are_never_one_identity():
     memory.observe("cam", 0, [1], person(0)[None])
     # track 1 still shows identity 1 in this frame: the look-alike new track 2 must be someone else
     assert memory.observe("cam", 1, [1, 2], np.stack([person(0), person(0, 0.1)])) == [1, 2]
-    # two new look-alikes in one frame: one may take identity 1, the other may not
-    found = memory.observe("cam2", 2, [8, 9], np.stack([person(0, 0.01, 3), person(0, 0.2, 4)]))
-    assert sorted(found)[0] == 1 and found[0] != found[1]
+    # two new look-alikes of person 0 in one frame elsewhere: both match identity 1 best (the
+    # pure look, beside identity 2's noisy one); only the closer takes it, the other the next best
+    looks = np.stack([person(0, 0.05, 4), person(0, 0.01, 3)])
+    assert [best[0][0] for best in memory.search(looks, k=2)] == [1, 1]  # each alone would take 1
+    assert memory.observe("cam2", 3, [8, 9], looks) == [2, 1]
 
 
 def test_a_track_stays_pending_until_confirmed_and_the_bank_is_bounded():
@@ -71,6 +74,10 @@ def test_bad_settings_and_inputs_are_one_line():
         memory.observe("cam", 0, [1], np.ones((1, 4), np.float32))
     with pytest.raises(ValueError, match="repeats one"):
         memory.observe("cam", 0, [1, 1], np.ones((2, DIM), np.float32))
+    with pytest.raises(ValueError, match="give rows of 8 values"):
+        memory.search(np.ones((1, 16), np.float32))
+    numpy_settings = IdentityMemory(np.int64(DIM), np.float32(0.5), bank_size=np.int32(4))  # numpy's own
+    assert (numpy_settings.dim, numpy_settings.bank_size) == (DIM, 4) and numpy_settings.threshold == 0.5
 
 
 def test_forget_drops_old_identities_and_their_tracks():
@@ -107,7 +114,13 @@ def test_a_memory_of_another_model_or_size_is_refused(tmp_path):
         IdentityMemory.load(tmp_path, model="def456")
     with pytest.raises(ValueError, match="no identity-memory.npz here"):
         IdentityMemory.load(tmp_path / "elsewhere")
-    (tmp_path / FILE).write_bytes(b"not a memory")
+    saved = (tmp_path / FILE).read_bytes()
+    for damaged in (b"not a memory", saved[: len(saved) // 2]):  # (a file cut short: not a zip)
+        (tmp_path / FILE).write_bytes(damaged)
+        with pytest.raises(ValueError, match="is not a reidgraft identity memory"):
+            IdentityMemory.load(tmp_path)
+    header = np.frombuffer(json.dumps({"format": FORMAT}).encode(), dtype=np.uint8)  # no fields
+    np.savez(tmp_path / FILE, header=header, banks=np.zeros((0, DIM), np.float32))
     with pytest.raises(ValueError, match="is not a reidgraft identity memory"):
         IdentityMemory.load(tmp_path)
 

@@ -109,8 +109,13 @@ def test_empty_crops_are_counted_and_bad_input_is_one_line(persistent, val_run):
     frame = next(scene())[0]
     boxes = [BOX["left"], (400, 10, 450, 100), (10, 10, 10, 50), (np.nan, 0, 5, 5)]
     identities = persistent.update(frame, boxes, [1, 2, 3, 4])
-    assert identities[0] >= 1 and list(identities[1:]) == [-1, -1, -1]
-    assert persistent.empty_crops == 2  # outside the frame, and no width (a NaN box is skipped too)
+    assert identities[0] >= 1 and list(identities[1:]) == [-1, -1, -1]  # new tracks without a crop
+    assert persistent.empty_crops == 3  # outside the frame, no width, not finite
+    # track 1 walks out of the frame while a look-alike track appears: 1 keeps its identity, and
+    # the newcomer may not take it in this frame
+    again = persistent.update(frame, [(330, 30, 370, 130), BOX["left"]], [1, 5])
+    assert again[0] == identities[0] and again[1] not in (-1, identities[0])
+    assert persistent.empty_crops == 4
     with pytest.raises(ValueError, match="2 boxes and 1 track ids"):
         persistent.update(frame, [BOX["left"], BOX["right"]], [1])
     with pytest.raises(ValueError, match="frame must be an HxWx3 uint8 image"):
