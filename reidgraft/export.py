@@ -480,16 +480,14 @@ INT8_METHOD = (
 def _int8_data(extractor: FeatureExtractor) -> dict[str, Any]:
     """The run's training crops to calibrate on and its validation images to gate with.
     ValueError (one line) when the run held out no validation identities."""
-    from .data.validation import hold_out_identities
-
     run = extractor.run
-    held = int(run.raw_config.get("val_ids") or 0)
-    if not held:
+    split = run.held_out()
+    if split is None:
         raise ValueError(
             f"--int8 checks the int8 file on the run's validation identities, and {run.given} held none "
             "out; retrain with --val-ids N, or export without --int8"
         )
-    train, validation = hold_out_identities(run.splits(), held)
+    train, validation = split
     paths = sorted(path for path, _, _ in train.train)
     chosen = np.random.default_rng(0).choice(
         len(paths), min(INT8_CALIBRATION_IMAGES, len(paths)), replace=False

@@ -194,6 +194,15 @@ class TrainedRun:
         config = self.raw_config
         return load_run_splits(config["dataset"], root or config["root"], self.data, str(self.given), config)
 
+    def held_out(self, root: str | Path | None = None):
+        """(training splits, validation splits) as the run held its validation identities out
+        (`data/validation.py`: the same ones in every run with that count), or None when it held
+        none out."""
+        from ..data.validation import hold_out_identities
+
+        held = int(self.raw_config.get("val_ids") or 0)
+        return hold_out_identities(self.splits(root), held) if held else None
+
 
 class WeightsFile(TrainedRun):
     """One model's plain weights (a state dict: `export --format weights`, or a torchreid model

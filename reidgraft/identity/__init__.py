@@ -4,21 +4,16 @@ target false-merge rate (calibration.py), measured by an open-set re-entry bench
 (reentry.py); `PersistentIds` feeds it a tracker's tracks: boxmot's, Roboflow's (supervision
 Detections) or any tracker's boxes and ids (trackers.py). Names load on first use."""
 
+from ..lazy import lazy_names
+
 _EXPORTS = {
-    "IdentityMemory": "reidgraft.identity.memory",
-    "Calibration": "reidgraft.identity.calibration",
-    "calibrate_threshold": "reidgraft.identity.calibration",
-    "calibrate_run": "reidgraft.identity.calibration",
-    "load_calibration": "reidgraft.identity.calibration",
-    "save_calibration": "reidgraft.identity.calibration",
-    "PersistentIds": "reidgraft.identity.trackers",
+    "IdentityMemory": "memory",
+    "Calibration": "calibration",
+    "calibrate_threshold": "calibration",
+    "calibrate_run": "calibration",
+    "load_calibration": "calibration",
+    "save_calibration": "calibration",
+    "PersistentIds": "trackers",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'reidgraft.identity' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

@@ -108,17 +108,16 @@ def validation_features(
     """The features, identities and cameras of the validation identities `extractor`'s run held
     out (the same ones as in training: `data/validation.py`), with a description. ValueError (one
     line) when the run held none out."""
-    from ..data.validation import hold_out_identities
-
     run = extractor.run
-    held = int(run.raw_config.get("val_ids") or 0)
-    if not held:
+    split = run.held_out(root)
+    if split is None:
         raise ValueError(
             f"{run.given} held out no validation identities (val_ids 0), and calibrating on the test set "
             "would make its scores look better than they are: retrain with --val-ids N (about 20% of the "
             "training identities), or pass a threshold yourself"
         )
-    _, validation = hold_out_identities(run.splits(root), held)
+    _, validation = split
+    held = len({pid for _, pid, _ in validation.query})
     items = validation.query + validation.gallery
     features = extractor([path for path, _, _ in items])
     pids = np.array([pid for _, pid, _ in items])
