@@ -108,7 +108,8 @@ def test_version_and_unknown_commands():
     )
     assert unknown.returncode == 2 and unknown.stdout == ""
     assert unknown.stderr == (
-        "reidgraft: unknown command 'trian'; choose one of: train, evaluate, compare, analyze, demo, export\n"
+        "reidgraft: unknown command 'trian'; choose one of: train, evaluate, compare, analyze, demo, export, "
+        "identity\n"
     )
     bare = subprocess.run([str(bin_dir / "reidgraft")], capture_output=True, text=True, timeout=120)
     assert bare.returncode == 2 and "usage: reidgraft {train," in bare.stderr
